@@ -1,0 +1,503 @@
+//! The configuration file (TOML), its environment overrides and its validation into typed
+//! settings, all before anything is bound. Knows no sockets or runtime objects.
+//!
+//! Every key has a default (the `DEFAULT_*` constants below, each with its reason) and is
+//! documented in `config/lumberd.toml`. Any key can be overridden by an environment
+//! variable `LUMBERD_<SECTION>_<KEY>`, e.g. `LUMBERD_SERVER_LISTEN=0.0.0.0:5044`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::protocol::Limits;
+
+/// The Beats port Filebeat's `output.logstash` uses by default.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:5044";
+/// A fleet of a few thousand Filebeat agents per instance, with headroom; each holds a
+/// socket, a 64 KiB read buffer and a task.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Logstash sends `ACK 0` after 5 s without progress; Filebeat times out after 30 s.
+pub const DEFAULT_KEEPALIVE_INTERVAL: &str = "5s";
+/// Twice Filebeat's 30 s timeout: long enough for a slow flush, short enough that a
+/// client behind a stuck output fails over to another host.
+pub const DEFAULT_STALL_TIMEOUT: &str = "60s";
+/// A client that sends nothing, and waits for nothing, for this long is gone.
+pub const DEFAULT_IDLE_TIMEOUT: &str = "5m";
+/// Filebeat's own `max_bytes` per event is 10 MiB; a `C` frame of a 2048-event window of
+/// ~1 KiB events is ~300 KiB.
+pub const DEFAULT_MAX_FRAME_BYTES: u64 = 16 * 1024 * 1024;
+/// A window of 2048 events of 100 KiB each; anything larger is a zlib bomb.
+pub const DEFAULT_MAX_INFLATED_BYTES: u64 = 256 * 1024 * 1024;
+/// Eight times Filebeat's default `bulk_max_size` of 2048.
+pub const DEFAULT_MAX_WINDOW_EVENTS: u32 = 16_384;
+/// Event bytes held in memory between the socket and the output, over all connections;
+/// past it connections stop reading (TCP backpressure). Must hold two largest frames.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 48 * 1024 * 1024;
+/// Filebeat pipelines 2 windows by default; a client with more waits for ACKs.
+pub const DEFAULT_MAX_PENDING_WINDOWS: usize = 8;
+/// Events per batch handed to the output: amortises queue operations per event.
+pub const DEFAULT_BATCH_EVENTS: usize = 512;
+/// The embedded file output writes here when no Elasticsearch is configured.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Batches queued for the output; with `batch_events` this bounds the queue in events.
+pub const DEFAULT_QUEUE_BATCHES: usize = 64;
+/// Time given to in-flight windows to be delivered and acknowledged after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: &str = "20s";
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// `auto`: human-readable on a terminal, JSON otherwise (containers).
+pub const DEFAULT_LOG_FORMAT: &str = "auto";
+
+const SECTIONS: [&str; 3] = ["server", "output", "log"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    max_connections: usize,
+    keepalive_interval: String,
+    stall_timeout: String,
+    idle_timeout: String,
+    max_frame_bytes: u64,
+    max_inflated_bytes: u64,
+    max_window_events: u32,
+    max_inflight_bytes: u64,
+    max_pending_windows: usize,
+    batch_events: usize,
+    shutdown_grace: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: DEFAULT_LISTEN.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL.into(),
+            stall_timeout: DEFAULT_STALL_TIMEOUT.into(),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT.into(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_inflated_bytes: DEFAULT_MAX_INFLATED_BYTES,
+            max_window_events: DEFAULT_MAX_WINDOW_EVENTS,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            max_pending_windows: DEFAULT_MAX_PENDING_WINDOWS,
+            batch_events: DEFAULT_BATCH_EVENTS,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOutput {
+    data_dir: PathBuf,
+    queue_batches: usize,
+}
+
+impl Default for RawOutput {
+    fn default() -> Self {
+        RawOutput {
+            data_dir: DEFAULT_DATA_DIR.into(),
+            queue_batches: DEFAULT_QUEUE_BATCHES,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+    format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: DEFAULT_LOG_LEVEL.into(),
+            format: DEFAULT_LOG_FORMAT.into(),
+        }
+    }
+}
+
+/// Validated settings: everything `run` needs, typed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub output: OutputSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub keepalive_interval: Duration,
+    pub stall_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub limits: Limits,
+    pub max_inflight_bytes: u64,
+    pub max_pending_windows: usize,
+    pub batch_events: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputSettings {
+    pub data_dir: PathBuf,
+    pub queue_batches: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl Settings {
+    /// Reads `path` (or only defaults when `None`), applies `LUMBERD_*` variables from
+    /// `env`, and validates. Collects every problem instead of stopping at the first.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut problems = Vec::new();
+        let mut table = match path {
+            None => toml::Table::new(),
+            Some(path) => match std::fs::read_to_string(path) {
+                Err(e) => {
+                    return Err(ConfigError {
+                        problems: vec![format!("{}: cannot read: {e}", path.display())],
+                    })
+                }
+                Ok(text) => match text.parse::<toml::Table>() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return Err(ConfigError {
+                            problems: vec![format!("{}: {}", path.display(), one_line(&e))],
+                        })
+                    }
+                },
+            },
+        };
+        apply_env(&mut table, env, &mut problems);
+        for key in table.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                problems.push(format!(
+                    "unknown section [{key}] (expected one of {SECTIONS:?})"
+                ));
+            }
+        }
+        let server: RawServer = section(&mut table, "server", &mut problems);
+        let output: RawOutput = section(&mut table, "output", &mut problems);
+        let log: RawLog = section(&mut table, "log", &mut problems);
+        let settings = validate(server, output, log, &mut problems);
+        match settings {
+            Some(s) if problems.is_empty() => Ok(s),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+}
+
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `LUMBERD_<SECTION>_<KEY>=value`; the value is read as TOML (a number, a boolean) when
+/// it parses as one, as a string otherwise.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Vec<String>,
+) {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("LUMBERD_") else {
+            continue;
+        };
+        if rest == "CONFIG" {
+            continue; // the --config flag's own variable
+        }
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = lower.split_once('_') else {
+            problems.push(format!("{name}: expected LUMBERD_<SECTION>_<KEY>"));
+            continue;
+        };
+        if !SECTIONS.contains(&section) {
+            problems.push(format!("{name}: unknown section `{section}`"));
+            continue;
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| v.is_integer() || v.is_bool() || v.is_float())
+            .unwrap_or(toml::Value::String(value));
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry.as_table_mut() {
+            Some(t) => {
+                t.insert(key.to_string(), parsed);
+            }
+            None => problems.push(format!("{name}: [{section}] is not a table in the file")),
+        }
+    }
+}
+
+fn section<T: Default + serde::de::DeserializeOwned>(
+    table: &mut toml::Table,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> T {
+    let Some(mut value) = table.remove(name) else {
+        return T::default();
+    };
+    // serde stops at the first error; unknown keys are removed and reported one by one so
+    // the rest of the section is still checked.
+    loop {
+        match value.clone().try_into::<T>() {
+            Ok(v) => return v,
+            Err(e) => {
+                let message = one_line(&e);
+                let unknown = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|rest| rest.split('`').next())
+                    .map(str::to_owned);
+                let removed = match (&unknown, value.as_table_mut()) {
+                    (Some(key), Some(t)) => t.remove(key).is_some(),
+                    _ => false,
+                };
+                match unknown {
+                    Some(key) if removed => {
+                        problems.push(format!("{name}.{key}: unknown key ({message})"));
+                    }
+                    _ => {
+                        problems.push(format!("[{name}]: {message}"));
+                        return T::default();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn duration(key: &str, value: &str, problems: &mut Vec<String>) -> Duration {
+    match humantime::parse_duration(value) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            problems.push(format!("{key}: must be greater than 0"));
+            Duration::from_secs(1)
+        }
+        Err(e) => {
+            problems.push(format!(
+                "{key}: `{value}` is not a duration like \"5s\" ({e})"
+            ));
+            Duration::from_secs(1)
+        }
+    }
+}
+
+fn validate(s: RawServer, o: RawOutput, l: RawLog, problems: &mut Vec<String>) -> Option<Settings> {
+    let listen = match s.listen.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(format!(
+                "server.listen: `{}` is not an address like 0.0.0.0:5044",
+                s.listen
+            ));
+            None
+        }
+    };
+    let keepalive_interval = duration("server.keepalive_interval", &s.keepalive_interval, problems);
+    let stall_timeout = duration("server.stall_timeout", &s.stall_timeout, problems);
+    let idle_timeout = duration("server.idle_timeout", &s.idle_timeout, problems);
+    let shutdown_grace = duration("server.shutdown_grace", &s.shutdown_grace, problems);
+    if keepalive_interval >= Duration::from_secs(30) {
+        problems
+            .push("server.keepalive_interval: must be under Filebeat's 30 s timeout".to_string());
+    }
+    if stall_timeout <= keepalive_interval {
+        problems.push("server.stall_timeout: must be longer than keepalive_interval".to_string());
+    }
+    for (key, v) in [
+        ("server.max_connections", s.max_connections),
+        ("server.max_pending_windows", s.max_pending_windows),
+        ("server.batch_events", s.batch_events),
+        ("output.queue_batches", o.queue_batches),
+    ] {
+        if v == 0 {
+            problems.push(format!("{key}: must be at least 1"));
+        }
+    }
+    if s.max_window_events == 0 {
+        problems.push("server.max_window_events: must be at least 1".to_string());
+    }
+    if s.max_frame_bytes < 1024 || s.max_frame_bytes > u64::from(u32::MAX) {
+        problems.push(format!(
+            "server.max_frame_bytes: {} is outside 1024..={} (the wire length is a u32)",
+            s.max_frame_bytes,
+            u32::MAX
+        ));
+    }
+    if s.max_inflated_bytes < s.max_frame_bytes {
+        problems.push("server.max_inflated_bytes: must be at least max_frame_bytes".to_string());
+    }
+    // One frame's bytes are reserved before they are read and again as an event; the
+    // budget must allow both or a maximal frame could never be admitted.
+    if s.max_inflight_bytes < 2 * s.max_frame_bytes {
+        problems.push(format!(
+            "server.max_inflight_bytes: {} must be at least twice max_frame_bytes ({})",
+            s.max_inflight_bytes, s.max_frame_bytes
+        ));
+    }
+    if s.max_inflight_bytes > (u32::MAX as u64) {
+        problems.push("server.max_inflight_bytes: at most 4 GiB".to_string());
+    }
+    let format = match l.format.as_str() {
+        "auto" => LogFormat::Auto,
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            problems.push(format!(
+                "log.format: `{other}` is not one of auto, text, json"
+            ));
+            LogFormat::Auto
+        }
+    };
+    if tracing_subscriber::EnvFilter::try_new(&l.level).is_err() {
+        problems.push(format!(
+            "log.level: `{}` is not a level or filter like \"info\"",
+            l.level
+        ));
+    }
+    Some(Settings {
+        server: ServerSettings {
+            listen: listen?,
+            max_connections: s.max_connections,
+            keepalive_interval,
+            stall_timeout,
+            idle_timeout,
+            limits: Limits {
+                max_frame_bytes: s.max_frame_bytes.min(u64::from(u32::MAX)) as u32,
+                max_inflated_bytes: s.max_inflated_bytes,
+                max_window_events: s.max_window_events,
+            },
+            max_inflight_bytes: s.max_inflight_bytes,
+            max_pending_windows: s.max_pending_windows,
+            batch_events: s.batch_events,
+            shutdown_grace,
+        },
+        output: OutputSettings {
+            data_dir: o.data_dir,
+            queue_batches: o.queue_batches,
+        },
+        log: LogSettings {
+            level: l.level,
+            format,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_alone_are_valid_and_listen_on_the_beats_port() {
+        let s = Settings::load(None, env(&[])).expect("defaults must validate");
+        assert_eq!(s.server.listen.port(), 5044);
+        assert_eq!(s.output.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn environment_overrides_section_keys_with_typed_values() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("LUMBERD_SERVER_LISTEN", "127.0.0.1:0"),
+                ("LUMBERD_SERVER_MAX_CONNECTIONS", "7"),
+                ("LUMBERD_OUTPUT_DATA_DIR", "/tmp/x"),
+                ("LUMBERD_CONFIG", "ignored.toml"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(s.server.max_connections, 7);
+        assert_eq!(s.output.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn every_problem_is_listed_not_only_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"nowhere\"\nkeepalive_interval = \"soon\"\n[output]\nqueue_batches = 0\n[bogus]\n",
+        )
+        .unwrap();
+        let err = Settings::load(Some(&path), env(&[("LUMBERD_SERVER_NOPE", "1")])).unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "server.listen",
+            "keepalive_interval",
+            "queue_batches",
+            "[bogus]",
+            "nope",
+        ] {
+            assert!(
+                all.contains(needle),
+                "expected a problem mentioning {needle}, got:\n{all}"
+            );
+        }
+    }
+
+    #[test]
+    fn budget_smaller_than_two_frames_is_rejected() {
+        let err = Settings::load(
+            None,
+            env(&[
+                ("LUMBERD_SERVER_MAX_INFLIGHT_BYTES", "1000"),
+                ("LUMBERD_SERVER_MAX_FRAME_BYTES", "4096"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.contains("max_inflight_bytes")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn documented_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lumberd.toml");
+        Settings::load(Some(&path), env(&[])).expect("config/lumberd.toml must validate");
+    }
+}

@@ -1,0 +1,399 @@
+//! One client connection: decode frames, queue events for the output, and acknowledge each
+//! window once the output has made all of it durable. Knows no output or filter details.
+//!
+//! Two halves run side by side: the reader (socket -> frames -> batches -> output queue)
+//! and the acknowledger (delivery results -> ACK frames, keep-alives while waiting).
+//! Either one ending ends the connection; a window not yet acknowledged then never is,
+//! and the client resends it (PROTOCOL.md rule 5).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use chrono::Utc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::codec::Decoder as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerSettings;
+use crate::event::{Origin, Record};
+use crate::output::{Batch, Delivery, DeliveryReceiver, OutputSender};
+use crate::pipeline::{IndexCache, Pipeline};
+use crate::protocol::{encode_ack, Codec, CompletedWindow, DecodeError, Frame, WindowTracker};
+
+/// Bytes read from the socket per call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Frames announcing more than this are reserved against the budget before being read.
+const RESERVE_THRESHOLD: usize = READ_CHUNK;
+/// Budget charged per event beyond its payload: the record, index handle and batch slot.
+const EVENT_OVERHEAD: usize = 64;
+
+/// What every connection shares.
+pub struct Shared {
+    pub settings: ServerSettings,
+    pub pipeline: Pipeline,
+    pub output: OutputSender,
+    /// Bytes of events held in memory, over all connections (the in-flight budget).
+    pub budget: Arc<Semaphore>,
+    /// Cancelled on shutdown: stop reading new windows, finish what is pending.
+    pub shutdown: CancellationToken,
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionEnd {
+    #[error("closed by the client")]
+    Closed,
+    #[error("connected and closed without sending a byte")]
+    Probe,
+    #[error("protocol error: {0}")]
+    Protocol(#[from] DecodeError),
+    #[error("read error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("idle for {0:?} with nothing pending")]
+    Idle(Duration),
+    #[error(
+        "output made no progress on the oldest window for {0:?}; closing so the client fails over"
+    )]
+    Stalled(Duration),
+    #[error("{0}")]
+    DeliveryFailed(String),
+    #[error("shutting down")]
+    Shutdown,
+}
+
+struct Pending {
+    window: CompletedWindow,
+    delivery: DeliveryReceiver,
+}
+
+/// Serves one connection until it ends; returns why, for the caller to log once.
+pub async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>) -> ConnectionEnd
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    let (pending_tx, pending_rx) = mpsc::channel(shared.settings.max_pending_windows);
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let stop = CancellationToken::new();
+
+    let reader = Reader {
+        shared: shared.clone(),
+        peer,
+        pending: pending_tx,
+        waiting: waiting.clone(),
+        stop: stop.clone(),
+    };
+    let acker = Acker {
+        shared: shared.clone(),
+        waiting,
+        stop: stop.clone(),
+    };
+    let (read_end, ack_end) = tokio::join!(
+        async {
+            let end = reader.run(read_half).await;
+            // After a clean close or on shutdown the acker still acknowledges the windows
+            // already complete; after an error the connection ends at once.
+            if !matches!(end, ConnectionEnd::Closed | ConnectionEnd::Shutdown) {
+                stop.cancel();
+            }
+            end
+        },
+        async {
+            let end = acker.run(write_half, pending_rx).await;
+            stop.cancel();
+            end
+        }
+    );
+    // The first real cause wins: a stalled output or failed delivery explains why the
+    // reader saw the socket close under it.
+    match (read_end, ack_end) {
+        (ConnectionEnd::Closed | ConnectionEnd::Shutdown, Some(ack)) => ack,
+        (read, _) => read,
+    }
+}
+
+struct Reader {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    pending: mpsc::Sender<Pending>,
+    waiting: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+/// The window being received: its delivery handle and its events not yet queued.
+struct OpenWindow {
+    delivery: Delivery,
+    receiver: DeliveryReceiver,
+    records: Vec<Record>,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Reader {
+    async fn run<R: AsyncRead + Unpin>(self, mut socket: R) -> ConnectionEnd {
+        let settings = &self.shared.settings;
+        let mut codec = Codec::new(settings.limits);
+        let mut windows = WindowTracker::new(settings.limits.max_window_events);
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut cache = IndexCache::default();
+        let mut open: Option<OpenWindow> = None;
+        // Budget reserved for a large frame before its bytes are read.
+        let mut reserved: Option<OwnedSemaphorePermit> = None;
+        let mut eof = false;
+
+        loop {
+            let decoded = if eof {
+                codec.decode_eof(&mut buf)
+            } else {
+                codec.decode(&mut buf)
+            };
+            let frame = match decoded {
+                Ok(Some(frame)) => frame,
+                Ok(None) if eof => {
+                    if codec.offset() == 0 {
+                        return ConnectionEnd::Probe;
+                    }
+                    return match windows.finish() {
+                        Ok(()) => ConnectionEnd::Closed,
+                        Err(error) => DecodeError {
+                            offset: codec.offset(),
+                            error,
+                        }
+                        .into(),
+                    };
+                }
+                Ok(None) => {
+                    let demand = codec.buffer_demand(&buf);
+                    if demand > RESERVE_THRESHOLD && reserved.is_none() {
+                        match self.acquire(demand).await {
+                            Some(p) => reserved = Some(p),
+                            None => return ConnectionEnd::Shutdown,
+                        }
+                    }
+                    match self.read(&mut socket, &mut buf).await {
+                        Ok(0) => eof = true,
+                        Ok(_) => {}
+                        Err(end) => return end,
+                    }
+                    continue;
+                }
+                Err(e) => return e.into(),
+            };
+            reserved = None;
+            let completed = match windows.on_frame(&frame) {
+                Ok(c) => c,
+                Err(error) => {
+                    return DecodeError {
+                        offset: codec.offset(),
+                        error,
+                    }
+                    .into()
+                }
+            };
+            let origin = Origin {
+                peer: self.peer,
+                received: Utc::now(),
+            };
+            let (record, size) = match &frame {
+                Frame::Window { .. } => {
+                    let (delivery, receiver) = Delivery::new();
+                    open = Some(OpenWindow {
+                        delivery,
+                        receiver,
+                        records: Vec::new(),
+                        budget: None,
+                    });
+                    continue;
+                }
+                Frame::Json { payload, .. } => {
+                    let size = payload.len();
+                    (
+                        self.shared
+                            .pipeline
+                            .process_json(payload.clone(), &origin, &mut cache),
+                        size,
+                    )
+                }
+                Frame::Data { pairs, .. } => {
+                    let size = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+                    (
+                        self.shared
+                            .pipeline
+                            .process_pairs(pairs, &origin, &mut cache),
+                        size,
+                    )
+                }
+            };
+            drop(frame);
+            // The tracker guarantees a data frame is inside an announced window.
+            let win = open.as_mut().expect("data frame inside a window");
+            let Some(permit) = self.acquire(size + EVENT_OVERHEAD).await else {
+                return ConnectionEnd::Shutdown;
+            };
+            match &mut win.budget {
+                Some(held) => held.merge(permit),
+                None => win.budget = Some(permit),
+            }
+            win.records.push(record);
+            if win.records.len() >= settings.batch_events || completed.is_some() {
+                if !self.flush(win).await {
+                    return ConnectionEnd::Shutdown;
+                }
+            }
+            if let Some(window) = completed {
+                let win = open.take().expect("completed window was open");
+                let OpenWindow {
+                    delivery, receiver, ..
+                } = win;
+                // Every batch of the window is queued: this handle has nothing left to wait for.
+                delivery.delivered();
+                self.waiting.fetch_add(1, Ordering::AcqRel);
+                if self
+                    .pending
+                    .send(Pending {
+                        window,
+                        delivery: receiver,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return ConnectionEnd::Closed;
+                }
+            }
+        }
+    }
+
+    /// Queues the window's records gathered so far; false when the output is gone.
+    async fn flush(&self, win: &mut OpenWindow) -> bool {
+        let batch = Batch {
+            records: std::mem::replace(
+                &mut win.records,
+                Vec::with_capacity(self.shared.settings.batch_events.min(64)),
+            ),
+            budget: win.budget.take(),
+            delivery: win.delivery.share(),
+        };
+        tokio::select! {
+            sent = self.shared.output.send(batch) => sent.is_ok(),
+            _ = self.stop.cancelled() => false,
+            _ = self.shared.shutdown.cancelled() => false,
+        }
+    }
+
+    /// Takes `bytes` from the in-flight budget, waiting (and so not reading: TCP
+    /// backpressure) while it is exhausted. `None` when the connection must stop.
+    async fn acquire(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        // Config validation keeps a frame within the budget, so this always fits.
+        let n = bytes.min(self.shared.settings.max_inflight_bytes as usize) as u32;
+        tokio::select! {
+            p = self.shared.budget.clone().acquire_many_owned(n) => p.ok(),
+            _ = self.stop.cancelled() => None,
+            _ = self.shared.shutdown.cancelled() => None,
+        }
+    }
+
+    /// One read; `Err` ends the connection (I/O error, idle, shutdown, acker stopped).
+    async fn read<R: AsyncRead + Unpin>(
+        &self,
+        socket: &mut R,
+        buf: &mut BytesMut,
+    ) -> Result<usize, ConnectionEnd> {
+        let idle = self.shared.settings.idle_timeout;
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        loop {
+            tokio::select! {
+                r = tokio::time::timeout(idle, socket.read_buf(buf)) => match r {
+                    Ok(Ok(n)) => return Ok(n),
+                    Ok(Err(e)) => return Err(e.into()),
+                    // A client waiting for our ACK sends nothing: not idle.
+                    Err(_) if self.waiting.load(Ordering::Acquire) > 0 => continue,
+                    Err(_) => return Err(ConnectionEnd::Idle(idle)),
+                },
+                _ = self.stop.cancelled() => return Err(ConnectionEnd::Closed),
+                _ = self.shared.shutdown.cancelled() => return Err(ConnectionEnd::Shutdown),
+            }
+        }
+    }
+}
+
+struct Acker {
+    shared: Arc<Shared>,
+    waiting: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl Acker {
+    /// Acknowledges windows in order (PROTOCOL.md rule 3); returns a reason when it ended
+    /// the connection itself.
+    async fn run<W: AsyncWrite + Unpin>(
+        self,
+        mut socket: W,
+        mut pending: mpsc::Receiver<Pending>,
+    ) -> Option<ConnectionEnd> {
+        let keepalive = self.shared.settings.keepalive_interval;
+        let stall = self.shared.settings.stall_timeout;
+        let mut out = BytesMut::with_capacity(6);
+        loop {
+            let next = tokio::select! {
+                p = pending.recv() => p,
+                _ = self.stop.cancelled() => None,
+            };
+            let Some(Pending {
+                window,
+                mut delivery,
+            }) = next
+            else {
+                return None;
+            };
+            let since = Instant::now();
+            let result = loop {
+                tokio::select! {
+                    r = &mut delivery => break r.unwrap_or_else(|_| Err(crate::output::DeliveryFailed("output stopped".into()))),
+                    _ = self.stop.cancelled() => return None,
+                    _ = tokio::time::sleep(keepalive) => {
+                        if since.elapsed() >= stall {
+                            return Some(ConnectionEnd::Stalled(stall));
+                        }
+                        // Keep-alive: ACK 0 resets the client's timeout without completing
+                        // anything (PROTOCOL.md rule 4).
+                        encode_ack(window.keepalive(), &mut out);
+                        if self.write(&mut socket, &mut out).await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
+                return Some(ConnectionEnd::DeliveryFailed(e.to_string()));
+            }
+            encode_ack(window.ack(), &mut out);
+            if self.write(&mut socket, &mut out).await.is_err() {
+                return None;
+            }
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    async fn write<W: AsyncWrite + Unpin>(
+        &self,
+        socket: &mut W,
+        out: &mut BytesMut,
+    ) -> std::io::Result<()> {
+        let stall = self.shared.settings.stall_timeout;
+        let r = tokio::time::timeout(stall, socket.write_all(out)).await;
+        out.clear();
+        match r {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client not reading ACKs",
+            )),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Events as the output receives them: a document for an index, or a dead letter.
+//! Pure data; knows nothing of the wire protocol, sockets or outputs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// What a record is, so an output can route dead letters to its own destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    Event,
+    DeadLetter,
+}
+
+/// One document for the output: a compact JSON object (no raw newline) for `index`.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub kind: RecordKind,
+    pub index: Arc<str>,
+    pub doc: Bytes,
+}
+
+/// Where and when an event was received, for routing and dead letters.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub peer: SocketAddr,
+    pub received: DateTime<Utc>,
+}
+
+/// Why a payload in an intact frame could not become an event (PROTOCOL.md rule 5).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("payload is not a JSON object: {0}")]
+    NotJsonObject(String),
+    #[error("payload is not UTF-8")]
+    NotUtf8,
+}
+
+impl PayloadError {
+    /// A fixed name for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PayloadError::NotJsonObject(_) => "not_json_object",
+            PayloadError::NotUtf8 => "not_utf8",
+        }
+    }
+}
+
+/// The dead-letter document: the raw payload (as a string when it is UTF-8, as hex
+/// otherwise), the reason and the peer, so nothing a client sent is silently lost.
+pub fn dead_letter_doc(raw: &[u8], reason: &PayloadError, origin: &Origin) -> Bytes {
+    let mut doc = serde_json::Map::new();
+    doc.insert(
+        "@timestamp".into(),
+        origin
+            .received
+            .to_rfc3339_opts(SecondsFormat::Millis, true)
+            .into(),
+    );
+    doc.insert("reason".into(), reason.to_string().into());
+    doc.insert("error_kind".into(), reason.kind().into());
+    doc.insert("peer".into(), origin.peer.to_string().into());
+    match std::str::from_utf8(raw) {
+        Ok(text) => doc.insert("payload".into(), text.into()),
+        Err(_) => doc.insert("payload_hex".into(), hex(raw).into()),
+    };
+    Bytes::from(serde_json::to_vec(&doc).expect("a map of strings serialises"))
+}
+
+fn hex(raw: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(raw.len() * 2);
+    for b in raw {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}

@@ -1,0 +1,60 @@
+//! lumberd: a Lumberjack v2 (Beats protocol) server that takes Logstash's place between
+//! Filebeat and Elasticsearch.
+//!
+//! ```text
+//! Filebeat --TCP--> server --> connection --(protocol::Codec)--> frames
+//!                                 | window bookkeeping (protocol::WindowTracker)
+//!                                 | payload -> Record (pipeline)
+//!                                 v
+//!                   bounded queue (the only queue; full = stop reading)
+//!                                 v
+//!                   output (local files) --> delivery result
+//!                                 v
+//!                   connection writes the ACK (or closes on failure)
+//! ```
+//!
+//! **The ACK contract**: a window is acknowledged only after every one of its events has
+//! reached the output and the output has made it durable (for the file output: written
+//! and fsynced). A connection that breaks before its ACK loses nothing: the client resends
+//! the window. Memory is bounded by `server.max_inflight_bytes`: past it connections stop
+//! reading and TCP pushes back on the clients.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+pub mod connection;
+pub mod event;
+pub mod output;
+pub mod pipeline;
+pub mod protocol;
+pub mod server;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::output::file::FileOutput;
+use crate::server::Server;
+
+/// Runs lumberd until `shutdown` is cancelled, then drains: stop accepting, stop reading
+/// new windows, acknowledge what the output delivers within the grace period, flush the
+/// output, return.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (output, file_output) = FileOutput::start(&settings.output).with_context(|| {
+        format!(
+            "cannot use data directory {}",
+            settings.output.data_dir.display()
+        )
+    })?;
+    let listen = settings.server.listen;
+    let server = Server::bind(settings.server, output, shutdown)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = server.local_addr()?;
+    tracing::info!(%addr, data_dir = %settings.output.data_dir.display(), "listening");
+    server.run().await;
+    tokio::task::spawn_blocking(move || file_output.join()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

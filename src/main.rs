@@ -1,0 +1,173 @@
+//! The `lumberd` command: parse arguments, load and validate the configuration before
+//! binding anything, set up logging and signals, then hand over to `lumberd::run`.
+
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use lumberd::client::{self, SendOptions};
+use lumberd::config::{LogFormat, LogSettings, Settings};
+use lumberd::protocol::Compression;
+use tokio_util::sync::CancellationToken;
+
+/// sysexits.h EX_CONFIG: the configuration is wrong.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "lumberd",
+    version,
+    about = "A Lumberjack v2 (Beats) server for Filebeat: receive, transform, store."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve Beats clients (defaults: listen 0.0.0.0:5044, data dir ./data).
+    Serve {
+        /// TOML configuration file; every key has a default (see config/lumberd.toml).
+        #[arg(long, env = "LUMBERD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file (with LUMBERD_* overrides): exit 0, or 64 listing every problem.
+    CheckConfig { file: PathBuf },
+    /// Ship the lines of log files to a Beats endpoint as Filebeat would, and report what was acknowledged.
+    Send {
+        /// The endpoint, host:port.
+        #[arg(long)]
+        host: String,
+        /// zlib level 0-9 (0: no compression); Filebeat's default is 3.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=9))]
+        compress: u32,
+        /// Events per window; Filebeat's bulk_max_size default is 2048.
+        #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+        window: u32,
+        /// Connect timeout and ACK timeout (any ACK restarts it), as Filebeat's `timeout`.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Log files: one event per line.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match Settings::load(Some(&file), std::env::vars()) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                for p in &e.problems {
+                    eprintln!("{}: {p}", file.display());
+                }
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Serve { config } => {
+            let settings = match Settings::load(config.as_deref(), std::env::vars()) {
+                Ok(s) => s,
+                Err(e) => {
+                    for p in &e.problems {
+                        eprintln!("lumberd: configuration: {p}");
+                    }
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            init_logging(&settings.log);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("lumberd: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(signals(shutdown.clone()));
+                lumberd::run(settings, shutdown).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("lumberd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Send {
+            host,
+            compress,
+            window,
+            timeout,
+            files,
+        } => {
+            let opts = SendOptions {
+                host,
+                compression: Compression::from_level(compress),
+                window: window as usize,
+                timeout,
+                files,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let result = runtime
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r.block_on(client::send(&opts)));
+            match result {
+                Ok(r) => {
+                    println!(
+                        "acknowledged {} events in {} windows by {} ({} keep-alives)",
+                        r.events, r.windows, opts.host, r.keepalives
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("lumberd send: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}
+
+fn init_logging(log: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match log.format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}

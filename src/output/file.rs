@@ -1,0 +1,141 @@
+//! The embedded default output: one JSON line per record in `<data_dir>/<index>.ndjson`.
+//!
+//! A single writer thread takes every batch queued since its last round, writes them,
+//! then fsyncs each file it touched once: group commit, so concurrent windows and
+//! connections share the cost of an fsync. Batches are reported delivered only after
+//! that fsync (the ACK contract); on any error they are failed and nothing is ACKed.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc;
+
+use super::{Batch, OutputSender};
+use crate::config::OutputSettings;
+
+/// Batches written per fsync round at most, so one round's latency stays bounded.
+const MAX_BATCHES_PER_ROUND: usize = 256;
+/// Files kept open between rounds; daily names mean only a few are live at once.
+const MAX_OPEN_FILES: usize = 16;
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// The running writer thread.
+pub struct FileOutput {
+    thread: JoinHandle<()>,
+}
+
+impl FileOutput {
+    /// Creates `data_dir` and starts the writer; fails if the directory is unusable.
+    pub fn start(settings: &OutputSettings) -> std::io::Result<(OutputSender, FileOutput)> {
+        std::fs::create_dir_all(&settings.data_dir)?;
+        let dir = settings.data_dir.canonicalize()?;
+        // Fail at start, not at the first window, when the directory is not writable.
+        let probe = dir.join(".lumberd-write-test");
+        File::create(&probe)?;
+        std::fs::remove_file(&probe)?;
+        let (tx, rx) = mpsc::channel(settings.queue_batches);
+        let thread = std::thread::Builder::new()
+            .name("file-output".into())
+            .spawn(move || {
+                Writer {
+                    dir,
+                    files: HashMap::new(),
+                }
+                .run(rx)
+            })?;
+        Ok((tx, FileOutput { thread }))
+    }
+
+    /// Waits until every queued batch is written; returns once all senders are dropped.
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("file output thread panicked");
+        }
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    files: HashMap<Arc<str>, BufWriter<File>>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
+        let mut round = Vec::with_capacity(MAX_BATCHES_PER_ROUND);
+        while let Some(first) = rx.blocking_recv() {
+            round.push(first);
+            while round.len() < MAX_BATCHES_PER_ROUND {
+                match rx.try_recv() {
+                    Ok(b) => round.push(b),
+                    Err(_) => break,
+                }
+            }
+            match self.write_round(&mut round) {
+                Ok(()) => round.drain(..).for_each(|b| b.delivery.delivered()),
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), error = %e,
+                        "file output failed; {} batches not acknowledged, clients will resend", round.len());
+                    // Reopen files next round: a failed BufWriter may hold partial data.
+                    self.files.clear();
+                    let reason = format!("file output: {e}");
+                    round.drain(..).for_each(|b| b.delivery.fail(&reason));
+                }
+            }
+        }
+        for (_, mut f) in self.files.drain() {
+            let _ = f.flush().and_then(|_| f.get_ref().sync_data());
+        }
+    }
+
+    fn write_round(&mut self, round: &mut [Batch]) -> std::io::Result<()> {
+        let mut touched: Vec<Arc<str>> = Vec::new();
+        let mut created = false;
+        for batch in round.iter_mut() {
+            for record in &batch.records {
+                if !touched
+                    .iter()
+                    .any(|t| Arc::ptr_eq(t, &record.index) || **t == *record.index)
+                {
+                    touched.push(record.index.clone());
+                }
+                let file = match self.files.get_mut(&record.index) {
+                    Some(f) => f,
+                    None => {
+                        let (f, new) = open(&self.dir, &record.index)?;
+                        created |= new;
+                        self.files.entry(record.index.clone()).or_insert(f)
+                    }
+                };
+                file.write_all(&record.doc)?;
+                file.write_all(b"\n")?;
+            }
+            // The records' bytes are in the write buffers or the kernel now.
+            batch.budget.take();
+        }
+        for index in &touched {
+            if let Some(f) = self.files.get_mut(index) {
+                f.flush()?;
+                f.get_ref().sync_data()?;
+            }
+        }
+        if created {
+            // A new file's directory entry must be durable too, or a crash loses the file.
+            File::open(&self.dir)?.sync_all()?;
+        }
+        if self.files.len() > MAX_OPEN_FILES {
+            self.files.retain(|k, _| touched.contains(k));
+        }
+        Ok(())
+    }
+}
+
+fn open(dir: &Path, index: &str) -> std::io::Result<(BufWriter<File>, bool)> {
+    let path = dir.join(format!("{index}.ndjson"));
+    let existed = path.exists();
+    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    Ok((BufWriter::with_capacity(WRITE_BUFFER, file), !existed))
+}

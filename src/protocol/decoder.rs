@@ -1,0 +1,391 @@
+//! Frame decoding: a length is checked before its bytes are buffered, and `C` frames are
+//! inflated as their bytes arrive, so memory per connection stays bounded by the limits.
+
+use bytes::{Buf, BytesMut};
+use flate2::{Decompress, FlushDecompress, Status};
+
+use super::{
+    Ack, DecodeError, Frame, Limits, ProtocolError, TYPE_ACK, TYPE_COMPRESSED, TYPE_DATA,
+    TYPE_JSON, TYPE_WINDOW, VERSION_1, VERSION_2,
+};
+
+/// Inflated bytes produced per step: the decoder's scratch memory for a `C` frame is one
+/// chunk plus at most one partial inner frame.
+const INFLATE_CHUNK: usize = 64 * 1024;
+
+/// Request methods recognised at the start of a stream (PROTOCOL.md rule 7).
+const HTTP_METHODS: [&[u8; 4]; 8] = [
+    b"GET ", b"POST", b"PUT ", b"HEAD", b"OPTI", b"DELE", b"PATC", b"CONN",
+];
+
+/// Server-side codec: decodes client frames (inflating `C` frames into the frames they
+/// carry) and encodes ACKs. It keeps no window state; see [`super::WindowTracker`].
+#[derive(Debug)]
+pub struct Codec {
+    limits: Limits,
+    /// Wire bytes consumed so far: the offset reported with errors.
+    consumed: u64,
+    inflating: Option<Inflating>,
+}
+
+struct Inflating {
+    /// Wire offset of the `C` frame's header.
+    frame_offset: u64,
+    /// Compressed bytes of this frame not yet fed to zlib.
+    remaining: usize,
+    zlib: Decompress,
+    /// Inflated bytes not yet split into frames.
+    out: BytesMut,
+    inflated: u64,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Inflating {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflating")
+            .field("frame_offset", &self.frame_offset)
+            .field("remaining", &self.remaining)
+            .field("inflated", &self.inflated)
+            .finish()
+    }
+}
+
+enum Parsed {
+    Frame(Frame),
+    /// A `C` header was consumed; this many compressed bytes follow.
+    Compressed(usize),
+}
+
+impl Codec {
+    pub fn new(limits: Limits) -> Self {
+        Codec {
+            limits,
+            consumed: 0,
+            inflating: None,
+        }
+    }
+
+    /// Wire bytes consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Bytes the codec must hold in one piece to finish the frame it is in, when that
+    /// frame's header is already known to announce more than is buffered (a large `J`
+    /// payload); 0 otherwise. Lets the caller reserve memory before reading those bytes.
+    pub fn buffer_demand(&self, src: &BytesMut) -> usize {
+        let buf = match &self.inflating {
+            Some(inf) => &inf.out,
+            None => src,
+        };
+        if buf.len() < 10 || buf[1] != TYPE_JSON {
+            return 0;
+        }
+        let total = 10 + be32(&buf[6..10]) as usize;
+        if total > buf.len() {
+            total
+        } else {
+            0
+        }
+    }
+
+    fn decode_frame(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        loop {
+            if let Some(inf) = self.inflating.as_mut() {
+                let at = inf.frame_offset;
+                let fail = |error| DecodeError { offset: at, error };
+                if let Some(parsed) =
+                    parse(&mut inf.out, &self.limits, true, false).map_err(fail)?
+                {
+                    match parsed {
+                        Parsed::Frame(frame) => return Ok(Some(frame)),
+                        // parse() refuses a C inside a C (PROTOCOL.md rule 1).
+                        Parsed::Compressed(_) => unreachable!("nested C is rejected by parse"),
+                    }
+                }
+                if inf.ended {
+                    if !inf.out.is_empty() {
+                        return Err(fail(ProtocolError::TruncatedInsideCompressed(
+                            inf.out.len(),
+                        )));
+                    }
+                    if inf.remaining > 0 {
+                        return Err(fail(ProtocolError::TrailingCompressedBytes(inf.remaining)));
+                    }
+                    self.inflating = None;
+                    continue;
+                }
+                let take = src.len().min(inf.remaining);
+                let (in_before, out_before) = (inf.zlib.total_in(), inf.zlib.total_out());
+                let len = inf.out.len();
+                inf.out.resize(len + INFLATE_CHUNK, 0);
+                let status =
+                    inf.zlib
+                        .decompress(&src[..take], &mut inf.out[len..], FlushDecompress::None);
+                let consumed = (inf.zlib.total_in() - in_before) as usize;
+                let produced = (inf.zlib.total_out() - out_before) as usize;
+                inf.out.truncate(len + produced);
+                src.advance(consumed);
+                self.consumed += consumed as u64;
+                inf.remaining -= consumed;
+                inf.inflated += produced as u64;
+                match status {
+                    Ok(Status::StreamEnd) => inf.ended = true,
+                    Ok(_) => {}
+                    Err(e) => return Err(fail(ProtocolError::Zlib(e.to_string()))),
+                }
+                // Checked while inflating, so a bomb costs at most one chunk past the limit.
+                if inf.inflated > self.limits.max_inflated_bytes {
+                    return Err(fail(ProtocolError::InflatedTooLarge {
+                        limit: self.limits.max_inflated_bytes,
+                    }));
+                }
+                if consumed == 0 && produced == 0 && !inf.ended {
+                    if inf.remaining == 0 {
+                        return Err(fail(ProtocolError::Zlib(
+                            "stream ends before its end marker".into(),
+                        )));
+                    }
+                    if take == 0 {
+                        return Ok(None);
+                    }
+                    return Err(fail(ProtocolError::Zlib("inflate made no progress".into())));
+                }
+                continue;
+            }
+
+            let at = self.consumed;
+            let before = src.len();
+            let parsed = parse(src, &self.limits, false, at == 0)
+                .map_err(|error| DecodeError { offset: at, error })?;
+            self.consumed += (before - src.len()) as u64;
+            match parsed {
+                None => return Ok(None),
+                Some(Parsed::Frame(frame)) => return Ok(Some(frame)),
+                Some(Parsed::Compressed(len)) => {
+                    self.inflating = Some(Inflating {
+                        frame_offset: at,
+                        remaining: len,
+                        zlib: Decompress::new(true),
+                        out: BytesMut::new(),
+                        inflated: 0,
+                        ended: false,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl tokio_util::codec::Decoder for Codec {
+    type Item = Frame;
+    type Error = DecodeError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        self.decode_frame(src)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        if let Some(frame) = self.decode_frame(src)? {
+            return Ok(Some(frame));
+        }
+        let partial = src.len() + self.inflating.as_ref().map_or(0, |i| i.out.len().max(1));
+        if partial > 0 {
+            let offset = self
+                .inflating
+                .as_ref()
+                .map_or(self.consumed, |i| i.frame_offset);
+            return Err(DecodeError {
+                offset,
+                error: ProtocolError::Truncated(partial),
+            });
+        }
+        Ok(None)
+    }
+}
+
+impl tokio_util::codec::Encoder<Ack> for Codec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, ack: Ack, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        super::encode_ack(ack, dst);
+        Ok(())
+    }
+}
+
+/// Parses one frame from the front of `buf`, consuming it; `Ok(None)` when more bytes are
+/// needed (habit: "need more bytes" is not an error).
+fn parse(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    inside_compressed: bool,
+    stream_start: bool,
+) -> Result<Option<Parsed>, ProtocolError> {
+    let Some(&version) = buf.first() else {
+        return Ok(None);
+    };
+    if version != VERSION_1 && version != VERSION_2 {
+        if stream_start {
+            if version == 0x16 {
+                return Err(ProtocolError::TlsOnPlainPort);
+            }
+            if b"GPHODC".contains(&version) {
+                if buf.len() < 4 {
+                    return Ok(None);
+                }
+                if HTTP_METHODS.iter().any(|m| buf.starts_with(&m[..])) {
+                    let shown = &buf[..buf.len().min(16)];
+                    let line = shown
+                        .split(|b| *b == b'\r' || *b == b'\n')
+                        .next()
+                        .unwrap_or(shown);
+                    return Err(ProtocolError::HttpOnBeatsPort(
+                        String::from_utf8_lossy(line).into_owned(),
+                    ));
+                }
+            }
+        }
+        return Err(ProtocolError::UnsupportedVersion(version));
+    }
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let max = limits.max_frame_bytes;
+    match buf[1] {
+        TYPE_WINDOW => {
+            if buf.len() < 6 {
+                return Ok(None);
+            }
+            let count = be32(&buf[2..6]);
+            buf.advance(6);
+            Ok(Some(Parsed::Frame(Frame::Window { version, count })))
+        }
+        TYPE_JSON => {
+            if buf.len() < 10 {
+                return Ok(None);
+            }
+            let seq = be32(&buf[2..6]);
+            let len = be32(&buf[6..10]);
+            if len > max {
+                return Err(ProtocolError::FrameTooLarge {
+                    kind: 'J',
+                    len: len.into(),
+                    limit: max,
+                });
+            }
+            let total = 10 + len as usize;
+            if buf.len() < total {
+                buf.reserve(total - buf.len());
+                return Ok(None);
+            }
+            buf.advance(10);
+            let payload = buf.split_to(len as usize).freeze();
+            Ok(Some(Parsed::Frame(Frame::Json {
+                version,
+                seq,
+                payload,
+            })))
+        }
+        TYPE_DATA => parse_data(buf, version, max),
+        TYPE_COMPRESSED => {
+            if inside_compressed {
+                return Err(ProtocolError::NestedCompressed);
+            }
+            if buf.len() < 6 {
+                return Ok(None);
+            }
+            let len = be32(&buf[2..6]);
+            if len > max {
+                return Err(ProtocolError::FrameTooLarge {
+                    kind: 'C',
+                    len: len.into(),
+                    limit: max,
+                });
+            }
+            buf.advance(6);
+            Ok(Some(Parsed::Compressed(len as usize)))
+        }
+        other => Err(ProtocolError::UnknownFrameType(other)),
+    }
+}
+
+/// `D`: u32 seq, u32 pair count, then per pair u32 key len, key, u32 value len, value.
+/// The whole frame is scanned before anything is consumed; its size is capped by
+/// `max_frame_bytes` as the scan goes.
+fn parse_data(buf: &mut BytesMut, version: u8, max: u32) -> Result<Option<Parsed>, ProtocolError> {
+    if buf.len() < 10 {
+        return Ok(None);
+    }
+    let seq = be32(&buf[2..6]);
+    let pairs = be32(&buf[6..10]) as u64;
+    let too_large = |len: u64| ProtocolError::FrameTooLarge {
+        kind: 'D',
+        len,
+        limit: max,
+    };
+    // Each pair takes at least 8 bytes of lengths.
+    if pairs * 8 > u64::from(max) {
+        return Err(too_large(pairs * 8));
+    }
+    let mut pos = 10usize;
+    for _ in 0..pairs * 2 {
+        if buf.len() < pos + 4 {
+            return Ok(None);
+        }
+        let len = be32(&buf[pos..pos + 4]) as usize;
+        pos += 4 + len;
+        if (pos - 10) as u64 > u64::from(max) {
+            return Err(too_large((pos - 10) as u64));
+        }
+    }
+    if buf.len() < pos {
+        buf.reserve(pos - buf.len());
+        return Ok(None);
+    }
+    buf.advance(10);
+    let mut fields = Vec::with_capacity(pairs as usize);
+    for _ in 0..pairs {
+        let key_len = be32(&buf[..4]) as usize;
+        buf.advance(4);
+        let key = buf.split_to(key_len).freeze();
+        let value_len = be32(&buf[..4]) as usize;
+        buf.advance(4);
+        let value = buf.split_to(value_len).freeze();
+        fields.push((key, value));
+    }
+    Ok(Some(Parsed::Frame(Frame::Data {
+        version,
+        seq,
+        pairs: fields,
+    })))
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Client-side codec: decodes the server's ACK frames.
+#[derive(Debug, Default)]
+pub struct AckDecoder;
+
+impl tokio_util::codec::Decoder for AckDecoder {
+    type Item = Ack;
+    type Error = DecodeError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Ack>, DecodeError> {
+        if src.len() < 6 {
+            return Ok(None);
+        }
+        let fail = |error| DecodeError { offset: 0, error };
+        let version = src[0];
+        if version != VERSION_1 && version != VERSION_2 {
+            return Err(fail(ProtocolError::UnsupportedVersion(version)));
+        }
+        if src[1] != TYPE_ACK {
+            return Err(fail(ProtocolError::UnknownFrameType(src[1])));
+        }
+        let seq = be32(&src[2..6]);
+        src.advance(6);
+        Ok(Some(Ack { version, seq }))
+    }
+}

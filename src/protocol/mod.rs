@@ -1,0 +1,160 @@
+//! The Lumberjack wire format (v2 `W`/`J`/`C`/`A` and v1 `D` frames): bytes in,
+//! frames and ACK decisions out. Knows nothing of sockets, clocks, JSON meaning or outputs.
+//!
+//! Rules cited as "PROTOCOL.md rule N" refer to `shared/PROTOCOL.md`; the frame layouts
+//! follow go-lumber's `protocol/v2` and logstash-input-beats' `PROTOCOL.md`.
+
+mod decoder;
+mod encoder;
+mod window;
+
+pub use decoder::{AckDecoder, Codec};
+pub use encoder::{encode_ack, encode_window, Compression};
+pub use window::{CompletedWindow, WindowTracker};
+
+use bytes::Bytes;
+
+/// Version byte of Lumberjack v1 (logstash-forwarder).
+pub const VERSION_1: u8 = b'1';
+/// Version byte of Lumberjack v2 (Beats).
+pub const VERSION_2: u8 = b'2';
+
+pub(crate) const TYPE_WINDOW: u8 = b'W';
+pub(crate) const TYPE_JSON: u8 = b'J';
+pub(crate) const TYPE_COMPRESSED: u8 = b'C';
+pub(crate) const TYPE_DATA: u8 = b'D';
+pub(crate) const TYPE_ACK: u8 = b'A';
+
+/// One frame sent by a client. `C` frames never appear: the decoder inflates them and
+/// yields the frames inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// `W`: the next `count` data frames form one window.
+    Window { version: u8, count: u32 },
+    /// `J`: one event as a JSON document (not validated here).
+    Json {
+        version: u8,
+        seq: u32,
+        payload: Bytes,
+    },
+    /// `D`: one v1 event as key/value string pairs (not validated as UTF-8 here).
+    Data {
+        version: u8,
+        seq: u32,
+        pairs: Vec<(Bytes, Bytes)>,
+    },
+}
+
+/// An acknowledgement, as the server writes it and a client reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub version: u8,
+    pub seq: u32,
+}
+
+/// Every size a peer controls, checked before its bytes are buffered (PROTOCOL.md rule 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest body of one frame on the wire or inside a `C` frame: a `J` payload, a
+    /// whole `D` frame, or the compressed bytes of one `C` frame.
+    pub max_frame_bytes: u32,
+    /// Largest number of bytes one `C` frame may inflate to (zlib bombs).
+    pub max_inflated_bytes: u64,
+    /// Largest `N` a `W` frame may announce.
+    pub max_window_events: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_inflated_bytes: 256 * 1024 * 1024,
+            max_window_events: 16_384,
+        }
+    }
+}
+
+/// What was wrong with a byte stream. Every variant is fatal for the connection: a byte
+/// stream cannot be resynchronised (PROTOCOL.md rule 5).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error(
+        "TLS ClientHello on a plain-text port (first byte 0x16): is the client configured for TLS?"
+    )]
+    TlsOnPlainPort,
+    #[error("HTTP request on the Beats port (first bytes {0:?}): is this an HTTP health check or a misrouted client?")]
+    HttpOnBeatsPort(String),
+    #[error("unsupported protocol version byte 0x{0:02x} (expected '1' or '2')")]
+    UnsupportedVersion(u8),
+    #[error("unknown frame type 0x{0:02x}")]
+    UnknownFrameType(u8),
+    #[error("{kind} frame of {len} bytes exceeds limit max_frame_bytes={limit}")]
+    FrameTooLarge { kind: char, len: u64, limit: u32 },
+    #[error("compressed frame inflates past limit max_inflated_bytes={limit}")]
+    InflatedTooLarge { limit: u64 },
+    #[error("compressed frame is not a valid zlib stream: {0}")]
+    Zlib(String),
+    #[error("compressed frame ends inside a frame ({0} bytes of a partial frame left)")]
+    TruncatedInsideCompressed(usize),
+    #[error("zlib stream ended with {0} compressed bytes of the frame left over")]
+    TrailingCompressedBytes(usize),
+    #[error("compressed frame inside a compressed frame")]
+    NestedCompressed,
+    #[error("window of {count} events exceeds limit max_window_events={limit}")]
+    WindowTooLarge { count: u32, limit: u32 },
+    #[error("window announces 0 events")]
+    EmptyWindow,
+    #[error("new window after {received} of {expected} data frames of the previous one")]
+    PrematureWindow { expected: u32, received: u32 },
+    #[error("data frame (seq {0}) outside any window")]
+    DataOutsideWindow(u32),
+    #[error("stream ended inside a frame ({0} bytes of a partial frame)")]
+    Truncated(usize),
+    #[error("stream ended inside a window ({received} of {expected} data frames)")]
+    TruncatedWindow { expected: u32, received: u32 },
+    #[error("I/O error while reading: {0}")]
+    Io(String),
+}
+
+impl ProtocolError {
+    /// A short, fixed name for logs and metric labels (bounded cardinality).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProtocolError::TlsOnPlainPort => "tls_on_plain_port",
+            ProtocolError::HttpOnBeatsPort(_) => "http_request",
+            ProtocolError::UnsupportedVersion(_) => "bad_version",
+            ProtocolError::UnknownFrameType(_) => "unknown_frame_type",
+            ProtocolError::FrameTooLarge { .. } => "frame_too_large",
+            ProtocolError::InflatedTooLarge { .. } => "inflated_too_large",
+            ProtocolError::Zlib(_) => "zlib",
+            ProtocolError::TruncatedInsideCompressed(_) => "truncated_compressed",
+            ProtocolError::TrailingCompressedBytes(_) => "trailing_compressed",
+            ProtocolError::NestedCompressed => "nested_compressed",
+            ProtocolError::WindowTooLarge { .. } => "window_too_large",
+            ProtocolError::EmptyWindow => "empty_window",
+            ProtocolError::PrematureWindow { .. } => "premature_window",
+            ProtocolError::DataOutsideWindow(_) => "data_outside_window",
+            ProtocolError::Truncated(_) => "truncated",
+            ProtocolError::TruncatedWindow { .. } => "truncated_window",
+            ProtocolError::Io(_) => "io",
+        }
+    }
+}
+
+/// A protocol error and the wire offset of the frame it was found in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error} (frame at byte offset {offset})")]
+pub struct DecodeError {
+    pub offset: u64,
+    pub error: ProtocolError,
+}
+
+impl From<std::io::Error> for DecodeError {
+    // Required by tokio-util's `Decoder`; I/O errors never come from decoding itself.
+    fn from(e: std::io::Error) -> Self {
+        DecodeError {
+            offset: 0,
+            error: ProtocolError::Io(e.to_string()),
+        }
+    }
+}

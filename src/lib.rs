@@ -30,6 +30,8 @@ pub mod pipeline;
 pub mod protocol;
 pub mod server;
 
+use std::net::SocketAddr;
+
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
@@ -41,11 +43,32 @@ use crate::server::Server;
 /// new windows, acknowledge what the output delivers within the grace period, flush the
 /// output, return.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(settings, shutdown).await?.wait().await
+}
+
+/// A started lumberd: listening, output running.
+pub struct Running {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// The bound Beats address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Waits until shutdown has drained the connections and flushed the output.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+}
+
+/// Starts the output, then binds the listener; errors here are configuration-level
+/// (unusable data directory, address in use) and nothing has been accepted yet.
+pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let (output, file_output) = FileOutput::start(&settings.output).with_context(|| {
-        format!(
-            "cannot use data directory {}",
-            settings.output.data_dir.display()
-        )
+        format!("cannot use data directory {}", settings.output.data_dir.display())
     })?;
     let listen = settings.server.listen;
     let server = Server::bind(settings.server, output, shutdown)
@@ -53,8 +76,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = server.local_addr()?;
     tracing::info!(%addr, data_dir = %settings.output.data_dir.display(), "listening");
-    server.run().await;
-    tokio::task::spawn_blocking(move || file_output.join()).await?;
-    tracing::info!("stopped");
-    Ok(())
+    let task = tokio::spawn(async move {
+        server.run().await;
+        tokio::task::spawn_blocking(move || file_output.join()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    });
+    Ok(Running { addr, task })
 }

@@ -1,0 +1,55 @@
+# lumberd: `make run` serves Filebeat on :5044 with the file output; `make test` installs
+# what the tests need (Rust crates, Go modules, pip and npm packages) and runs them all.
+
+CARGO ?= cargo
+FUZZ_SECONDS ?= 300
+BENCH_EVENTS ?= 2000000
+
+.PHONY: all build release run test test-deps check fmt lint bench fuzz fixtures clean
+
+all: build
+
+build:
+	$(CARGO) build --locked
+
+release:
+	$(CARGO) build --locked --release
+
+## Start lumberd with the embedded file output (./data), ready for Filebeat on 5044.
+run: release
+	./target/release/lumberd serve --config config/lumberd.toml
+
+## Install the real Beats clients the tests drive (go-lumber, pylogbeat, lumberjack-client).
+test-deps:
+	bash tests/clients/setup.sh
+
+## Every test: unit, fixture replay, properties, and real clients against a live lumberd.
+test: test-deps
+	$(CARGO) build --locked --bins
+	LUMBERD_REQUIRE_FIXTURES=1 $(CARGO) test --locked
+
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Decoder throughput (criterion) and the end-to-end load run; figures in target/bench/.
+bench: release
+	mkdir -p target/bench
+	$(CARGO) bench --locked --bench decode
+	cd benches/load && go build -o ../../target/bench/lumberload .
+	python3 benches/e2e.py --lumberd target/release/lumberd --loader target/bench/lumberload --events $(BENCH_EVENTS)
+
+## Fuzz the decoder for a bounded time (not part of CI).
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+## Re-record proto-fixtures/valid from the real clients.
+fixtures: test-deps
+	bash tests/clients/record-fixtures.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf data

@@ -26,7 +26,7 @@ use crate::pipeline::{IndexCache, Pipeline};
 use crate::protocol::{encode_ack, Codec, CompletedWindow, DecodeError, Frame, WindowTracker};
 
 /// Bytes read from the socket per call.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
 /// Frames announcing more than this are reserved against the budget before being read.
 const RESERVE_THRESHOLD: usize = READ_CHUNK;
 /// Budget charged per event beyond its payload: the record, index handle and batch slot.
@@ -138,7 +138,8 @@ impl Reader {
         let settings = &self.shared.settings;
         let mut codec = Codec::new(settings.limits);
         let mut windows = WindowTracker::new(settings.limits.max_window_events);
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // Allocated at the first read: health-check connects cost no buffer.
+        let mut buf = BytesMut::new();
         let mut cache = IndexCache::default();
         let mut open: Option<OpenWindow> = None;
         // Budget reserved for a large frame before its bytes are read.
@@ -169,7 +170,7 @@ impl Reader {
                 Ok(None) => {
                     let demand = codec.buffer_demand(&buf);
                     if demand > RESERVE_THRESHOLD && reserved.is_none() {
-                        match self.acquire(demand).await {
+                        match self.acquire(demand, &mut open).await {
                             Some(p) => reserved = Some(p),
                             None => return ConnectionEnd::Shutdown,
                         }
@@ -229,20 +230,19 @@ impl Reader {
                 }
             };
             drop(frame);
-            // The tracker guarantees a data frame is inside an announced window.
-            let win = open.as_mut().expect("data frame inside a window");
-            let Some(permit) = self.acquire(size + EVENT_OVERHEAD).await else {
+            let Some(permit) = self.acquire(size + EVENT_OVERHEAD, &mut open).await else {
                 return ConnectionEnd::Shutdown;
             };
+            // The tracker guarantees a data frame is inside an announced window.
+            let win = open.as_mut().expect("data frame inside a window");
             match &mut win.budget {
                 Some(held) => held.merge(permit),
                 None => win.budget = Some(permit),
             }
             win.records.push(record);
-            if win.records.len() >= settings.batch_events || completed.is_some() {
-                if !self.flush(win).await {
-                    return ConnectionEnd::Shutdown;
-                }
+            let full = win.records.len() >= settings.batch_events || completed.is_some();
+            if full && !self.flush(win).await {
+                return ConnectionEnd::Shutdown;
             }
             if let Some(window) = completed {
                 let win = open.take().expect("completed window was open");
@@ -286,9 +286,25 @@ impl Reader {
 
     /// Takes `bytes` from the in-flight budget, waiting (and so not reading: TCP
     /// backpressure) while it is exhausted. `None` when the connection must stop.
-    async fn acquire(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    ///
+    /// Before waiting, the open window's partial batch is handed to the output: budget
+    /// held in unqueued batches while every connection waits for more would deadlock
+    /// (many connections each holding part of a window).
+    async fn acquire(
+        &self,
+        bytes: usize,
+        open: &mut Option<OpenWindow>,
+    ) -> Option<OwnedSemaphorePermit> {
         // Config validation keeps a frame within the budget, so this always fits.
         let n = bytes.min(self.shared.settings.max_inflight_bytes as usize) as u32;
+        if let Ok(p) = self.shared.budget.clone().try_acquire_many_owned(n) {
+            return Some(p);
+        }
+        if let Some(win) = open.as_mut().filter(|w| !w.records.is_empty()) {
+            if !self.flush(win).await {
+                return None;
+            }
+        }
         tokio::select! {
             p = self.shared.budget.clone().acquire_many_owned(n) => p.ok(),
             _ = self.stop.cancelled() => None,
@@ -344,13 +360,10 @@ impl Acker {
                 p = pending.recv() => p,
                 _ = self.stop.cancelled() => None,
             };
-            let Some(Pending {
+            let Pending {
                 window,
                 mut delivery,
-            }) = next
-            else {
-                return None;
-            };
+            } = next?;
             let since = Instant::now();
             let result = loop {
                 tokio::select! {

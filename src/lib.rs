@@ -68,7 +68,10 @@ impl Running {
 /// (unusable data directory, address in use) and nothing has been accepted yet.
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let (output, file_output) = FileOutput::start(&settings.output).with_context(|| {
-        format!("cannot use data directory {}", settings.output.data_dir.display())
+        format!(
+            "cannot use data directory {}",
+            settings.output.data_dir.display()
+        )
     })?;
     let listen = settings.server.listen;
     let server = Server::bind(settings.server, output, shutdown)

@@ -72,6 +72,11 @@ impl Pipeline {
         let Ok(text) = std::str::from_utf8(&payload) else {
             return self.dead_letter(&payload, PayloadError::NotUtf8, origin, cache);
         };
+        // A derived struct also deserialises from a JSON array; events must be objects.
+        if !text.trim_start().starts_with('{') {
+            let reason = PayloadError::NotJsonObject("expected a JSON object".into());
+            return self.dead_letter(&payload, reason, origin, cache);
+        }
         let probe = match serde_json::from_str::<Probe>(text) {
             Ok(p) => p,
             Err(e) => {
@@ -87,7 +92,6 @@ impl Pipeline {
             .timestamp
             .and_then(timestamp_day)
             .unwrap_or(origin.received.date_naive());
-        drop(probe);
         // JSON allows raw newlines only as whitespace between tokens, and one would split
         // the NDJSON line (and a bulk body): re-serialise compactly in that rare case.
         let doc = if memchr::memchr2(b'\n', b'\r', &payload).is_some() {
@@ -244,6 +248,9 @@ mod tests {
         for raw in [
             &b"not json"[..],
             b"[1,2]",
+            b"[]",
+            b"[\"2025-04-05T10:23:45Z\"]",
+            b"",
             b"\"s\"",
             b"{\"a\":",
             b"{\"a\":\"\xff\"}",

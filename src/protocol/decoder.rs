@@ -11,7 +11,7 @@ use super::{
 
 /// Inflated bytes produced per step: the decoder's scratch memory for a `C` frame is one
 /// chunk plus at most one partial inner frame.
-const INFLATE_CHUNK: usize = 64 * 1024;
+const INFLATE_CHUNK: usize = 32 * 1024;
 
 /// Request methods recognised at the start of a stream (PROTOCOL.md rule 7).
 const HTTP_METHODS: [&[u8; 4]; 8] = [
@@ -38,6 +38,8 @@ struct Inflating {
     out: BytesMut,
     inflated: u64,
     ended: bool,
+    /// An inflate error, raised once the frames inflated before it are decoded.
+    error: Option<ProtocolError>,
 }
 
 impl std::fmt::Debug for Inflating {
@@ -103,6 +105,11 @@ impl Codec {
                         Parsed::Compressed(_) => unreachable!("nested C is rejected by parse"),
                     }
                 }
+                // Frames inflated before a zlib error or the limit are yielded first, so
+                // how TCP split the stream never changes what is decoded before an error.
+                if let Some(error) = inf.error.take() {
+                    return Err(fail(error));
+                }
                 if inf.ended {
                     if !inf.out.is_empty() {
                         return Err(fail(ProtocolError::TruncatedInsideCompressed(
@@ -115,10 +122,16 @@ impl Codec {
                     self.inflating = None;
                     continue;
                 }
+                let limit = self.limits.max_inflated_bytes;
                 let take = src.len().min(inf.remaining);
+                // Output room in proportion to the input (text inflates ~4-10x), so small
+                // reads do not zero-fill a whole chunk; one byte past the limit at most, so
+                // the limit is exact whatever the chunking.
+                let room = (take.saturating_mul(16).clamp(4096, INFLATE_CHUNK) as u64)
+                    .min(limit - inf.inflated + 1) as usize;
                 let (in_before, out_before) = (inf.zlib.total_in(), inf.zlib.total_out());
                 let len = inf.out.len();
-                inf.out.resize(len + INFLATE_CHUNK, 0);
+                inf.out.resize(len + room, 0);
                 let status =
                     inf.zlib
                         .decompress(&src[..take], &mut inf.out[len..], FlushDecompress::None);
@@ -132,24 +145,26 @@ impl Codec {
                 match status {
                     Ok(Status::StreamEnd) => inf.ended = true,
                     Ok(_) => {}
-                    Err(e) => return Err(fail(ProtocolError::Zlib(e.to_string()))),
+                    Err(e) => inf.error = Some(ProtocolError::Zlib(e.to_string())),
                 }
-                // Checked while inflating, so a bomb costs at most one chunk past the limit.
-                if inf.inflated > self.limits.max_inflated_bytes {
-                    return Err(fail(ProtocolError::InflatedTooLarge {
-                        limit: self.limits.max_inflated_bytes,
-                    }));
+                // Checked while inflating (PROTOCOL.md rule 6): the byte past the limit
+                // is discarded, and the frames within it still come out first.
+                if inf.inflated > limit {
+                    inf.out
+                        .truncate(inf.out.len() - (inf.inflated - limit) as usize);
+                    inf.error = Some(ProtocolError::InflatedTooLarge { limit });
+                    inf.ended = false;
                 }
-                if consumed == 0 && produced == 0 && !inf.ended {
+                if consumed == 0 && produced == 0 && !inf.ended && inf.error.is_none() {
                     if inf.remaining == 0 {
-                        return Err(fail(ProtocolError::Zlib(
+                        inf.error = Some(ProtocolError::Zlib(
                             "stream ends before its end marker".into(),
-                        )));
-                    }
-                    if take == 0 {
+                        ));
+                    } else if take == 0 {
                         return Ok(None);
+                    } else {
+                        inf.error = Some(ProtocolError::Zlib("inflate made no progress".into()));
                     }
-                    return Err(fail(ProtocolError::Zlib("inflate made no progress".into())));
                 }
                 continue;
             }
@@ -170,6 +185,7 @@ impl Codec {
                         out: BytesMut::new(),
                         inflated: 0,
                         ended: false,
+                        error: None,
                     });
                 }
             }

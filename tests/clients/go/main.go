@@ -1,0 +1,229 @@
+// lumberclient drives Elastic's go-lumber v2 client (the library inside Filebeat's
+// Logstash output) against a Lumberjack v2 server and reports, as one JSON line on
+// stdout, how many events were sent and acknowledged.
+//
+// Every event has Filebeat's shape and a unique test_id "<prefix>-<window>-<index>",
+// so a test can check the server's output event by event. The events are fully
+// deterministic: the same flags produce the same events (see events.go).
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	v2 "github.com/elastic/go-lumber/client/v2"
+)
+
+type result struct {
+	Client      string   `json:"client"`
+	Version     string   `json:"version"`
+	Mode        string   `json:"mode"`
+	Compress    int      `json:"compress"`
+	Window      int      `json:"window"`
+	Windows     int      `json:"windows"`
+	Inflight    int      `json:"inflight,omitempty"`
+	EventsSent  int      `json:"events_sent"`
+	EventsAcked int      `json:"events_acked"`
+	ElapsedMS   int64    `json:"elapsed_ms"`
+	Error       string   `json:"error,omitempty"`
+	IDs         []string `json:"ids"`
+}
+
+// goLumberVersion is the module version pinned in go.mod (the one Filebeat pins).
+const goLumberVersion = "v0.1.2-0.20220819171948-335fde24ea0f"
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:5044", "server host:port")
+	mode := flag.String("mode", "sync", "sync (one window at a time) or async (pipelined windows)")
+	compress := flag.Int("compress", 3, "zlib compression level 0..9 (0 = plain J frames)")
+	window := flag.Int("window", 10, "events per window (N)")
+	windows := flag.Int("windows", 2, "number of windows (K)")
+	inflight := flag.Int("inflight", 2, "async only: windows queued for ACK, like Filebeat's pipelining")
+	prefix := flag.String("id", "go", "test_id prefix")
+	timeout := flag.Duration("timeout", 30*time.Second, "go-lumber timeout (dial, each write, each ACK read)")
+	dump := flag.String("dump", "", "write every event sent, one JSON line each, to this file")
+	record := flag.String("record", "", "also tee every byte written to the server into this file")
+	flag.Parse()
+
+	if *window < 1 || *windows < 1 {
+		fail("window and windows must be >= 1")
+	}
+	if *mode != "sync" && *mode != "async" {
+		fail("mode must be sync or async")
+	}
+
+	batches := make([][]interface{}, *windows)
+	var ids []string
+	var dumpLines [][]byte
+	for w := 0; w < *windows; w++ {
+		batch := make([]interface{}, *window)
+		for i := 0; i < *window; i++ {
+			ev := makeEvent(*prefix, w, i, w*(*window)+i)
+			batch[i] = ev
+			ids = append(ids, ev.TestID)
+			if *dump != "" {
+				b, err := json.Marshal(ev) // the same encoder go-lumber uses by default
+				if err != nil {
+					fail("encode: %v", err)
+				}
+				dumpLines = append(dumpLines, b)
+			}
+		}
+		batches[w] = batch
+	}
+	if *dump != "" {
+		f, err := os.Create(*dump)
+		if err != nil {
+			fail("dump: %v", err)
+		}
+		for _, l := range dumpLines {
+			f.Write(l)
+			f.Write([]byte{'\n'})
+		}
+		if err := f.Close(); err != nil {
+			fail("dump: %v", err)
+		}
+	}
+
+	res := result{
+		Client: "go-lumber", Version: goLumberVersion, Mode: *mode, Compress: *compress,
+		Window: *window, Windows: *windows, IDs: ids,
+	}
+	if *mode == "async" {
+		res.Inflight = *inflight
+	}
+
+	dial := (&net.Dialer{Timeout: *timeout}).Dial
+	var rec *os.File
+	if *record != "" {
+		var err error
+		rec, err = os.Create(*record)
+		if err != nil {
+			fail("record: %v", err)
+		}
+		defer rec.Close()
+		plain := dial
+		dial = func(network, address string) (net.Conn, error) {
+			c, err := plain(network, address)
+			if err != nil {
+				return nil, err
+			}
+			return &teeConn{Conn: c, w: rec}, nil
+		}
+	}
+	opts := []v2.Option{v2.Timeout(*timeout), v2.CompressionLevel(*compress)}
+
+	start := time.Now()
+	var err error
+	if *mode == "sync" {
+		err = runSync(dial, *addr, opts, batches, &res)
+	} else {
+		err = runAsync(dial, *addr, *inflight, opts, batches, &res)
+	}
+	res.ElapsedMS = time.Since(start).Milliseconds()
+	if err != nil {
+		res.Error = err.Error()
+	}
+	out, _ := json.Marshal(res)
+	fmt.Println(string(out))
+	if err != nil {
+		fail("%v", err)
+	}
+	if res.EventsAcked != res.EventsSent {
+		fail("only %d of %d events acknowledged", res.EventsAcked, res.EventsSent)
+	}
+}
+
+// runSync sends one window at a time: SyncClient.Send writes the window and blocks in
+// AwaitACK until the server acknowledged all N events of it.
+func runSync(dial func(string, string) (net.Conn, error), addr string, opts []v2.Option,
+	batches [][]interface{}, res *result) error {
+	cl, err := v2.SyncDialWith(dial, addr, opts...)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer cl.Close()
+	for w, batch := range batches {
+		res.EventsSent += len(batch)
+		n, err := cl.Send(batch)
+		res.EventsAcked += n
+		if err != nil {
+			return fmt.Errorf("window %d: %d of %d acked: %w", w, n, len(batch), err)
+		}
+		if n != len(batch) {
+			return fmt.Errorf("window %d: %d of %d acked", w, n, len(batch))
+		}
+	}
+	return nil
+}
+
+// runAsync pipelines windows like Filebeat's Logstash output with pipelining > 0:
+// AsyncClient.Send writes a window and returns at once; an ACK goroutine waits for
+// the windows' ACKs in order and calls back with the acknowledged count.
+func runAsync(dial func(string, string) (net.Conn, error), addr string, inflight int,
+	opts []v2.Option, batches [][]interface{}, res *result) error {
+	cl, err := v2.AsyncDialWith(dial, addr, inflight, opts...)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var firstErr error
+	for w, batch := range batches {
+		w, size := w, len(batch)
+		wg.Add(1)
+		mu.Lock()
+		res.EventsSent += size
+		mu.Unlock()
+		err := cl.Send(func(seq uint32, err error) {
+			defer wg.Done()
+			mu.Lock()
+			defer mu.Unlock()
+			res.EventsAcked += int(seq)
+			if err == nil && int(seq) != size {
+				err = fmt.Errorf("acked %d of %d", seq, size)
+			}
+			if err != nil && firstErr == nil {
+				firstErr = fmt.Errorf("window %d: %w", w, err)
+			}
+		}, batch)
+		if err != nil {
+			// the callback was (or will be) called with the error as well
+			break
+		}
+	}
+	wg.Wait()
+	cl.Close()
+	if firstErr == nil && res.EventsAcked != res.EventsSent {
+		firstErr = errors.New("not every window was acknowledged")
+	}
+	return firstErr
+}
+
+// teeConn copies every byte written to the server into w.
+type teeConn struct {
+	net.Conn
+	w  *os.File
+	mu sync.Mutex
+}
+
+func (c *teeConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 {
+		c.mu.Lock()
+		c.w.Write(b[:n])
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func fail(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "lumberclient: "+format+"\n", args...)
+	os.Exit(1)
+}

@@ -1,0 +1,592 @@
+//! Harness for tests that run the real `lumberd` binary and real Lumberjack clients.
+//!
+//! * [`Lumberd`] starts `lumberd serve` on 127.0.0.1:0 with a fresh data directory,
+//!   drains its stdout/stderr in background threads (a full pipe would block lumberd),
+//!   waits for its `listening addr=...` log line and kills it on drop.
+//! * [`run_client`] runs one client program (built by tests/clients/setup.sh into
+//!   target/clients/) with a deadline and parses the one JSON line it prints.
+//! * [`assert_stored_once`] checks lumberd's output files event by event against the
+//!   events the client says it sent.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// How long lumberd may take to log its listening address.
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+/// How long one client run may take before the test kills it.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A running `lumberd serve`, killed on drop.
+pub struct Lumberd {
+    child: Child,
+    addr: SocketAddr,
+    data_dir: tempfile::TempDir,
+    logs: Arc<Mutex<String>>,
+}
+
+/// Builder for [`Lumberd`]: extra environment variables and arguments.
+#[derive(Default)]
+pub struct LumberdBuilder {
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+impl LumberdBuilder {
+    /// Sets an environment variable for lumberd (e.g. `LUMBERD_SERVER_MAX_CONNECTIONS`).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Appends a command-line argument after `serve`.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Spawns lumberd and waits (up to [`START_DEADLINE`]) for its listening line.
+    pub fn start(self) -> Lumberd {
+        let data_dir = tempfile::Builder::new()
+            .prefix("lumberd-test-")
+            .tempdir()
+            .expect("create a temp data dir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lumberd"));
+        cmd.arg("serve").args(&self.args);
+        // hermetic: no LUMBERD_* setting leaks in from the environment running the tests
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LUMBERD_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("LUMBERD_SERVER_LISTEN", "127.0.0.1:0")
+            .env("LUMBERD_OUTPUT_DATA_DIR", data_dir.path())
+            .env("LUMBERD_LOG_FORMAT", "text")
+            .env("NO_COLOR", "1");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("spawn {}: {e}", env!("CARGO_BIN_EXE_lumberd"));
+        });
+        let logs = Arc::new(Mutex::new(String::new()));
+        drain(child.stderr.take().unwrap(), logs.clone(), "");
+        drain(child.stdout.take().unwrap(), logs.clone(), "[stdout] ");
+
+        let deadline = Instant::now() + START_DEADLINE;
+        let addr = loop {
+            if let Some(addr) = parse_listening(&logs.lock().unwrap()) {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                thread::sleep(Duration::from_millis(100)); // let the drains catch up
+                panic!(
+                    "lumberd exited ({status}) before logging `listening addr=`; its logs:\n{}",
+                    logs.lock().unwrap()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "lumberd did not log `listening addr=` within {START_DEADLINE:?}; its logs:\n{}",
+                    logs.lock().unwrap()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        Lumberd {
+            child,
+            addr,
+            data_dir,
+            logs,
+        }
+    }
+}
+
+/// Copies `from` line by line into `into` until EOF.
+fn drain(from: impl Read + Send + 'static, into: Arc<Mutex<String>>, tag: &'static str) {
+    thread::spawn(move || {
+        let mut r = BufReader::new(from);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let mut logs = into.lock().unwrap();
+                    logs.push_str(tag);
+                    logs.push_str(&String::from_utf8_lossy(&line));
+                    if !line.ends_with(b"\n") {
+                        logs.push('\n');
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The address in the first `listening addr=HOST:PORT` of the logs.
+fn parse_listening(logs: &str) -> Option<SocketAddr> {
+    let at = logs.find("listening addr=")? + "listening addr=".len();
+    let rest = &logs[at..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '\u{1b}' || c == '"' || c == ',')
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+impl Lumberd {
+    pub fn builder() -> LumberdBuilder {
+        LumberdBuilder::default()
+    }
+
+    /// lumberd with only the harness's environment.
+    pub fn start() -> Lumberd {
+        Self::builder().start()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// Everything lumberd wrote to stderr (and stdout, tagged) so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// The output files `<prefix>YYYY.MM.dd.ndjson` in the data dir, sorted by name.
+    pub fn files(&self, prefix: &str) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = fs::read_dir(self.data_dir())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                        name.starts_with(prefix) && name.ends_with(".ndjson")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Every line of every `qwen-logs-*.ndjson`, as JSON, keyed by index name
+    /// (the file name without `.ndjson`, e.g. `qwen-logs-2025.04.05`).
+    pub fn events_by_index(&self) -> BTreeMap<String, Vec<Value>> {
+        self.read_index_files("qwen-logs-")
+    }
+
+    /// Every event in every `qwen-logs-*.ndjson`, in file-name then line order.
+    pub fn events(&self) -> Vec<Value> {
+        self.events_by_index().into_values().flatten().collect()
+    }
+
+    /// Every line of every `deadletter-*.ndjson`, keyed by file name without extension.
+    pub fn deadletters_by_index(&self) -> BTreeMap<String, Vec<Value>> {
+        self.read_index_files("deadletter-")
+    }
+
+    fn read_index_files(&self, prefix: &str) -> BTreeMap<String, Vec<Value>> {
+        let mut out = BTreeMap::new();
+        for path in self.files(prefix) {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let text = fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            let mut events = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!(
+                        "{}:{}: not a JSON line ({e}): {line}\nlumberd logs:\n{}",
+                        path.display(),
+                        i + 1,
+                        self.logs()
+                    )
+                });
+                events.push(v);
+            }
+            out.insert(name, events);
+        }
+        out
+    }
+}
+
+impl Drop for Lumberd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Real clients
+
+/// Repository root (where tests/clients/setup.sh puts target/clients/).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `target/clients/<name>` (or the node_modules a Node script needs), or a failure
+/// telling how to install the clients.
+pub fn client_path(rel: &str) -> PathBuf {
+    let p = repo_root().join(rel);
+    if !p.exists() {
+        panic!(
+            "{} is missing: run tests/clients/setup.sh (make test does)",
+            p.display()
+        );
+    }
+    p
+}
+
+/// The go-lumber CLI built from tests/clients/go.
+pub fn go_lumber() -> Command {
+    Command::new(client_path("target/clients/lumberclient"))
+}
+
+/// pylogbeat_client.py in the venv of tests/clients/setup.sh.
+pub fn pylogbeat() -> Command {
+    let python = client_path("target/clients/venv/bin/python");
+    let mut cmd = Command::new(python);
+    cmd.arg(client_path("tests/clients/python/pylogbeat_client.py"));
+    cmd
+}
+
+/// A Node script of tests/clients/node (needs its node_modules from `npm ci`).
+pub fn node_script(script: &str) -> Command {
+    client_path("tests/clients/node/node_modules/lumberjack-client/package.json");
+    client_path("tests/clients/node/node_modules/lumberjack-protocol/package.json");
+    let mut cmd = Command::new("node");
+    cmd.arg(client_path(&format!("tests/clients/node/{script}")));
+    cmd
+}
+
+/// One finished client run.
+pub struct ClientRun {
+    pub what: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// The JSON result line (Value::Null if there was none).
+    pub result: Value,
+    /// The events the client sent, in order, from its `-dump` file.
+    pub sent: Vec<Value>,
+}
+
+impl ClientRun {
+    /// The `ids` the client reported.
+    pub fn ids(&self) -> Vec<String> {
+        self.result["ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} exited {}\nstdout: {}\nstderr: {}",
+            self.what,
+            self.status,
+            truncate(&self.stdout, 4000),
+            truncate(&self.stderr, 4000)
+        )
+    }
+}
+
+/// Runs `cmd` with `-addr <addr> -dump <tmp>` appended, within [`CLIENT_DEADLINE`].
+pub fn run_client(mut cmd: Command, addr: SocketAddr) -> ClientRun {
+    let dump_dir = tempfile::tempdir().expect("temp dir");
+    let dump = dump_dir.path().join("sent.jsonl");
+    cmd.arg("-addr")
+        .arg(addr.to_string())
+        .arg("-dump")
+        .arg(&dump);
+    let what = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let out = collect(child.stdout.take().unwrap());
+    let err = collect(child.stderr.take().unwrap());
+    let deadline = Instant::now() + CLIENT_DEADLINE;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for client") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} did not finish within {CLIENT_DEADLINE:?}\nstderr: {}",
+                truncate(&String::from_utf8_lossy(&err.join().unwrap()), 4000)
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
+    let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    let result = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .unwrap_or(Value::Null);
+    let sent = fs::read_to_string(&dump)
+        .map(|t| {
+            t.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).expect("client dump line is JSON"))
+                .collect()
+        })
+        .unwrap_or_default();
+    ClientRun {
+        what,
+        status,
+        stdout,
+        stderr,
+        result,
+        sent,
+    }
+}
+
+fn collect(from: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut from = from;
+        let _ = from.read_to_end(&mut buf);
+        buf
+    })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &s[..end], s.len())
+}
+
+/// The client exited 0 and reports every event it sent as acknowledged.
+pub fn assert_all_acked(run: &ClientRun, lumberd: &Lumberd) {
+    let sent = run.result["events_sent"].as_u64();
+    let acked = run.result["events_acked"].as_u64();
+    let ids = run.ids();
+    let ok = run.status.success()
+        && sent.is_some()
+        && sent == acked
+        && sent == Some(ids.len() as u64)
+        && ids.len() == run.sent.len();
+    if !ok {
+        panic!(
+            "not every event was acknowledged: events_sent={sent:?} events_acked={acked:?} \
+             ids={} dumped={}\n{}\n--- lumberd logs ---\n{}",
+            ids.len(),
+            run.sent.len(),
+            run.describe(),
+            truncate(&lumberd.logs(), 20000)
+        );
+    }
+}
+
+/// Where an event is expected to be stored.
+#[derive(Clone, Copy)]
+pub enum IndexRule {
+    /// `qwen-logs-<UTC date of the event's @timestamp>` (events with an @timestamp).
+    EventTimestamp,
+    /// Events without @timestamp (v1 string pairs): the UTC date lumberd received them,
+    /// i.e. one of the dates seen between `from` and `to` (seconds since the epoch).
+    ReceivedBetween(u64, u64),
+}
+
+/// Seconds since the Unix epoch, for [`IndexRule::ReceivedBetween`].
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `YYYY.MM.dd` of a Unix time (UTC), by the civil-from-days algorithm.
+pub fn utc_date(secs: u64) -> String {
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}.{m:02}.{d:02}")
+}
+
+/// `qwen-logs-YYYY.MM.dd` for an RFC 3339 UTC timestamp such as `2025-04-05T10:23:45.000Z`.
+pub fn index_of_timestamp(ts: &str) -> String {
+    assert!(
+        ts.len() >= 20 && ts.ends_with('Z'),
+        "test events use UTC timestamps ending in Z, got {ts:?}"
+    );
+    format!("qwen-logs-{}", ts[..10].replace('-', "."))
+}
+
+/// Every event the clients sent is stored exactly once, equal (as JSON) to what was
+/// sent, in the index its rule gives; nothing else is stored and nothing is dead-lettered.
+/// `runs` may come from several clients that used the same lumberd.
+pub fn assert_stored_once(lumberd: &Lumberd, runs: &[(&ClientRun, IndexRule)]) {
+    let stored = lumberd.events_by_index();
+    // test_id -> [(index, event)]
+    let mut found: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
+    let mut without_id = Vec::new();
+    for (index, events) in &stored {
+        for ev in events {
+            match ev.get("test_id").and_then(Value::as_str) {
+                Some(id) => found
+                    .entry(id.to_string())
+                    .or_default()
+                    .push((index.clone(), ev.clone())),
+                None => without_id.push((index.clone(), ev.clone())),
+            }
+        }
+    }
+
+    let mut problems = String::new();
+    let mut expected_total = 0usize;
+    let mut expected_ids = std::collections::BTreeSet::new();
+    for (run, rule) in runs {
+        let ids = run.ids();
+        if ids.len() != run.sent.len() {
+            let _ = writeln!(
+                problems,
+                "{}: reported {} ids but dumped {} events",
+                run.what,
+                ids.len(),
+                run.sent.len()
+            );
+        }
+        for (id, sent) in ids.iter().zip(&run.sent) {
+            expected_total += 1;
+            expected_ids.insert(id.clone());
+            if sent.get("test_id").and_then(Value::as_str) != Some(id.as_str()) {
+                let _ = writeln!(
+                    problems,
+                    "{id}: the client's dump has {sent} at that position"
+                );
+                continue;
+            }
+            let copies = found.get(id).map(Vec::as_slice).unwrap_or(&[]);
+            match copies.len() {
+                0 => {
+                    let _ = writeln!(problems, "{id}: MISSING from every qwen-logs-*.ndjson");
+                    continue;
+                }
+                1 => {}
+                n => {
+                    let where_: Vec<&str> = copies.iter().map(|(i, _)| i.as_str()).collect();
+                    let _ = writeln!(problems, "{id}: stored {n} times (in {where_:?})");
+                }
+            }
+            let (index, stored) = &copies[0];
+            if stored != sent {
+                let _ = writeln!(
+                    problems,
+                    "{id}: stored event differs from the one sent\n  sent:   {sent}\n  stored: {stored}"
+                );
+            }
+            match rule {
+                IndexRule::EventTimestamp => {
+                    let ts = sent.get("@timestamp").and_then(Value::as_str).unwrap_or("");
+                    let want = index_of_timestamp(ts);
+                    if *index != want {
+                        let _ = writeln!(
+                            problems,
+                            "{id}: @timestamp {ts} but stored in {index}, expected {want}"
+                        );
+                    }
+                }
+                IndexRule::ReceivedBetween(from, to) => {
+                    let (a, b) = (
+                        format!("qwen-logs-{}", utc_date(*from)),
+                        format!("qwen-logs-{}", utc_date(*to)),
+                    );
+                    if *index != a && *index != b {
+                        let _ = writeln!(
+                            problems,
+                            "{id}: has no @timestamp, expected the receive date {a} (or {b}), stored in {index}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for (id, copies) in &found {
+        if !expected_ids.contains(id) {
+            let _ = writeln!(
+                problems,
+                "{id}: stored {} time(s) but no client sent it: {}",
+                copies.len(),
+                copies[0].1
+            );
+        }
+    }
+    for (index, ev) in &without_id {
+        let _ = writeln!(problems, "{index}: event without test_id: {ev}");
+    }
+    let total: usize = stored.values().map(Vec::len).sum();
+    if total != expected_total && problems.is_empty() {
+        let _ = writeln!(problems, "{total} events stored, {expected_total} sent");
+    }
+    let dead = lumberd.deadletters_by_index();
+    for (index, evs) in &dead {
+        for ev in evs {
+            let _ = writeln!(
+                problems,
+                "dead letter in {index}: {}",
+                truncate(&ev.to_string(), 500)
+            );
+        }
+    }
+
+    if !problems.is_empty() {
+        let counts: Vec<String> = stored
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.len()))
+            .collect();
+        panic!(
+            "the output does not hold every event exactly once as sent:\n{}\nfiles: {counts:?}\n\
+             --- clients ---\n{}\n--- lumberd logs ---\n{}",
+            truncate(&problems, 20000),
+            runs.iter()
+                .map(|(r, _)| r.describe())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            truncate(&lumberd.logs(), 20000)
+        );
+    }
+}

@@ -39,8 +39,7 @@ fmt:
 bench: release
 	mkdir -p target/bench
 	$(CARGO) bench --locked --bench decode
-	cd benches/load && go build -o ../../target/bench/lumberload .
-	python3 benches/e2e.py --lumberd target/release/lumberd --loader target/bench/lumberload --events $(BENCH_EVENTS)
+	python3 benches/e2e.py --lumberd target/release/lumberd --events $(BENCH_EVENTS)
 
 ## Fuzz the decoder for a bounded time (not part of CI).
 fuzz:

@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: lumberd under Filebeat-shaped Lumberjack v2 load.
+
+Starts `lumberd serve` once per scenario (fresh port, fresh data dir), drives it
+with benches/load (`lumberload`, Elastic's go-lumber client), and measures the
+server's CPU from /proc/PID/stat and its memory from /proc/PID/status.
+Writes target/bench/e2e.json and prints a table. Python 3 standard library only.
+
+Exit status: 0 when every scenario ran and every acknowledged event is in the
+output; 1 otherwise. A missed performance target is reported, not fatal.
+"""
+
+import argparse
+import glob
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOAD_DIR = os.path.join(REPO, "benches", "load")
+BENCH_DIR = os.path.join(REPO, "target", "bench")
+
+TARGET_EVENTS_PER_CPU_SECOND = 150_000
+TARGET_PEAK_RSS_MIB = 64
+SCENARIOS = ("file-4conns", "hold-1000conns")
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def raise_nofile():
+    """Lift the soft open-files limit to the hard one; children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        return want
+    except (ValueError, OSError):
+        return soft
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of a process, in seconds (fields 14 and 15 of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_status_kib(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class RssSampler(threading.Thread):
+    """Samples VmRSS every `interval` seconds until stopped (bounded by max_samples)."""
+
+    def __init__(self, pid, interval=0.1, max_samples=100_000):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.max_samples = pid, interval, max_samples
+        self.samples = []
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set() and len(self.samples) < self.max_samples:
+            kib = proc_status_kib(self.pid, "VmRSS")
+            if kib is None:
+                break
+            self.samples.append(kib)
+            self._halt.wait(self.interval)
+
+    def stop(self):
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def count_lines(paths):
+    n = 0
+    for p in paths:
+        with open(p, "rb") as f:
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                n += chunk.count(b"\n")
+    return n
+
+
+def build_lumberload(path):
+    if not shutil.which("go"):
+        raise RuntimeError("go toolchain not found; pass --lumberload PATH")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    log(f"building lumberload -> {path}")
+    r = subprocess.run(["go", "build", "-o", path, "."], cwd=LOAD_DIR,
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError("go build failed:\n" + r.stderr)
+
+
+class Lumberd:
+    def __init__(self, binary, extra_env, workdir):
+        self.binary = binary
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.data_dir = os.path.join(workdir, "data")
+        os.makedirs(self.data_dir)
+        self.stderr_path = os.path.join(workdir, "lumberd.stderr")
+        env = dict(os.environ)
+        env.update(extra_env)
+        env.update({
+            "LUMBERD_SERVER_LISTEN": self.addr,
+            "LUMBERD_OUTPUT_DATA_DIR": self.data_dir,
+            "LUMBERD_LOG_FORMAT": "text",
+        })
+        self.env = env
+        self.proc = None
+        self._errf = None
+
+    def start(self, ready_timeout):
+        # stderr and stdout go to a file, so a chatty server can never block on a full pipe
+        self._errf = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen([self.binary, "serve"], env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=self._errf, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"lumberd exited with status {self.proc.returncode} before listening\n"
+                                   + self.stderr_tail())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"lumberd did not accept connections on {self.addr} within {ready_timeout}s\n"
+                           + self.stderr_tail())
+
+    def stderr_tail(self, n=40):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return "(no stderr)"
+        return "--- lumberd stderr (last lines) ---\n" + "\n".join(lines[-n:])
+
+    def stop(self, grace=20):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                log("lumberd did not stop on SIGTERM; killing it")
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._errf:
+            self._errf.close()
+        return self.proc.returncode
+
+
+def run_scenario(name, args, lumberload, extra_env):
+    env = {}
+    if name == "file-4conns":
+        load_args = ["-conns", "4", "-events", str(args.events), "-window", "2048",
+                     "-compress", "3", "-pipelining", "2"]
+    elif name == "hold-1000conns":
+        env["LUMBERD_SERVER_MAX_CONNECTIONS"] = str(max(2000, args.hold_conns * 2))
+        load_args = ["-conns", str(args.hold_conns), "-hold", "-window", "2048", "-compress", "3"]
+    else:
+        raise ValueError(name)
+    env.update(extra_env)  # the caller's --env wins over scenario defaults
+    load_args += ["-timeout", f"{args.timeout}s"]
+
+    res = {"name": name, "ok": False, "error": None, "lumberd_env": env,
+           "inflight_budget": env.get("LUMBERD_SERVER_MAX_INFLIGHT_BYTES", "default")}
+    workdir = tempfile.mkdtemp(prefix=f"lumberd-e2e-{name}-", dir=args.tmpdir)
+    server = Lumberd(args.lumberd, env, workdir)
+    sampler = None
+    try:
+        server.start(args.ready_timeout)
+        pid = server.proc.pid
+        res["rss_at_start_mib"] = round((proc_status_kib(pid, "VmRSS") or 0) / 1024, 1)
+        sampler = RssSampler(pid)
+        sampler.start()
+        cpu0 = proc_cpu_seconds(pid)
+        t0 = time.monotonic()
+        try:
+            r = subprocess.run([lumberload, "-addr", server.addr] + load_args, capture_output=True,
+                               text=True, timeout=args.timeout + 120)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("lumberload did not finish (killed)")
+        wall = time.monotonic() - t0
+        alive = server.proc.poll() is None
+        cpu1 = proc_cpu_seconds(pid) if alive else None
+        hwm = proc_status_kib(pid, "VmHWM") if alive else None
+        sampler.stop()
+
+        load = None
+        for line in r.stdout.splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                load = json.loads(line)
+        res["lumberload"] = load
+        res["lumberload_wall_seconds"] = round(wall, 3)
+        if not alive:
+            raise RuntimeError(f"lumberd died during the run (status {server.proc.returncode})\n"
+                               + server.stderr_tail())
+        if load is None:
+            raise RuntimeError(f"lumberload printed no result (status {r.returncode}): {r.stderr.strip()}")
+
+        acked = load["events_acked"]
+        cpu = cpu1 - cpu0
+        res.update({
+            "events_sent": load["events_sent"],
+            "events_acked": acked,
+            "seconds": round(load["seconds"], 3),
+            "events_per_sec": round(load["events_per_sec"]),
+            "lumberd_cpu_seconds": round(cpu, 3),
+            "events_per_cpu_second": round(acked / cpu) if cpu > 0 else None,
+            "cpu_us_per_event": round(cpu * 1e6 / acked, 3) if acked else None,
+            "peak_rss_mib": round(hwm / 1024, 1) if hwm is not None else None,
+            "max_sampled_rss_mib": round(max(sampler.samples) / 1024, 1) if sampler.samples else None,
+            "rss_samples": len(sampler.samples),
+            "lumberload_cpu_seconds": load.get("client_cpu_seconds"),
+            "avg_event_bytes": load.get("avg_event_bytes"),
+        })
+        load_err = None
+        if r.returncode != 0:
+            load_err = f"lumberload exited {r.returncode}: {r.stderr.strip()[-2000:]}"
+
+        # Stop the server (gracefully) before counting, then check durability:
+        # every acknowledged event must be a line in the data dir.
+        rc = server.stop()
+        res["lumberd_exit_status"] = rc
+        files = sorted(glob.glob(os.path.join(server.data_dir, "*.ndjson")))
+        lines = count_lines(files)
+        res["output_files"] = [os.path.basename(f) for f in files]
+        res["output_lines"] = lines
+        res["lines_match"] = lines == acked
+        if load_err:
+            raise RuntimeError(load_err)
+        if acked != load["events_sent"]:
+            raise RuntimeError(f"only {acked} of {load['events_sent']} events acknowledged")
+        if lines != acked:
+            raise RuntimeError(f"output has {lines} lines for {acked} acknowledged events")
+        res["ok"] = True
+    except Exception as e:  # noqa: BLE001 - reported in the result
+        res["error"] = str(e)
+    finally:
+        if sampler is not None and sampler.is_alive():
+            sampler.stop()
+        server.stop()
+        if args.keep:
+            res["workdir"] = workdir
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    targets = []
+    if name == "file-4conns" and res["ok"]:
+        epc = res.get("events_per_cpu_second")
+        rss = res.get("peak_rss_mib")
+        targets.append({"target": f">= {TARGET_EVENTS_PER_CPU_SECOND:,} events per lumberd CPU-second",
+                        "value": epc, "pass": epc is not None and epc >= TARGET_EVENTS_PER_CPU_SECOND})
+        targets.append({"target": f"peak RSS < {TARGET_PEAK_RSS_MIB} MiB",
+                        "value": rss, "pass": rss is not None and rss < TARGET_PEAK_RSS_MIB})
+    res["targets"] = targets
+    return res
+
+
+def fmt(v, spec=""):
+    if v is None:
+        return "-"
+    return format(v, spec)
+
+
+def print_table(results):
+    hdr = f"{'scenario':<16} {'status':<6} {'events':>10} {'ev/s':>10} {'ev/CPU-s':>10} {'us/ev':>7} {'peakRSS MiB':>11} {'lines ok':>8}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results:
+        print(f"{r['name']:<16} {'ok' if r['ok'] else 'FAIL':<6} {fmt(r.get('events_acked'), ','):>10} "
+              f"{fmt(r.get('events_per_sec'), ','):>10} {fmt(r.get('events_per_cpu_second'), ','):>10} "
+              f"{fmt(r.get('cpu_us_per_event'), '.2f'):>7} {fmt(r.get('peak_rss_mib'), '.1f'):>11} "
+              f"{fmt(r.get('lines_match')):>8}")
+    for r in results:
+        if r["name"] == "hold-1000conns":
+            print(f"{r['name']}: inflight budget LUMBERD_SERVER_MAX_INFLIGHT_BYTES={r['inflight_budget']}, "
+                  f"peak RSS {fmt(r.get('peak_rss_mib'), '.1f')} MiB")
+        for t in r.get("targets", []):
+            print(f"{'PASS' if t['pass'] else 'MISS'}  {r['name']}: {t['target']} (measured {fmt(t['value'], ',')})")
+        if r["error"]:
+            print(f"ERROR {r['name']}: {r['error']}")
+
+
+def parse_env(items):
+    env = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--env expects K=V, got {item!r}")
+        k, v = item.split("=", 1)
+        env[k] = v
+    return env
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lumberd", default=os.path.join(REPO, "target", "release", "lumberd"))
+    ap.add_argument("--lumberload", default=None,
+                    help="prebuilt lumberload binary (default: go build benches/load into target/bench/)")
+    ap.add_argument("--events", type=int, default=2_000_000, help="events for file-4conns (default 2,000,000)")
+    ap.add_argument("--hold-conns", type=int, default=1000, help="connections for hold-1000conns")
+    ap.add_argument("--env", action="append", default=[], metavar="K=V", help="extra env for lumberd (repeatable)")
+    ap.add_argument("--scenario", action="append", choices=SCENARIOS, help="run only these (repeatable)")
+    ap.add_argument("--timeout", type=int, default=300, help="lumberload deadline per scenario, seconds")
+    ap.add_argument("--ready-timeout", type=float, default=30.0, help="seconds to wait for lumberd to listen")
+    ap.add_argument("--out", default=os.path.join(BENCH_DIR, "e2e.json"))
+    ap.add_argument("--tmpdir", default=None, help="parent for the temporary data dirs")
+    ap.add_argument("--keep", action="store_true", help="keep the data dirs (path in the JSON)")
+    args = ap.parse_args()
+
+    extra_env = parse_env(args.env)
+    args.lumberd = os.path.abspath(args.lumberd)
+    if not os.access(args.lumberd, os.X_OK):
+        raise SystemExit(f"lumberd binary not found: {args.lumberd} (cargo build --release)")
+    nofile = raise_nofile()
+    if args.hold_conns + 64 > nofile:
+        log(f"warning: RLIMIT_NOFILE is {nofile}, lower than {args.hold_conns} connections need")
+
+    lumberload = args.lumberload or os.path.join(BENCH_DIR, "lumberload")
+    if args.lumberload is None:
+        build_lumberload(lumberload)
+
+    results = []
+    for name in (args.scenario or SCENARIOS):
+        log(f"running {name} ...")
+        r = run_scenario(name, args, lumberload, extra_env)
+        results.append(r)
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+    print_table(results)
+    print(f"results: {args.out}")
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -357,8 +357,8 @@ fn validate(s: RawServer, o: RawOutput, l: RawLog, problems: &mut Vec<String>) -
             u32::MAX
         ));
     }
-    if s.max_inflated_bytes < s.max_frame_bytes {
-        problems.push("server.max_inflated_bytes: must be at least max_frame_bytes".to_string());
+    if s.max_inflated_bytes == 0 {
+        problems.push("server.max_inflated_bytes: must be at least 1".to_string());
     }
     // One frame's bytes are reserved before they are read and again as an event; the
     // budget must allow both or a maximal frame could never be admitted.

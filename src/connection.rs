@@ -94,15 +94,10 @@ where
         stop: stop.clone(),
     };
     let (read_end, ack_end) = tokio::join!(
-        async {
-            let end = reader.run(read_half).await;
-            // After a clean close or on shutdown the acker still acknowledges the windows
-            // already complete; after an error the connection ends at once.
-            if !matches!(end, ConnectionEnd::Closed | ConnectionEnd::Shutdown) {
-                stop.cancel();
-            }
-            end
-        },
+        // Whatever ended the reader, the windows it completed before are still
+        // acknowledged once delivered (fewer resends, fewer duplicates); only the broken
+        // window is not (PROTOCOL.md rule 5).
+        reader.run(read_half),
         async {
             let end = acker.run(write_half, pending_rx).await;
             stop.cancel();

@@ -117,7 +117,7 @@ fn log_end(peer: SocketAddr, end: &ConnectionEnd) {
             tracing::debug!(%peer, "connection ended: {end}")
         }
         ConnectionEnd::Protocol(e) => {
-            tracing::warn!(%peer, kind = e.error.kind(), offset = e.offset,
+            tracing::warn!(%peer, kind = %e.error.kind(), offset = e.offset,
             "closing connection: {}", e.error)
         }
         ConnectionEnd::Io(e) => tracing::info!(%peer, "connection ended: read error: {e}"),

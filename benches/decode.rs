@@ -1,1 +1,192 @@
-fn main() {}
+//! Decoder throughput over Filebeat-shaped windows: the recorded go-lumber 2048-event
+//! window, and synthetic windows of ~950-byte inference-log events (PERFORMANCE.md's
+//! shape) bare and at zlib level 3. Also decode + routing (the pipeline), to show what the
+//! per-event work adds to decoding.
+//!
+//! Criterion prints bytes/s; a summary (ns per event, wire and inflated MB/s, events/s on
+//! one core) is written to target/bench/decode.json. Every iteration checks the number of
+//! frames decoded, so a broken path cannot post a fast figure.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use chrono::Utc;
+use criterion::{criterion_group, Criterion, Throughput};
+use lumberd::event::Origin;
+use lumberd::pipeline::{IndexCache, Pipeline};
+use lumberd::protocol::{encode_window, Codec, Compression, Frame, Limits};
+use tokio_util::codec::Decoder;
+
+struct Case {
+    name: &'static str,
+    wire: Vec<u8>,
+    events: usize,
+}
+
+/// Pseudo-random words, so the zlib ratio is near real logs' (~4-6x), not a repeat's.
+fn noise(mut x: u64, words: usize) -> String {
+    const WORDS: [&str; 16] = [
+        "模型", "推理", "context", "token", "latency", "请", "解释", "cache", "batch",
+        "GPU", "用户", "prompt", "stream", "温度", "sampling", "answer",
+    ];
+    let mut out = String::new();
+    for _ in 0..words {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        out.push_str(WORDS[(x >> 60) as usize]);
+        out.push_str(&format!("{:x} ", (x >> 20) & 0xfff));
+    }
+    out
+}
+
+fn inference_event(i: usize) -> String {
+    let message = format!(
+        r#"{{"timestamp":"2025-04-05T10:23:{:02}Z","level":"INFO","request_id":"req_{:012x}","prompt":"{}","response_length":{},"inference_time_ms":{},"status":"success"}}"#,
+        i % 60,
+        (i as u64).wrapping_mul(0x9E3779B97F4A7C15) >> 16,
+        noise(i as u64, 30),
+        100 + i % 400,
+        300 + i % 900
+    );
+    let doc = serde_json::json!({
+        "@timestamp": "2025-04-05T10:23:45.123Z",
+        "message": message,
+        "log": {"file": {"path": "/var/log/qwen/inference.log"}, "offset": i * 950},
+        "input": {"type": "filestream"},
+        "host": {"name": "gpu-node-17"},
+        "agent": {"id": "3f1c2a9e-8d7b-4e5f-a6c1-0b2d4e6f8a9c", "name": "gpu-node-17", "type": "filebeat", "version": "8.11.3"},
+        "ecs": {"version": "8.0.0"}
+    });
+    serde_json::to_string(&doc).unwrap()
+}
+
+fn cases() -> Vec<Case> {
+    let events: Vec<String> = (0..2048).map(inference_event).collect();
+    let mut out = Vec::new();
+    for (name, c) in [("synthetic-2048-c0", Compression::None), ("synthetic-2048-c3", Compression::Level(3))] {
+        let mut wire = BytesMut::new();
+        encode_window(1, &events, c, &mut wire);
+        out.push(Case { name, wire: wire.to_vec(), events: 2048 });
+    }
+    let recorded = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("proto-fixtures/valid/go-lumber-sync-c3-w2048.bin");
+    if let Ok(wire) = std::fs::read(&recorded) {
+        out.push(Case { name: "recorded-go-lumber-2048-c3", wire, events: 2048 });
+    }
+    out
+}
+
+/// Decodes the whole stream; returns (data frames, inflated payload bytes).
+fn decode(wire: &[u8]) -> (usize, usize) {
+    let mut codec = Codec::new(Limits::default());
+    let mut buf = BytesMut::from(wire);
+    let (mut n, mut bytes) = (0, 0);
+    while let Some(frame) = codec.decode(&mut buf).expect("valid stream") {
+        if let Frame::Json { payload, .. } = frame {
+            n += 1;
+            bytes += payload.len();
+            black_box(payload);
+        }
+    }
+    (n, bytes)
+}
+
+fn decode_and_route(wire: &[u8], pipeline: &Pipeline, origin: &Origin) -> usize {
+    let mut codec = Codec::new(Limits::default());
+    let mut buf = BytesMut::from(wire);
+    let mut cache = IndexCache::default();
+    let mut n = 0;
+    while let Some(frame) = codec.decode(&mut buf).expect("valid stream") {
+        if let Frame::Json { payload, .. } = frame {
+            black_box(pipeline.process_json(payload, origin, &mut cache));
+            n += 1;
+        }
+    }
+    n
+}
+
+fn origin() -> Origin {
+    Origin { peer: "127.0.0.1:5044".parse().unwrap(), received: Utc::now() }
+}
+
+fn bench(c: &mut Criterion) {
+    let pipeline = Pipeline::new();
+    let origin = origin();
+    for case in cases() {
+        let mut g = c.benchmark_group(case.name);
+        g.throughput(Throughput::Bytes(case.wire.len() as u64));
+        g.bench_function("decode", |b| {
+            b.iter(|| assert_eq!(decode(black_box(&case.wire)).0, case.events))
+        });
+        g.bench_function("decode+route", |b| {
+            b.iter(|| assert_eq!(decode_and_route(black_box(&case.wire), &pipeline, &origin), case.events))
+        });
+        g.finish();
+    }
+}
+
+/// Times `f` for about `budget`, returning seconds per call.
+fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut calls = 0u32;
+    while start.elapsed() < budget {
+        f();
+        calls += 1;
+    }
+    start.elapsed().as_secs_f64() / f64::from(calls)
+}
+
+fn write_summary() {
+    let pipeline = Pipeline::new();
+    let origin = origin();
+    let mut rows = Vec::new();
+    for case in cases() {
+        let (n, inflated) = decode(&case.wire);
+        assert_eq!(n, case.events);
+        let t_decode = time_per_call(Duration::from_secs(2), || {
+            assert_eq!(decode(&case.wire).0, case.events);
+        });
+        let t_route = time_per_call(Duration::from_secs(2), || {
+            assert_eq!(decode_and_route(&case.wire, &pipeline, &origin), case.events);
+        });
+        let per_event = |t: f64| t * 1e9 / case.events as f64;
+        rows.push(serde_json::json!({
+            "case": case.name,
+            "events": case.events,
+            "wire_bytes": case.wire.len(),
+            "inflated_payload_bytes": inflated,
+            "decode_ns_per_event": per_event(t_decode),
+            "decode_events_per_core_second": case.events as f64 / t_decode,
+            "decode_wire_mb_per_s": case.wire.len() as f64 / t_decode / 1e6,
+            "decode_payload_mb_per_s": inflated as f64 / t_decode / 1e6,
+            "decode_route_ns_per_event": per_event(t_route),
+            "decode_route_events_per_core_second": case.events as f64 / t_route,
+        }));
+        println!(
+            "{:<28} decode {:>7.0} ns/event ({:>6.0} MB/s payload)   decode+route {:>7.0} ns/event",
+            case.name,
+            per_event(t_decode),
+            inflated as f64 / t_decode / 1e6,
+            per_event(t_route)
+        );
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("decode.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap()).unwrap();
+    println!("summary: {}", path.display());
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).sample_size(20);
+    targets = bench
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    write_summary();
+}

@@ -147,11 +147,13 @@ async fn signals(shutdown: CancellationToken) {
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-    }
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    };
+    // Cancel before logging: shutdown must not depend on stderr being writable.
     shutdown.cancel();
+    tracing::info!("{name}: shutting down");
 }
 
 fn init_logging(log: &LogSettings) {
@@ -162,9 +164,12 @@ fn init_logging(log: &LogSettings) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    // A closed stderr (a pipe whose reader died) must not make logging panic: its
+    // internal-error report uses eprintln!, which panics on EPIPE.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if json {
         builder.json().flatten_event(true).init();
     } else {

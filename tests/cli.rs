@@ -21,22 +21,36 @@ fn lumberd() -> Command {
 #[test]
 fn check_config_accepts_the_documented_reference_config() {
     let out = lumberd()
-        .args(["check-config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/lumberd.toml")])
+        .args([
+            "check-config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/lumberd.toml"),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn check_config_lists_every_problem_on_stderr_and_exits_64() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[server]\nlisten = \"no-port\"\nmax_connections = 0\ntypo = 1\n").unwrap();
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"no-port\"\nmax_connections = 0\ntypo = 1\n",
+    )
+    .unwrap();
     let out = lumberd().arg("check-config").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
     for needle in ["server.listen", "server.max_connections", "server.typo"] {
-        assert!(stderr.contains(needle), "missing a problem about {needle}:\n{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "missing a problem about {needle}:\n{stderr}"
+        );
     }
     assert_eq!(stderr.lines().count(), 3, "one line per problem:\n{stderr}");
 }
@@ -52,7 +66,10 @@ fn serve_refuses_a_bad_configuration_with_exit_64_before_listening() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
     assert!(stderr.contains("keepalive_interval"), "{stderr}");
-    assert!(!stderr.contains("listening"), "must fail before binding: {stderr}");
+    assert!(
+        !stderr.contains("listening"),
+        "must fail before binding: {stderr}"
+    );
 }
 
 #[test]
@@ -69,22 +86,43 @@ fn send_ships_each_line_as_a_filebeat_shaped_event_and_reports_the_acks() {
     ];
     std::fs::write(&log, lines.join("\n")).unwrap();
     let out = lumberd()
-        .args(["send", "--host", &server.addr().to_string(), "--window", "2", "--compress", "3"])
+        .args([
+            "send",
+            "--host",
+            &server.addr().to_string(),
+            "--window",
+            "2",
+            "--compress",
+            "3",
+        ])
         .arg(&log)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("acknowledged 5 events in 3 windows"), "stdout: {stdout}");
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("acknowledged 5 events in 3 windows"),
+        "stdout: {stdout}"
+    );
 
     let mut events = server.events();
     events.sort_by_key(|e| e["log"]["offset"].as_u64());
-    let messages: Vec<_> = events.iter().map(|e| e["message"].as_str().unwrap()).collect();
+    let messages: Vec<_> = events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
     assert_eq!(messages, lines, "one event per line, in order");
     let mut offset = 0;
     for (e, line) in events.iter().zip(lines) {
         assert_eq!(e["log"]["offset"], offset, "offset of {line:?}");
-        assert_eq!(e["log"]["file"]["path"], log.canonicalize().unwrap().to_str().unwrap());
+        assert_eq!(
+            e["log"]["file"]["path"],
+            log.canonicalize().unwrap().to_str().unwrap()
+        );
         assert!(e["@timestamp"].as_str().unwrap().ends_with('Z'));
         offset += line.len() + 1;
     }
@@ -92,11 +130,18 @@ fn send_ships_each_line_as_a_filebeat_shaped_event_and_reports_the_acks() {
 
 #[test]
 fn send_to_a_closed_port_fails_on_stderr_with_a_nonzero_exit() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
     std::fs::write(&log, "x\n").unwrap();
-    let out = lumberd().args(["send", "--host", &port.to_string()]).arg(&log).output().unwrap();
+    let out = lumberd()
+        .args(["send", "--host", &port.to_string()])
+        .arg(&log)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("connecting to"), "{stderr}");
@@ -111,9 +156,51 @@ fn send_reports_how_much_was_acknowledged_when_the_server_breaks_the_stream() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
     std::fs::write(&log, "x\ny\n").unwrap();
-    let out = lumberd().args(["send", "--host", &addr.to_string()]).arg(&log).output().unwrap();
+    let out = lumberd()
+        .args(["send", "--host", &addr.to_string()])
+        .arg(&log)
+        .output()
+        .unwrap();
     t.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a window without ACK must fail");
     assert!(stderr.contains("acknowledged so far: 0 events"), "{stderr}");
+}
+
+#[test]
+fn sigterm_stops_serve_with_exit_0_even_when_its_stderr_reader_is_gone() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = lumberd()
+        .arg("serve")
+        .env("LUMBERD_SERVER_LISTEN", "127.0.0.1:0")
+        .env("LUMBERD_OUTPUT_DATA_DIR", dir.path())
+        .env("LUMBERD_LOG_FORMAT", "text")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("listening"), "{first}");
+    // Like `lumberd serve 2>&1 | head -1`: every later log write fails with EPIPE.
+    drop(stderr);
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("lumberd ignored SIGTERM with a closed stderr");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
 }

@@ -121,39 +121,38 @@ fn replay(bytes: &[u8], limits: Limits, chunking: Chunking) -> Replay {
     };
     for chunk in chunks(bytes, chunking) {
         buf.extend_from_slice(chunk);
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(frame)) => {
-                    if let Err(e) = on_frame(frame, &mut out) {
-                        out.error = Some(e);
-                        return out;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    out.error = Some(e.error);
-                    return out;
-                }
-            }
+        if let Err(e) = drain(&mut codec, &mut buf, false, |f| on_frame(f, &mut out)) {
+            out.error = Some(e);
+            return out;
         }
     }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(frame)) => {
-                if let Err(e) = on_frame(frame, &mut out) {
-                    out.error = Some(e);
-                    return out;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                out.error = Some(e.error);
-                return out;
-            }
-        }
+    if let Err(e) = drain(&mut codec, &mut buf, true, |f| on_frame(f, &mut out)) {
+        out.error = Some(e);
+        return out;
     }
     out.error = tracker.finish().err();
     out
+}
+
+/// Decodes everything `buf` holds (as at end of stream when `eof`), handing each frame
+/// to `on_frame`; the first error, from either, ends it.
+fn drain(
+    codec: &mut Codec,
+    buf: &mut BytesMut,
+    eof: bool,
+    mut on_frame: impl FnMut(Frame) -> Result<(), ProtocolError>,
+) -> Result<(), ProtocolError> {
+    loop {
+        let decoded = if eof {
+            codec.decode_eof(buf)
+        } else {
+            codec.decode(buf)
+        };
+        match decoded.map_err(|e| e.error)? {
+            Some(frame) => on_frame(frame)?,
+            None => return Ok(()),
+        }
+    }
 }
 
 /// The window rules every replay must keep, whatever the input: each completed window

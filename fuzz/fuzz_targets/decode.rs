@@ -67,37 +67,45 @@ fn replay(data: &[u8], max_read: usize, mut seed: u64) -> Replay {
         let n = (1 + seed as usize % max_read).min(rest.len());
         buf.extend_from_slice(&rest[..n]);
         rest = &rest[n..];
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(frame)) => {
-                    if !accept(frame, &mut out) {
-                        return out;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    out.error = Some(e.error);
-                    return out;
-                }
-            }
+        if !drain(&mut codec, &mut buf, false, &mut out, &mut accept) {
+            return out;
         }
     }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(frame)) => {
-                if !accept(frame, &mut out) {
-                    return out;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                out.error = Some(e.error);
-                return out;
-            }
-        }
+    if !drain(&mut codec, &mut buf, true, &mut out, &mut accept) {
+        return out;
     }
     out.error = tracker.finish().err();
     out
+}
+
+/// Decodes everything `buf` holds (as at end of stream when `eof`); false once a codec
+/// error or a refused frame ended the replay.
+fn drain(
+    codec: &mut Codec,
+    buf: &mut BytesMut,
+    eof: bool,
+    out: &mut Replay,
+    accept: &mut impl FnMut(Frame, &mut Replay) -> bool,
+) -> bool {
+    loop {
+        let decoded = if eof {
+            codec.decode_eof(buf)
+        } else {
+            codec.decode(buf)
+        };
+        match decoded {
+            Ok(Some(frame)) => {
+                if !accept(frame, out) {
+                    return false;
+                }
+            }
+            Ok(None) => return true,
+            Err(e) => {
+                out.error = Some(e.error);
+                return false;
+            }
+        }
+    }
 }
 
 fn check_windows(r: &Replay) {

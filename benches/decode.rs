@@ -28,12 +28,14 @@ struct Case {
 /// Pseudo-random words, so the zlib ratio is near real logs' (~4-6x), not a repeat's.
 fn noise(mut x: u64, words: usize) -> String {
     const WORDS: [&str; 16] = [
-        "模型", "推理", "context", "token", "latency", "请", "解释", "cache", "batch",
-        "GPU", "用户", "prompt", "stream", "温度", "sampling", "answer",
+        "模型", "推理", "context", "token", "latency", "请", "解释", "cache", "batch", "GPU",
+        "用户", "prompt", "stream", "温度", "sampling", "answer",
     ];
     let mut out = String::new();
     for _ in 0..words {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         out.push_str(WORDS[(x >> 60) as usize]);
         out.push_str(&format!("{:x} ", (x >> 20) & 0xfff));
     }
@@ -64,15 +66,26 @@ fn inference_event(i: usize) -> String {
 fn cases() -> Vec<Case> {
     let events: Vec<String> = (0..2048).map(inference_event).collect();
     let mut out = Vec::new();
-    for (name, c) in [("synthetic-2048-c0", Compression::None), ("synthetic-2048-c3", Compression::Level(3))] {
+    for (name, c) in [
+        ("synthetic-2048-c0", Compression::None),
+        ("synthetic-2048-c3", Compression::Level(3)),
+    ] {
         let mut wire = BytesMut::new();
         encode_window(1, &events, c, &mut wire);
-        out.push(Case { name, wire: wire.to_vec(), events: 2048 });
+        out.push(Case {
+            name,
+            wire: wire.to_vec(),
+            events: 2048,
+        });
     }
     let recorded = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("proto-fixtures/valid/go-lumber-sync-c3-w2048.bin");
     if let Ok(wire) = std::fs::read(&recorded) {
-        out.push(Case { name: "recorded-go-lumber-2048-c3", wire, events: 2048 });
+        out.push(Case {
+            name: "recorded-go-lumber-2048-c3",
+            wire,
+            events: 2048,
+        });
     }
     out
 }
@@ -107,7 +120,10 @@ fn decode_and_route(wire: &[u8], pipeline: &Pipeline, origin: &Origin) -> usize 
 }
 
 fn origin() -> Origin {
-    Origin { peer: "127.0.0.1:5044".parse().unwrap(), received: Utc::now() }
+    Origin {
+        peer: "127.0.0.1:5044".parse().unwrap(),
+        received: Utc::now(),
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -120,7 +136,12 @@ fn bench(c: &mut Criterion) {
             b.iter(|| assert_eq!(decode(black_box(&case.wire)).0, case.events))
         });
         g.bench_function("decode+route", |b| {
-            b.iter(|| assert_eq!(decode_and_route(black_box(&case.wire), &pipeline, &origin), case.events))
+            b.iter(|| {
+                assert_eq!(
+                    decode_and_route(black_box(&case.wire), &pipeline, &origin),
+                    case.events
+                )
+            })
         });
         g.finish();
     }
@@ -149,7 +170,10 @@ fn write_summary() {
             assert_eq!(decode(&case.wire).0, case.events);
         });
         let t_route = time_per_call(Duration::from_secs(2), || {
-            assert_eq!(decode_and_route(&case.wire, &pipeline, &origin), case.events);
+            assert_eq!(
+                decode_and_route(&case.wire, &pipeline, &origin),
+                case.events
+            );
         });
         let per_event = |t: f64| t * 1e9 / case.events as f64;
         rows.push(serde_json::json!({

@@ -4,7 +4,6 @@
 # Installs cargo-fuzz when missing, seeds fuzz/corpus/decode from proto-fixtures/**/*.bin
 # and leaves any crash in fuzz/artifacts/decode/ (reproduce: cargo fuzz run decode FILE).
 # cargo-fuzz needs a nightly toolchain (-Zsanitizer); it uses rustup's nightly if present.
-# LUMBERD_FUZZ_ALLOW_ZLIB_PREFIX=1 relaxes one known divergence (see the target's header).
 set -euo pipefail
 
 seconds="${1:-300}"

@@ -64,6 +64,16 @@ async fn next_ack(client: &mut DuplexStream, wait: Duration) -> Option<(u8, u8, 
     }
 }
 
+/// Asserts that the next frame, within `secs` seconds, is the v2 ACK `seq`.
+async fn expect_ack(client: &mut DuplexStream, secs: u64, seq: u32) {
+    let got = next_ack(client, Duration::from_secs(secs)).await;
+    assert_eq!(
+        got,
+        Some((b'2', b'A', seq)),
+        "expected ACK {seq} within {secs}s"
+    );
+}
+
 async fn closed(client: &mut DuplexStream) -> bool {
     let mut b = [0u8; 1];
     matches!(
@@ -91,10 +101,7 @@ async fn window_is_acknowledged_only_after_the_output_reports_it_durable() {
         "no ACK may be sent before the output delivered the batch"
     );
     batch.delivery.delivered();
-    assert_eq!(
-        next_ack(&mut c.client, Duration::from_secs(1)).await,
-        Some((b'2', b'A', 3))
-    );
+    expect_ack(&mut c.client, 1, 3).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -106,24 +113,15 @@ async fn keepalive_ack_zero_is_sent_while_a_window_waits_for_the_output() {
         .unwrap();
     let batch = c.output.recv().await.unwrap();
     let start = tokio::time::Instant::now();
-    assert_eq!(
-        next_ack(&mut c.client, Duration::from_secs(6)).await,
-        Some((b'2', b'A', 0))
-    );
+    expect_ack(&mut c.client, 6, 0).await;
     assert!(
         start.elapsed() >= Duration::from_secs(5),
         "keep-alive came after {:?}",
         start.elapsed()
     );
-    assert_eq!(
-        next_ack(&mut c.client, Duration::from_secs(6)).await,
-        Some((b'2', b'A', 0))
-    );
+    expect_ack(&mut c.client, 6, 0).await;
     batch.delivery.delivered();
-    assert_eq!(
-        next_ack(&mut c.client, Duration::from_secs(1)).await,
-        Some((b'2', b'A', 2))
-    );
+    expect_ack(&mut c.client, 1, 2).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -179,14 +177,8 @@ async fn pipelined_windows_are_acknowledged_in_order_even_when_delivered_out_of_
         "the second window must not be acknowledged before the first"
     );
     first.delivery.delivered();
-    assert_eq!(
-        next_ack(&mut c.client, Duration::from_secs(1)).await,
-        Some((b'2', b'A', 2))
-    );
-    assert_eq!(
-        next_ack(&mut c.client, Duration::from_secs(1)).await,
-        Some((b'2', b'A', 3))
-    );
+    expect_ack(&mut c.client, 1, 2).await;
+    expect_ack(&mut c.client, 1, 3).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -225,14 +217,8 @@ async fn batches_split_at_batch_events_and_never_mix_windows() {
         vec![4, 4, 2, 3],
         "window of 10 in batches of 4, then the window of 3"
     );
-    assert_eq!(
-        next_ack(&mut c.client, Duration::from_secs(1)).await,
-        Some((b'2', b'A', 10))
-    );
-    assert_eq!(
-        next_ack(&mut c.client, Duration::from_secs(1)).await,
-        Some((b'2', b'A', 3))
-    );
+    expect_ack(&mut c.client, 1, 10).await;
+    expect_ack(&mut c.client, 1, 3).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -291,10 +277,7 @@ async fn idle_connection_is_closed_after_idle_timeout() {
         .await
         .unwrap();
     c.output.recv().await.unwrap().delivery.delivered();
-    assert_eq!(
-        next_ack(&mut c.client, Duration::from_secs(1)).await,
-        Some((b'2', b'A', 1))
-    );
+    expect_ack(&mut c.client, 1, 1).await;
     assert!(
         closed(&mut c.client).await,
         "idle connection must be closed"
@@ -316,16 +299,10 @@ async fn waiting_for_an_ack_is_not_idle() {
     let batch = c.output.recv().await.unwrap();
     // Well past the idle timeout, only keep-alives: the connection stays open.
     for _ in 0..6 {
-        assert_eq!(
-            next_ack(&mut c.client, Duration::from_secs(6)).await,
-            Some((b'2', b'A', 0))
-        );
+        expect_ack(&mut c.client, 6, 0).await;
     }
     batch.delivery.delivered();
-    assert_eq!(
-        next_ack(&mut c.client, Duration::from_secs(1)).await,
-        Some((b'2', b'A', 1))
-    );
+    expect_ack(&mut c.client, 1, 1).await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -155,6 +155,17 @@ fn track(frames: &[Frame], max_window_events: u32) -> Result<Vec<CompletedWindow
     Ok(done)
 }
 
+/// Every frame a prefix of a stream yields, or the error it gives (it must give none).
+fn decode_prefix(prefix: &[u8]) -> Result<Vec<Frame>, DecodeError> {
+    let mut codec = Codec::new(Limits::default());
+    let mut buf = BytesMut::from(prefix);
+    let mut got = Vec::new();
+    while let Some(f) = codec.decode(&mut buf)? {
+        got.push(f);
+    }
+    Ok(got)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -201,16 +212,8 @@ proptest! {
             ends.push(at);
         }
         for len in 0..bytes.len() {
-            let mut codec = Codec::new(Limits::default());
-            let mut buf = BytesMut::from(&bytes[..len]);
-            let mut got = Vec::new();
-            loop {
-                match codec.decode(&mut buf) {
-                    Ok(Some(f)) => got.push(f),
-                    Ok(None) => break,
-                    Err(e) => return Err(TestCaseError::fail(format!("prefix of {len} bytes: {e}"))),
-                }
-            }
+            let got = decode_prefix(&bytes[..len])
+                .map_err(|e| TestCaseError::fail(format!("prefix of {len} bytes: {e}")))?;
             let complete = ends.iter().filter(|e| **e <= len).count();
             prop_assert_eq!(&got[..], &expected[..complete], "prefix of {} bytes", len);
         }
@@ -226,16 +229,8 @@ proptest! {
         }
         let (bytes, expected, _) = encode(&windows, continuous);
         for len in 0..bytes.len() {
-            let mut codec = Codec::new(Limits::default());
-            let mut buf = BytesMut::from(&bytes[..len]);
-            let mut got = Vec::new();
-            loop {
-                match codec.decode(&mut buf) {
-                    Ok(Some(f)) => got.push(f),
-                    Ok(None) => break,
-                    Err(e) => return Err(TestCaseError::fail(format!("prefix of {len} bytes: {e}"))),
-                }
-            }
+            let got = decode_prefix(&bytes[..len])
+                .map_err(|e| TestCaseError::fail(format!("prefix of {len} bytes: {e}")))?;
             // All frames may come out before the zlib trailer (Adler-32) has arrived.
             prop_assert_eq!(&got[..], &expected[..got.len()], "prefix of {} bytes", len);
         }

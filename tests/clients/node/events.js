@@ -98,4 +98,15 @@ function finish(res, err) {
   })
 }
 
-module.exports = { filebeatEvent, v1Event, parseArgs, splitAddr, finish }
+// Starts the run's clock and deadline; the returned done(err) reports once.
+function startRun(res, timeoutSecs) {
+  const started = Date.now()
+  const done = (err) => {
+    res.elapsed_ms = Date.now() - started
+    finish(res, err)
+  }
+  const timer = setTimeout(() => done(new Error(`timed out after ${timeoutSecs}s waiting for ACKs`)), Number(timeoutSecs) * 1000)
+  return { done, timer }
+}
+
+module.exports = { filebeatEvent, v1Event, parseArgs, splitAddr, finish, startRun }

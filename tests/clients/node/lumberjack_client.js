@@ -19,7 +19,7 @@
 
 const fs = require('fs')
 const LumberjackClient = require('lumberjack-client')
-const { filebeatEvent, parseArgs, splitAddr, finish } = require('./events')
+const { filebeatEvent, parseArgs, splitAddr, startRun } = require('./events')
 
 let opts
 try {
@@ -50,12 +50,7 @@ const res = {
   keepalives: 0,
   ids: all.map((e) => e.test_id),
 }
-const started = Date.now()
-const done = (err) => {
-  res.elapsed_ms = Date.now() - started
-  finish(res, err)
-}
-const timer = setTimeout(() => done(new Error(`timed out after ${opts.timeout}s waiting for ACKs`)), Number(opts.timeout) * 1000)
+const { done, timer } = startRun(res, opts.timeout)
 
 const client = new LumberjackClient({ ...splitAddr(opts.addr) }) // connects at once
 for (const e of first) client.log(e) // queued: one window on connect

@@ -28,7 +28,7 @@ const fs = require('fs')
 const net = require('net')
 const tls = require('tls')
 const lumberjack = require('lumberjack-protocol')
-const { v1Event, parseArgs, splitAddr, finish } = require('./events')
+const { v1Event, parseArgs, splitAddr, startRun } = require('./events')
 
 let opts
 try {
@@ -66,12 +66,7 @@ const res = {
   keepalives: 0,
   ids: all.map((e) => e.test_id),
 }
-const started = Date.now()
-const done = (err) => {
-  res.elapsed_ms = Date.now() - started
-  finish(res, err)
-}
-setTimeout(() => done(new Error(`timed out after ${opts.timeout}s waiting for ACKs`)), Number(opts.timeout) * 1000)
+const { done } = startRun(res, opts.timeout)
 
 function sendWindow(w) {
   if (w === windows.length) return done(null)

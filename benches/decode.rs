@@ -120,10 +120,7 @@ fn decode_and_route(wire: &[u8], pipeline: &Pipeline, origin: &Origin) -> usize 
 }
 
 fn origin() -> Origin {
-    Origin {
-        peer: "127.0.0.1:5044".parse().unwrap(),
-        received: Utc::now(),
-    }
+    Origin::plain("127.0.0.1:5044".parse().unwrap(), Utc::now())
 }
 
 fn bench(c: &mut Criterion) {

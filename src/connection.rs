@@ -190,10 +190,7 @@ impl Reader {
                     .into()
                 }
             };
-            let origin = Origin {
-                peer: self.peer,
-                received: Utc::now(),
-            };
+            let origin = Origin::plain(self.peer, Utc::now());
             let (record, size) = match &frame {
                 Frame::Window { .. } => {
                     let (delivery, receiver) = Delivery::new();

@@ -22,11 +22,38 @@ pub struct Record {
     pub doc: Bytes,
 }
 
-/// Where and when an event was received, for routing and dead letters.
-#[derive(Debug, Clone, Copy)]
+/// Where and when an event was received, for routing, ids and dead letters.
+#[derive(Debug, Clone)]
 pub struct Origin {
     pub peer: SocketAddr,
     pub received: DateTime<Utc>,
+    /// The verified TLS session of the connection; `None` on a plain connection.
+    pub tls: Option<Arc<TlsPeer>>,
+}
+
+impl Origin {
+    /// A plain (non-TLS) connection's origin.
+    pub fn plain(peer: SocketAddr, received: DateTime<Utc>) -> Origin {
+        Origin {
+            peer,
+            received,
+            tls: None,
+        }
+    }
+}
+
+/// What the TLS handshake established about a client, for the pipeline's metadata
+/// (Logstash's `[@metadata][tls_peer]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsPeer {
+    /// The client certificate's subject (RFC 4514 form), when the client sent one.
+    pub subject: Option<String>,
+    /// The client certificate's subject alternative names (DNS names, IPs, URIs, emails).
+    pub sans: Vec<String>,
+    /// "TLSv1.2" or "TLSv1.3".
+    pub protocol: String,
+    /// The negotiated cipher suite, IANA name.
+    pub cipher: String,
 }
 
 /// Why a payload in an intact frame could not become an event (PROTOCOL.md rule 5).

@@ -187,10 +187,10 @@ mod tests {
     use chrono::TimeZone;
 
     fn origin() -> Origin {
-        Origin {
-            peer: "127.0.0.1:1234".parse().unwrap(),
-            received: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
-        }
+        Origin::plain(
+            "127.0.0.1:1234".parse().unwrap(),
+            Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+        )
     }
 
     fn run(payload: &'static [u8]) -> Record {

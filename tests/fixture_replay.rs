@@ -470,10 +470,7 @@ fn payload_errors_do_not_stop_a_window_from_completing() {
 
 #[test]
 fn payload_errors_become_dead_letters_and_only_objects_become_events() {
-    let origin = Origin {
-        peer: "127.0.0.1:5044".parse().unwrap(),
-        received: chrono::Utc::now(),
-    };
+    let origin = Origin::plain("127.0.0.1:5044".parse().unwrap(), chrono::Utc::now());
     let pipeline = Pipeline::new();
     let mut failures = String::new();
     for f in load("payload") {

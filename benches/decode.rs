@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use chrono::Utc;
 use criterion::{criterion_group, Criterion, Throughput};
 use lumberd::event::Origin;
-use lumberd::pipeline::{IndexCache, Pipeline};
+use lumberd::pipeline::{Pipeline, Scratch};
 use lumberd::protocol::{encode_window, Codec, Compression, Frame, Limits};
 use tokio_util::codec::Decoder;
 
@@ -108,7 +108,7 @@ fn decode(wire: &[u8]) -> (usize, usize) {
 fn decode_and_route(wire: &[u8], pipeline: &Pipeline, origin: &Origin) -> usize {
     let mut codec = Codec::new(Limits::default());
     let mut buf = BytesMut::from(wire);
-    let mut cache = IndexCache::default();
+    let mut cache = Scratch::default();
     let mut n = 0;
     while let Some(frame) = codec.decode(&mut buf).expect("valid stream") {
         if let Frame::Json { payload, .. } = frame {
@@ -124,7 +124,7 @@ fn origin() -> Origin {
 }
 
 fn bench(c: &mut Criterion) {
-    let pipeline = Pipeline::new();
+    let pipeline = Pipeline::default();
     let origin = origin();
     for case in cases() {
         let mut g = c.benchmark_group(case.name);
@@ -157,7 +157,7 @@ fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
 }
 
 fn write_summary() {
-    let pipeline = Pipeline::new();
+    let pipeline = Pipeline::default();
     let origin = origin();
     let mut rows = Vec::new();
     for case in cases() {

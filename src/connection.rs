@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerSettings;
 use crate::event::{Origin, Record};
 use crate::output::{Batch, Delivery, DeliveryReceiver, OutputSender};
-use crate::pipeline::{IndexCache, Pipeline};
+use crate::pipeline::{Pipeline, Scratch};
 use crate::protocol::{encode_ack, Codec, CompletedWindow, DecodeError, Frame, WindowTracker};
 
 /// Bytes read from the socket per call.
@@ -135,7 +135,7 @@ impl Reader {
         let mut windows = WindowTracker::new(settings.limits.max_window_events);
         // Allocated at the first read: health-check connects cost no buffer.
         let mut buf = BytesMut::new();
-        let mut cache = IndexCache::default();
+        let mut scratch = Scratch::default();
         let mut open: Option<OpenWindow> = None;
         // Budget reserved for a large frame before its bytes are read.
         let mut reserved: Option<OwnedSemaphorePermit> = None;
@@ -191,7 +191,7 @@ impl Reader {
                 }
             };
             let origin = Origin::plain(self.peer, Utc::now());
-            let (record, size) = match &frame {
+            let record = match &frame {
                 Frame::Window { .. } => {
                     let (delivery, receiver) = Delivery::new();
                     open = Some(OpenWindow {
@@ -203,35 +203,34 @@ impl Reader {
                     continue;
                 }
                 Frame::Json { payload, .. } => {
-                    let size = payload.len();
-                    (
-                        self.shared
-                            .pipeline
-                            .process_json(payload.clone(), &origin, &mut cache),
-                        size,
-                    )
+                    self.shared
+                        .pipeline
+                        .process_json(payload.clone(), &origin, &mut scratch)
                 }
                 Frame::Data { pairs, .. } => {
-                    let size = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
-                    (
-                        self.shared
-                            .pipeline
-                            .process_pairs(pairs, &origin, &mut cache),
-                        size,
-                    )
+                    self.shared
+                        .pipeline
+                        .process_pairs(pairs, &origin, &mut scratch)
                 }
             };
             drop(frame);
-            let Some(permit) = self.acquire(size + EVENT_OVERHEAD, &mut open).await else {
-                return ConnectionEnd::Shutdown;
-            };
-            // The tracker guarantees a data frame is inside an announced window.
-            let win = open.as_mut().expect("data frame inside a window");
-            match &mut win.budget {
-                Some(held) => held.merge(permit),
-                None => win.budget = Some(permit),
+            // A dropped event (a `drop` filter) holds nothing; its window still completes.
+            if let Some(record) = record {
+                let Some(permit) = self
+                    .acquire(record.size() + EVENT_OVERHEAD, &mut open)
+                    .await
+                else {
+                    return ConnectionEnd::Shutdown;
+                };
+                // The tracker guarantees a data frame is inside an announced window.
+                let win = open.as_mut().expect("data frame inside a window");
+                match &mut win.budget {
+                    Some(held) => held.merge(permit),
+                    None => win.budget = Some(permit),
+                }
+                win.records.push(record);
             }
-            win.records.push(record);
+            let win = open.as_mut().expect("data frame inside a window");
             let full = win.records.len() >= settings.batch_events || completed.is_some();
             if full && !self.flush(win).await {
                 return ConnectionEnd::Shutdown;

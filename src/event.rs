@@ -14,12 +14,53 @@ pub enum RecordKind {
     DeadLetter,
 }
 
-/// One document for the output: a compact JSON object (no raw newline) for `index`.
+/// One document for the output: a compact JSON object (no raw newline) for `index`,
+/// with the id that makes a resent event a duplicate instead of a second document.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub kind: RecordKind,
     pub index: Arc<str>,
+    pub id: Option<DocId>,
     pub doc: Bytes,
+}
+
+impl Record {
+    /// Bytes this record holds in memory, for the in-flight budget.
+    pub fn size(&self) -> usize {
+        self.doc.len() + self.index.len()
+    }
+}
+
+/// A document id: a 128-bit digest as 32 lowercase hex digits (`_id` in Elasticsearch).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DocId([u8; 32]);
+
+impl DocId {
+    pub fn from_digest(digest: u128) -> DocId {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (i, b) in digest.to_be_bytes().iter().enumerate() {
+            hex[2 * i] = DIGITS[(b >> 4) as usize];
+            hex[2 * i + 1] = DIGITS[(b & 15) as usize];
+        }
+        DocId(hex)
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits")
+    }
+}
+
+impl std::fmt::Debug for DocId {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for DocId {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where and when an event was received, for routing, ids and dead letters.

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::output::file::FileOutput;
+use crate::pipeline::Pipeline;
 use crate::server::Server;
 
 /// Runs lumberd until `shutdown` is cancelled, then drains: stop accepting, stop reading
@@ -73,8 +74,12 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             settings.output.data_dir.display()
         )
     })?;
+    // The registry every metric is registered in; served by the admin endpoint.
+    let registry = prometheus::Registry::new();
+    let pipeline = Pipeline::new(&settings.pipeline, &registry)
+        .context("cannot register the pipeline's metrics")?;
     let listen = settings.server.listen;
-    let server = Server::bind(settings.server, output, shutdown)
+    let server = Server::bind(settings.server, pipeline, output, shutdown)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = server.local_addr()?;

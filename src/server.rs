@@ -28,6 +28,7 @@ impl Server {
     /// Binds the Beats listener; the output must already be running.
     pub async fn bind(
         settings: ServerSettings,
+        pipeline: Pipeline,
         output: OutputSender,
         shutdown: CancellationToken,
     ) -> std::io::Result<Server> {
@@ -36,7 +37,7 @@ impl Server {
         let budget = Arc::new(Semaphore::new(settings.max_inflight_bytes as usize));
         let shared = Arc::new(Shared {
             settings,
-            pipeline: Pipeline::new(),
+            pipeline,
             output,
             budget,
             shutdown,

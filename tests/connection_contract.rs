@@ -30,7 +30,7 @@ fn start(tweak: impl FnOnce(&mut ServerSettings)) -> Conn {
     let budget = Arc::new(Semaphore::new(settings.max_inflight_bytes as usize));
     let shared = Arc::new(Shared {
         settings,
-        pipeline: Pipeline::new(),
+        pipeline: Pipeline::passthrough(),
         output: tx,
         budget: budget.clone(),
         shutdown: CancellationToken::new(),

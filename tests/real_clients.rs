@@ -25,7 +25,7 @@ use support::{
 
 /// Runs the go-lumber CLI with `args` against a fresh lumberd and checks ACKs and output.
 fn go_lumber_round_trip(args: &[&str]) {
-    let lumberd = Lumberd::start();
+    let lumberd = Lumberd::builder().passthrough().start();
     let mut cmd = go_lumber();
     cmd.args(args);
     let run = run_client(cmd, lumberd.addr());
@@ -205,7 +205,7 @@ fn go_lumber_pipelined_2048_event_windows_are_acked_and_stored_once() {
 
 #[test]
 fn pylogbeat_running_sequence_across_windows_on_one_connection_is_acked_and_stored_once() {
-    let lumberd = Lumberd::start();
+    let lumberd = Lumberd::builder().passthrough().start();
     let mut cmd = pylogbeat();
     cmd.args([
         "-window", "10", "-windows", "5", "-id", "py", "-timeout", "30",
@@ -226,7 +226,7 @@ fn pylogbeat_running_sequence_across_windows_on_one_connection_is_acked_and_stor
 #[test]
 fn lumberjack_client_compressed_window_then_pipelined_single_event_windows_are_acked_and_stored_once(
 ) {
-    let lumberd = Lumberd::start();
+    let lumberd = Lumberd::builder().passthrough().start();
     let mut cmd = node_script("lumberjack_client.js");
     cmd.args([
         "-window", "20", "-singles", "5", "-id", "ljc", "-timeout", "30",
@@ -244,7 +244,7 @@ fn lumberjack_client_compressed_window_then_pipelined_single_event_windows_are_a
 
 #[test]
 fn lumberjack_protocol_v1_data_frames_are_acked_with_version_1_and_stored_as_string_pairs() {
-    let lumberd = Lumberd::start();
+    let lumberd = Lumberd::builder().passthrough().start();
     let mut cmd = node_script("v1_client.js");
     cmd.args([
         "-window", "10", "-windows", "3", "-id", "v1", "-timeout", "30",
@@ -265,7 +265,7 @@ fn lumberjack_protocol_v1_data_frames_are_acked_with_version_1_and_stored_as_str
 
 #[test]
 fn all_real_clients_at_once_on_one_server_store_every_event_once() {
-    let lumberd = Lumberd::start();
+    let lumberd = Lumberd::builder().passthrough().start();
     let addr = lumberd.addr();
     let from = now_secs();
     let handles = vec![

@@ -1,4 +1,6 @@
-//! The embedded default output: one JSON line per record in `<data_dir>/<index>.ndjson`.
+//! The embedded default output: `<data_dir>/<index>.ndjson` in Elasticsearch bulk form
+//! (an action line with the index and id, then the document), replayable into
+//! Elasticsearch as it is.
 //!
 //! A single writer thread takes every batch queued since its last round, writes them,
 //! then fsyncs each file it touched once: group commit, so concurrent windows and
@@ -14,7 +16,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
-use super::{Batch, OutputSender};
+use super::{write_bulk_item, Batch, OutputSender};
 use crate::config::OutputSettings;
 
 /// Batches written per fsync round at most, so one round's latency stays bounded.
@@ -93,6 +95,7 @@ impl Writer {
 
     fn write_round(&mut self, round: &mut [Batch]) -> std::io::Result<()> {
         let mut touched: Vec<Arc<str>> = Vec::new();
+        let mut line = Vec::new();
         let mut created = false;
         for batch in round.iter_mut() {
             for record in &batch.records {
@@ -110,8 +113,9 @@ impl Writer {
                         self.files.entry(record.index.clone()).or_insert(f)
                     }
                 };
-                file.write_all(&record.doc)?;
-                file.write_all(b"\n")?;
+                line.clear();
+                write_bulk_item(record, &mut line);
+                file.write_all(&line)?;
             }
             // The records' bytes are in the write buffers or the kernel now.
             batch.budget.take();

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::pipeline::PipelineSettings;
 use crate::protocol::Limits;
+
+mod pipeline;
 
 /// The Beats port Filebeat's `output.logstash` uses by default.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5044";
@@ -49,7 +52,7 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// `auto`: human-readable on a terminal, JSON otherwise (containers).
 pub const DEFAULT_LOG_FORMAT: &str = "auto";
 
-const SECTIONS: [&str; 3] = ["server", "output", "log"];
+const SECTIONS: [&str; 4] = ["server", "output", "log", "pipeline"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -125,6 +128,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub output: OutputSettings,
     pub log: LogSettings,
+    pub pipeline: PipelineSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +179,7 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
         let mut problems = Vec::new();
+        let mut text = None;
         let mut table = match path {
             None => toml::Table::new(),
             Some(path) => match std::fs::read_to_string(path) {
@@ -183,8 +188,11 @@ impl Settings {
                         problems: vec![format!("{}: cannot read: {e}", path.display())],
                     })
                 }
-                Ok(text) => match text.parse::<toml::Table>() {
-                    Ok(t) => t,
+                Ok(contents) => match contents.parse::<toml::Table>() {
+                    Ok(t) => {
+                        text = Some(contents);
+                        t
+                    }
                     Err(e) => {
                         return Err(ConfigError {
                             problems: vec![format!("{}: {}", path.display(), one_line(&e))],
@@ -204,7 +212,8 @@ impl Settings {
         let server: RawServer = section(&mut table, "server", &mut problems);
         let output: RawOutput = section(&mut table, "output", &mut problems);
         let log: RawLog = section(&mut table, "log", &mut problems);
-        let settings = validate(server, output, log, &mut problems);
+        let pipeline = pipeline::load(text.as_deref(), table.get("pipeline"), &mut problems);
+        let settings = validate(server, output, log, pipeline, &mut problems);
         match settings {
             Some(s) if problems.is_empty() => Ok(s),
             _ => Err(ConfigError { problems }),
@@ -315,7 +324,13 @@ fn duration(key: &str, value: &str, problems: &mut Vec<String>) -> Duration {
     }
 }
 
-fn validate(s: RawServer, o: RawOutput, l: RawLog, problems: &mut Vec<String>) -> Option<Settings> {
+fn validate(
+    s: RawServer,
+    o: RawOutput,
+    l: RawLog,
+    pipeline: PipelineSettings,
+    problems: &mut Vec<String>,
+) -> Option<Settings> {
     let listen = match s.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -413,6 +428,7 @@ fn validate(s: RawServer, o: RawOutput, l: RawLog, problems: &mut Vec<String>) -
             level: l.level,
             format,
         },
+        pipeline,
     })
 }
 
@@ -499,5 +515,13 @@ mod tests {
     fn documented_example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lumberd.toml");
         Settings::load(Some(&path), env(&[])).expect("config/lumberd.toml must validate");
+    }
+
+    #[test]
+    fn documented_pipeline_is_the_built_in_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lumberd.toml");
+        let documented = Settings::load(Some(&path), env(&[])).unwrap().pipeline;
+        let built_in = Settings::load(None, env(&[])).unwrap().pipeline;
+        assert_eq!(format!("{documented:?}"), format!("{built_in:?}"));
     }
 }

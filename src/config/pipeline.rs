@@ -1,0 +1,518 @@
+//! The `[pipeline]` section: filters, index, fingerprint and log-derived metrics, checked
+//! with the line each problem is on. Filters are an ordered list of one-key tables:
+//!
+//! ```toml
+//! [[pipeline.filter]]
+//! json = { source = "message" }
+//! ```
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::pipeline::{
+    Conversion, DateFormat, FieldPath, Filter, Fingerprint, LabelSpec, MetricKind, MetricSpec,
+    PipelineSettings, Template, Zone, DATE_FAILURE_TAG, JSON_FAILURE_TAG, MUTATE_FAILURE_TAG,
+};
+
+/// Only the pipeline, read from the file text so values keep their positions.
+#[derive(Deserialize, Default)]
+struct Document {
+    #[serde(default)]
+    pipeline: RawPipeline,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    index: Option<String>,
+    fingerprint: Option<Vec<String>>,
+    filter: Option<Vec<Spanned<RawFilter>>>,
+    metric: Option<Vec<Spanned<RawMetric>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum RawFilter {
+    Json(RawJson),
+    Date(RawDate),
+    Convert(RawConvert),
+    Rename(RawFieldMap),
+    Remove(RawRemove),
+    AddTag(RawAddTag),
+    AddField(RawFieldMap),
+    Drop(RawDrop),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJson {
+    source: String,
+    target: Option<String>,
+    tag_on_failure: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDate {
+    field: String,
+    formats: Vec<String>,
+    target: Option<String>,
+    timezone: Option<String>,
+    tag_on_failure: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConvert {
+    /// field -> type, in order (toml's `preserve_order`).
+    fields: toml::Table,
+    tag_on_failure: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFieldMap {
+    fields: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemove {
+    fields: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAddTag {
+    tags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrop {
+    field: String,
+    #[serde(default)]
+    values: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetric {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    help: Option<String>,
+    field: Option<String>,
+    scale: Option<f64>,
+    buckets: Option<Vec<f64>>,
+    #[serde(default)]
+    labels: Vec<RawLabel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLabel {
+    name: String,
+    field: Option<String>,
+    values: Vec<String>,
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Reads `[pipeline]` from the file text (`None`: no file, the defaults). `index` and
+/// `fingerprint` come from `overrides` when set (the environment, already merged).
+pub fn load(
+    text: Option<&str>,
+    overrides: Option<&toml::Value>,
+    problems: &mut Vec<String>,
+) -> PipelineSettings {
+    let mut settings = PipelineSettings::qwen();
+    let Some(text) = text else {
+        apply_overrides(&mut settings, overrides, problems);
+        return settings;
+    };
+    let raw: RawPipeline = match toml::from_str::<Document>(text) {
+        Ok(doc) => doc.pipeline,
+        Err(e) => {
+            let at = e
+                .span()
+                .map(|s| format!(" (line {})", line_of(text, s.start)));
+            problems.push(format!(
+                "pipeline{}: {}",
+                at.unwrap_or_default(),
+                e.message()
+            ));
+            return settings;
+        }
+    };
+    if let Some(filters) = raw.filter {
+        let mut compiled = Vec::with_capacity(filters.len());
+        let mut lines = Vec::with_capacity(filters.len());
+        for f in filters {
+            let line = line_of(text, f.span().start);
+            match compile_filter(f.into_inner()) {
+                Ok(filter) => {
+                    compiled.push(filter);
+                    lines.push(line);
+                }
+                Err(e) => problems.push(format!("pipeline.filter (line {line}): {e}")),
+            }
+        }
+        settings.filters = compiled;
+        check_removed_fields(&settings, &lines, problems);
+    }
+    if let Some(metrics) = raw.metric {
+        settings.metrics.clear();
+        for m in metrics {
+            let line = line_of(text, m.span().start);
+            match compile_metric(m.into_inner()) {
+                Ok(spec) => settings.metrics.push(spec),
+                Err(e) => problems.push(format!("pipeline.metric (line {line}): {e}")),
+            }
+        }
+        let mut names: Vec<&str> = settings.metrics.iter().map(|m| m.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            problems.push(format!("pipeline.metric: `{}` is defined twice", w[0]));
+        }
+    }
+    if let Some(index) = raw.index {
+        set_index(&mut settings, &index, problems);
+    }
+    if let Some(parts) = raw.fingerprint {
+        set_fingerprint(&mut settings, &parts, problems);
+    }
+    apply_overrides(&mut settings, overrides, problems);
+    settings
+}
+
+/// `LUMBERD_PIPELINE_INDEX` and `LUMBERD_PIPELINE_FINGERPRINT` (comma-separated; empty
+/// turns ids off).
+fn apply_overrides(
+    settings: &mut PipelineSettings,
+    overrides: Option<&toml::Value>,
+    problems: &mut Vec<String>,
+) {
+    let Some(table) = overrides.and_then(|v| v.as_table()) else {
+        return;
+    };
+    if let Some(index) = table.get("index").and_then(|v| v.as_str()) {
+        set_index(settings, index, problems);
+    }
+    match table.get("fingerprint") {
+        Some(toml::Value::String(s)) => {
+            let parts: Vec<&str> = s
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect();
+            set_fingerprint(settings, &parts, problems);
+        }
+        Some(toml::Value::Array(a)) => {
+            let parts: Vec<String> = a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            set_fingerprint(settings, &parts, problems);
+        }
+        _ => {}
+    }
+}
+
+fn set_index(settings: &mut PipelineSettings, index: &str, problems: &mut Vec<String>) {
+    match Template::parse(index) {
+        Ok(t) => settings.index = t,
+        Err(e) => problems.push(format!("pipeline.index: {e}")),
+    }
+}
+
+fn set_fingerprint<S: AsRef<str>>(
+    settings: &mut PipelineSettings,
+    parts: &[S],
+    problems: &mut Vec<String>,
+) {
+    if parts.is_empty() {
+        settings.fingerprint = None;
+        return;
+    }
+    match Fingerprint::parse(parts) {
+        Ok(f) => settings.fingerprint = Some(f),
+        Err(e) => problems.push(format!("pipeline.fingerprint: {e}")),
+    }
+}
+
+fn path(text: &str) -> Result<FieldPath, String> {
+    let p = FieldPath::parse(text)?;
+    // `@timestamp` is always a timestamp string and `tags` a list of strings: a path
+    // below either can never exist.
+    let segs = p.segments();
+    if segs.len() > 1 && segs[0].key() == "@timestamp" {
+        return Err(format!("`{text}`: @timestamp has no fields inside it"));
+    }
+    if segs.len() > 1 && segs[0].key() == "tags" && segs[1].index().is_none() {
+        return Err(format!(
+            "`{text}`: tags is a list of strings, it has no fields"
+        ));
+    }
+    Ok(p)
+}
+
+fn tags(given: Option<Vec<String>>, default: &str) -> Vec<Box<str>> {
+    given
+        .unwrap_or_else(|| vec![default.to_string()])
+        .into_iter()
+        .map(String::into_boxed_str)
+        .collect()
+}
+
+fn string_pairs(table: &toml::Table) -> Result<Vec<(&str, &str)>, String> {
+    table
+        .iter()
+        .map(|(k, v)| match v.as_str() {
+            Some(s) => Ok((k.as_str(), s)),
+            None => Err(format!("`{k}`: expected a string value, got {v}")),
+        })
+        .collect()
+}
+
+fn compile_filter(raw: RawFilter) -> Result<Filter, String> {
+    Ok(match raw {
+        RawFilter::Json(j) => Filter::Json {
+            source: path(&j.source)?,
+            target: j.target.as_deref().map(path).transpose()?,
+            tag_on_failure: tags(j.tag_on_failure, JSON_FAILURE_TAG),
+        },
+        RawFilter::Date(d) => {
+            if d.formats.is_empty() {
+                return Err("date: `formats` is empty".into());
+            }
+            Filter::Date {
+                field: path(&d.field)?,
+                formats: d
+                    .formats
+                    .iter()
+                    .map(|f| DateFormat::parse(f))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("date: {e}"))?,
+                target: path(d.target.as_deref().unwrap_or("@timestamp"))?,
+                timezone: match d.timezone {
+                    Some(z) => Zone::parse(&z).map_err(|e| format!("date: timezone {e}"))?,
+                    None => Zone::Utc,
+                },
+                tag_on_failure: tags(d.tag_on_failure, DATE_FAILURE_TAG),
+            }
+        }
+        RawFilter::Convert(c) => Filter::Convert {
+            fields: string_pairs(&c.fields)?
+                .into_iter()
+                .map(|(f, t)| {
+                    Ok((
+                        path(f)?,
+                        Conversion::parse(t).map_err(|e| format!("convert `{f}`: {e}"))?,
+                    ))
+                })
+                .collect::<Result<_, String>>()?,
+            tag_on_failure: tags(c.tag_on_failure, MUTATE_FAILURE_TAG),
+        },
+        RawFilter::Rename(r) => Filter::Rename {
+            fields: string_pairs(&r.fields)?
+                .into_iter()
+                .map(|(from, to)| Ok((path(from)?, path(to)?)))
+                .collect::<Result<_, String>>()?,
+        },
+        RawFilter::Remove(r) => Filter::Remove {
+            fields: r.fields.iter().map(|f| path(f)).collect::<Result<_, _>>()?,
+        },
+        RawFilter::AddTag(t) => Filter::AddTag {
+            tags: t
+                .tags
+                .iter()
+                .map(|s| Template::parse(s))
+                .collect::<Result<_, _>>()?,
+        },
+        RawFilter::AddField(a) => Filter::AddField {
+            fields: string_pairs(&a.fields)?
+                .into_iter()
+                .map(|(f, v)| Ok((path(f)?, Template::parse(v)?)))
+                .collect::<Result<_, String>>()?,
+        },
+        RawFilter::Drop(d) => Filter::Drop {
+            field: path(&d.field)?,
+            values: d.values.into_iter().map(String::into_boxed_str).collect(),
+        },
+    })
+}
+
+fn compile_metric(raw: RawMetric) -> Result<MetricSpec, String> {
+    let labels = raw
+        .labels
+        .into_iter()
+        .map(|l| {
+            Ok(LabelSpec {
+                field: path(l.field.as_deref().unwrap_or(&l.name))?,
+                name: l.name,
+                values: l.values,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let kind = match raw.kind.as_str() {
+        "counter" => {
+            if raw.scale.is_some() || raw.buckets.is_some() {
+                return Err(format!("`{}`: a counter has no scale or buckets", raw.name));
+            }
+            MetricKind::Counter {
+                field: raw.field.as_deref().map(path).transpose()?,
+            }
+        }
+        "histogram" => MetricKind::Histogram {
+            field: path(raw.field.as_deref().ok_or_else(|| {
+                format!("`{}`: a histogram needs the `field` it observes", raw.name)
+            })?)?,
+            scale: raw.scale.unwrap_or(1.0),
+            buckets: raw
+                .buckets
+                .unwrap_or_else(|| prometheus::DEFAULT_BUCKETS.to_vec()),
+        },
+        other => return Err(format!("`{other}`: type must be counter or histogram")),
+    };
+    let spec = MetricSpec {
+        help: raw
+            .help
+            .unwrap_or_else(|| format!("{} (from the logs)", raw.name)),
+        name: raw.name,
+        kind,
+        labels,
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// A field read after a filter removed it (and nothing re-created it) can never exist:
+/// almost always a filter order mistake.
+fn check_removed_fields(settings: &PipelineSettings, lines: &[usize], problems: &mut Vec<String>) {
+    let mut removed: Vec<(FieldPath, usize)> = Vec::new();
+    let mut check = |removed: &[(FieldPath, usize)], read: &FieldPath, who: String| {
+        if let Some((gone, line)) = removed.iter().find(|(r, _)| read.is_within(r)) {
+            problems.push(format!(
+                "{who} reads `{read}`, which the remove filter on line {line} removed (`{gone}`) \
+                 and nothing re-creates: it can never exist there"
+            ));
+        }
+    };
+    for (filter, &line) in settings.filters.iter().zip(lines) {
+        let who = format!("pipeline.filter (line {line}): {}", filter.name());
+        let (reads, writes): (Vec<&FieldPath>, Vec<&FieldPath>) = match filter {
+            Filter::Json { source, target, .. } => {
+                if target.is_none() {
+                    check(&removed, source, who);
+                    // Parsed JSON can re-create any top-level field.
+                    removed.clear();
+                    continue;
+                }
+                (vec![source], target.iter().collect())
+            }
+            Filter::Date { field, target, .. } => (vec![field], vec![target]),
+            Filter::Convert { fields, .. } => (fields.iter().map(|(f, _)| f).collect(), vec![]),
+            Filter::Rename { fields } => (
+                fields.iter().map(|(f, _)| f).collect(),
+                fields.iter().map(|(_, t)| t).collect(),
+            ),
+            Filter::Remove { fields } => {
+                for f in fields {
+                    removed.push((f.clone(), line));
+                }
+                continue;
+            }
+            Filter::AddTag { tags } => (tags.iter().flat_map(|t| t.fields()).collect(), vec![]),
+            Filter::AddField { fields } => (
+                fields.iter().flat_map(|(_, t)| t.fields()).collect(),
+                fields.iter().map(|(f, _)| f).collect(),
+            ),
+            Filter::Drop { field, .. } => (vec![field], vec![]),
+        };
+        for r in reads {
+            check(&removed, r, who.clone());
+        }
+        removed.retain(|(r, _)| !writes.iter().any(|w| w.is_within(r) || r.is_within(w)));
+    }
+    for f in settings.index.fields() {
+        check(&removed, f, "pipeline.index".into());
+    }
+    for m in &settings.metrics {
+        let fields = match &m.kind {
+            MetricKind::Counter { field } => field.iter().collect::<Vec<_>>(),
+            MetricKind::Histogram { field, .. } => vec![field],
+        };
+        for f in fields.into_iter().chain(m.labels.iter().map(|l| &l.field)) {
+            check(&removed, f, format!("pipeline.metric `{}`", m.name));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{DEFAULT_FINGERPRINT, DEFAULT_INDEX};
+
+    fn problems_of(text: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        load(Some(text), None, &mut problems);
+        problems
+    }
+
+    #[test]
+    fn unknown_filter_is_rejected_with_its_line() {
+        let p = problems_of("[pipeline]\n\n[[pipeline.filter]]\njsn = { source = \"message\" }\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("line 4") && p[0].contains("jsn"), "{p:?}");
+    }
+
+    #[test]
+    fn bad_date_pattern_is_rejected_with_its_line() {
+        let p = problems_of(
+            "[[pipeline.filter]]\njson = { source = \"message\" }\n\n[[pipeline.filter]]\ndate = { field = \"t\", formats = [\"yyyy-qq\"] }\n",
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("line 4") && p[0].contains("yyyy-qq"), "{p:?}");
+    }
+
+    #[test]
+    fn field_paths_that_can_never_exist_are_rejected() {
+        let p = problems_of(
+            "[[pipeline.filter]]\nremove = { fields = [\"host\"] }\n[[pipeline.filter]]\nconvert = { fields = { \"host.name\" = \"string\" } }\n[[pipeline.filter]]\nrename = { fields = { \"@timestamp.x\" = \"y\" } }\n[[pipeline.filter]]\nremove = { fields = [\"a..b\"] }\n",
+        );
+        assert_eq!(p.len(), 3, "{p:#?}");
+        for (line, what) in [
+            ("line 3", "host.name"),
+            ("line 5", "@timestamp"),
+            ("line 7", "a..b"),
+        ] {
+            assert!(
+                p.iter().any(|x| x.contains(line) && x.contains(what)),
+                "expected a problem on {line} about {what}: {p:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_field_re_created_after_removal_may_be_read() {
+        let p = problems_of(
+            "[[pipeline.filter]]\nremove = { fields = [\"host\"] }\n[[pipeline.filter]]\njson = { source = \"message\" }\n[[pipeline.filter]]\nconvert = { fields = { \"host\" = \"string\" } }\n",
+        );
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn no_pipeline_section_means_the_qwen_pipeline() {
+        let mut problems = Vec::new();
+        let s = load(Some("[server]\n"), None, &mut problems);
+        assert!(problems.is_empty());
+        assert_eq!(s.filters.len(), 4);
+        assert_eq!(s.index.source(), DEFAULT_INDEX);
+        assert!(s.fingerprint.is_some());
+        let _ = DEFAULT_FINGERPRINT;
+    }
+}

@@ -1,0 +1,97 @@
+//! Document ids from an event's origin, so a window Filebeat resends after a broken
+//! connection overwrites nothing and doubles nothing: the same event always gets the
+//! same `_id`, and Elasticsearch answers the second `create` with 409.
+//!
+//! The id is computed before any filter runs (the Qwen pipeline removes `agent` and
+//! `host`), from a list of parts. Each part names one or more fields separated by `|`
+//! (the first present one is used); a part ending in `?` is optional. When a required
+//! part has no value the event gets no id (Elasticsearch assigns one), since an id from
+//! half an origin could collide across hosts or files.
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::doc::Doc;
+use super::path::FieldPath;
+use crate::event::DocId;
+
+/// The default: which Filebeat (its persistent `agent.id`, else the host name), which
+/// file (path, and filestream's file identity when present) and where in it.
+pub const DEFAULT_FINGERPRINT: [&str; 6] = [
+    "agent.id|host.name",
+    "log.file.path",
+    "log.file.device_id?",
+    "log.file.inode?",
+    "log.file.fingerprint?",
+    "log.offset",
+];
+
+#[derive(Debug, Clone)]
+struct Part {
+    alternatives: Vec<FieldPath>,
+    optional: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fingerprint {
+    parts: Vec<Part>,
+}
+
+impl Fingerprint {
+    pub fn parse<S: AsRef<str>>(parts: &[S]) -> Result<Fingerprint, String> {
+        let mut out = Vec::with_capacity(parts.len());
+        for part in parts {
+            let part = part.as_ref();
+            let (names, optional) = match part.strip_suffix('?') {
+                Some(p) => (p, true),
+                None => (part, false),
+            };
+            let alternatives = names
+                .split('|')
+                .map(FieldPath::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("fingerprint part `{part}`: {e}"))?;
+            out.push(Part {
+                alternatives,
+                optional,
+            });
+        }
+        if !out.is_empty() && out.iter().all(|p| p.optional) {
+            return Err("fingerprint: at least one part must be required (no `?`)".into());
+        }
+        Ok(Fingerprint { parts: out })
+    }
+
+    /// The fields it reads, for configuration checks.
+    pub fn fields(&self) -> impl Iterator<Item = &FieldPath> {
+        self.parts.iter().flat_map(|p| p.alternatives.iter())
+    }
+
+    /// The id of `doc`'s origin, or `None` when a required part is missing.
+    pub fn id(&self, doc: &mut Doc) -> Option<DocId> {
+        let mut hasher = Xxh3::new();
+        let mut text = String::new();
+        for (i, part) in self.parts.iter().enumerate() {
+            let found = part.alternatives.iter().enumerate().find_map(|(a, path)| {
+                let v = doc.get(path)?;
+                if matches!(v.kind(), super::value::Kind::Null) {
+                    return None;
+                }
+                text.clear();
+                v.render(&mut text);
+                Some(a)
+            });
+            match found {
+                // Which part and which alternative, then the value, length-prefixed, so
+                // different origins cannot produce the same byte stream.
+                Some(a) => {
+                    hasher.update(&[i as u8, a as u8]);
+                    hasher.update(&(text.len() as u64).to_le_bytes());
+                    hasher.update(text.as_bytes());
+                }
+                None if part.optional => hasher.update(&[i as u8, 0xff]),
+                None => return None,
+            }
+        }
+        Some(DocId::from_digest(hasher.digest128()))
+    }
+}

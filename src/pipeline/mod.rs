@@ -1,0 +1,742 @@
+//! From payload to record: the declarative pipeline (Logstash's json, date, mutate and
+//! friends, configured in `[pipeline]`), the document id, daily index routing and dead
+//! letters. Pure and synchronous: no I/O, no protocol types, no globals.
+//!
+//! Per event: one validating parse of the top level (values stay borrowed slices of the
+//! payload), the filters (which parse only what they read), then one write of the
+//! document from those slices. An event no filter changed is passed on as the payload
+//! itself, without a copy.
+
+mod convert;
+mod date;
+mod doc;
+mod filter;
+mod fingerprint;
+mod metrics;
+mod path;
+mod template;
+mod value;
+
+use std::sync::Arc;
+
+use bumpalo::Bump;
+use bytes::Bytes;
+use chrono::{Datelike, NaiveDate};
+
+pub use convert::Conversion;
+pub use date::{DateFormat, Zone};
+pub use doc::Doc;
+pub use filter::{Filter, Flow, DATE_FAILURE_TAG, JSON_FAILURE_TAG, MUTATE_FAILURE_TAG};
+pub use fingerprint::{Fingerprint, DEFAULT_FINGERPRINT};
+pub use metrics::{LabelSpec, LogMetrics, MetricKind, MetricSpec, OTHER};
+pub use path::FieldPath;
+pub use template::Template;
+
+use crate::event::{dead_letter_doc, Origin, PayloadError, Record, RecordKind};
+use value::{parse_object, write_object, Object, Value};
+
+/// The index template of the seed deployment's Logstash output.
+pub const DEFAULT_INDEX: &str = "qwen-logs-%{+yyyy.MM.dd}";
+const DEAD_LETTER_PREFIX: &str = "deadletter-";
+
+/// A validated pipeline configuration.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub filters: Vec<Filter>,
+    pub index: Template,
+    /// `None`: no document ids (Elasticsearch assigns them; resends may duplicate).
+    pub fingerprint: Option<Fingerprint>,
+    pub metrics: Vec<MetricSpec>,
+}
+
+impl PipelineSettings {
+    /// No filters, no ids, no metrics: events are stored as received (plus the input's
+    /// `@timestamp` and `@metadata` rules), routed by `@timestamp` to `qwen-logs-*`.
+    pub fn passthrough() -> PipelineSettings {
+        PipelineSettings {
+            filters: Vec::new(),
+            index: Template::parse(DEFAULT_INDEX).expect("a valid built-in template"),
+            fingerprint: None,
+            metrics: Vec::new(),
+        }
+    }
+
+    /// The seed deployment's Logstash filter: `json { source => "message" }`,
+    /// `date { match => ["timestamp","ISO8601"] }`, `mutate { convert => ...
+    /// remove_field => [host, agent, ecs] }`, and the Qwen service's metrics.
+    pub fn qwen() -> PipelineSettings {
+        let path = |p: &str| FieldPath::parse(p).expect("a valid built-in path");
+        PipelineSettings {
+            filters: vec![
+                Filter::Json {
+                    source: path("message"),
+                    target: None,
+                    tag_on_failure: vec![JSON_FAILURE_TAG.into()],
+                },
+                Filter::Date {
+                    field: path("timestamp"),
+                    formats: vec![DateFormat::Iso8601],
+                    target: path("@timestamp"),
+                    timezone: Zone::Utc,
+                    tag_on_failure: vec![DATE_FAILURE_TAG.into()],
+                },
+                Filter::Convert {
+                    fields: vec![
+                        (path("inference_time_ms"), Conversion::Integer),
+                        (path("response_length"), Conversion::Integer),
+                    ],
+                    tag_on_failure: vec![MUTATE_FAILURE_TAG.into()],
+                },
+                Filter::Remove {
+                    fields: vec![path("host"), path("agent"), path("ecs")],
+                },
+            ],
+            index: Template::parse(DEFAULT_INDEX).expect("a valid built-in template"),
+            fingerprint: Some(
+                Fingerprint::parse(&DEFAULT_FINGERPRINT).expect("a valid built-in fingerprint"),
+            ),
+            metrics: metrics::qwen_metrics(),
+        }
+    }
+}
+
+/// Per-connection scratch space: the arena an event's parse lives in (reset per event)
+/// and the last index name, so a window of same-day events allocates its name once.
+#[derive(Default)]
+pub struct Scratch {
+    bump: Bump,
+    names: Names,
+}
+
+/// The last index name and a buffer to render names and label values in.
+#[derive(Default)]
+struct Names {
+    text: String,
+    last: Option<(IndexKey, Arc<str>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IndexKey {
+    Day(RecordKind, NaiveDate),
+    Text,
+}
+
+#[derive(Debug)]
+pub struct Pipeline {
+    filters: Vec<Filter>,
+    index: Template,
+    index_daily: bool,
+    fingerprint: Option<Fingerprint>,
+    metrics: LogMetrics,
+}
+
+impl Default for Pipeline {
+    /// The Qwen pipeline, with its metrics in a registry of its own.
+    fn default() -> Self {
+        Pipeline::new(&PipelineSettings::qwen(), &prometheus::Registry::new())
+            .expect("the built-in metrics register")
+    }
+}
+
+impl Pipeline {
+    /// See [`PipelineSettings::passthrough`].
+    pub fn passthrough() -> Pipeline {
+        Pipeline::new(
+            &PipelineSettings::passthrough(),
+            &prometheus::Registry::new(),
+        )
+        .expect("no metrics to register")
+    }
+
+    /// Builds the pipeline; its log-derived metrics are registered in `registry`.
+    pub fn new(
+        settings: &PipelineSettings,
+        registry: &prometheus::Registry,
+    ) -> prometheus::Result<Pipeline> {
+        Ok(Pipeline {
+            filters: settings.filters.clone(),
+            index_daily: settings.index.is_daily(),
+            index: settings.index.clone(),
+            fingerprint: settings.fingerprint.clone(),
+            metrics: LogMetrics::new(&settings.metrics, registry)?,
+        })
+    }
+
+    /// A `J` frame's payload: an event when it is a JSON object, a dead letter otherwise;
+    /// `None` when a `drop` filter dropped it.
+    pub fn process_json(
+        &self,
+        payload: Bytes,
+        origin: &Origin,
+        scratch: &mut Scratch,
+    ) -> Option<Record> {
+        // serde_json does not check the UTF-8 of strings it skips; JSON must be UTF-8
+        // (RFC 8259 section 8.1) and Elasticsearch would reject the document later.
+        let Scratch { bump, names } = scratch;
+        let Ok(text) = std::str::from_utf8(&payload) else {
+            return Some(dead_letter(&payload, PayloadError::NotUtf8, origin, names));
+        };
+        bump.reset();
+        let root = match parse_object(text, bump) {
+            Ok(root) => root,
+            Err(e) => {
+                let reason = PayloadError::NotJsonObject(e.to_string());
+                return Some(dead_letter(&payload, reason, origin, names));
+            }
+        };
+        self.run(root, Some(&payload), origin, bump, names)
+    }
+
+    /// A v1 `D` frame's key/value pairs: an event whose fields are strings.
+    pub fn process_pairs(
+        &self,
+        pairs: &[(Bytes, Bytes)],
+        origin: &Origin,
+        scratch: &mut Scratch,
+    ) -> Option<Record> {
+        let Scratch { bump, names } = scratch;
+        bump.reset();
+        let mut root = Object::new_in(bump);
+        for (k, v) in pairs {
+            match (std::str::from_utf8(k), std::str::from_utf8(v)) {
+                (Ok(k), Ok(v)) => root.insert(k, Value::Str(v)),
+                _ => {
+                    let mut raw = Vec::new();
+                    for (k, v) in pairs {
+                        raw.extend_from_slice(k);
+                        raw.push(b'=');
+                        raw.extend_from_slice(v);
+                        raw.push(b'\n');
+                    }
+                    return Some(dead_letter(&raw, PayloadError::NotUtf8, origin, names));
+                }
+            }
+        }
+        // Pairs have no JSON form to pass through: always written.
+        self.run(root, None, origin, bump, names)
+    }
+
+    fn run<'a>(
+        &self,
+        root: Object<'a>,
+        payload: Option<&Bytes>,
+        origin: &Origin,
+        bump: &'a Bump,
+        names: &mut Names,
+    ) -> Option<Record> {
+        let Names { text, last } = names;
+        let mut doc = Doc::new(root, bump, origin.received);
+        if payload.is_none() {
+            doc.modified = true;
+        }
+        if let Some(tls) = &origin.tls {
+            set_tls_metadata(&mut doc, tls);
+        }
+        // Before any filter: the fields that identify the origin may be removed by one.
+        let id = self.fingerprint.as_ref().and_then(|f| f.id(&mut doc));
+        for filter in &self.filters {
+            if filter.apply(&mut doc) == Flow::Drop {
+                return None;
+            }
+        }
+        if !self.metrics.is_empty() {
+            self.metrics.record(&mut doc, text);
+        }
+        let index = self.index_name(&mut doc, text, last);
+        let bytes = match payload {
+            Some(p) if !doc.modified && memchr::memchr2(b'\n', b'\r', p).is_none() => p.clone(),
+            _ => {
+                let mut out = Vec::with_capacity(payload.map_or(256, |p| p.len() + 64));
+                write_object(&doc.root, &mut out);
+                Bytes::from(out)
+            }
+        };
+        Some(Record {
+            kind: RecordKind::Event,
+            index,
+            id,
+            doc: bytes,
+        })
+    }
+
+    fn index_name(
+        &self,
+        doc: &mut Doc,
+        text: &mut String,
+        last: &mut Option<(IndexKey, Arc<str>)>,
+    ) -> Arc<str> {
+        let key = if self.index_daily {
+            IndexKey::Day(RecordKind::Event, doc.timestamp().date_naive())
+        } else {
+            text.clear();
+            self.index.render(doc, text);
+            if let Some((IndexKey::Text, name)) = last {
+                if **name == **text {
+                    return name.clone();
+                }
+            }
+            let name: Arc<str> = text.as_str().into();
+            *last = Some((IndexKey::Text, name.clone()));
+            return name;
+        };
+        if let Some((k, name)) = last {
+            if *k == key {
+                return name.clone();
+            }
+        }
+        text.clear();
+        self.index.render(doc, text);
+        let name: Arc<str> = text.as_str().into();
+        *last = Some((key, name.clone()));
+        name
+    }
+}
+
+/// Logstash's `[@metadata][tls_peer]`, for routing or tagging by client certificate.
+fn set_tls_metadata(doc: &mut Doc, tls: &crate::event::TlsPeer) {
+    let bump = doc.bump;
+    let mut peer = Object::new_in(bump);
+    let status = if tls.subject.is_some() {
+        "verified"
+    } else {
+        "unverified"
+    };
+    peer.insert("status", Value::Str(status));
+    if let Some(subject) = &tls.subject {
+        peer.insert("subject", Value::Str(bump.alloc_str(subject)));
+    }
+    let mut sans = bumpalo::collections::Vec::with_capacity_in(tls.sans.len(), bump);
+    for san in &tls.sans {
+        sans.push(Value::Str(bump.alloc_str(san)));
+    }
+    peer.insert("sans", Value::Array(sans));
+    peer.insert("protocol", Value::Str(bump.alloc_str(&tls.protocol)));
+    peer.insert("cipher", Value::Str(bump.alloc_str(&tls.cipher)));
+    doc.metadata.insert("tls_peer", Value::Object(peer));
+}
+
+fn dead_letter(raw: &[u8], reason: PayloadError, origin: &Origin, names: &mut Names) -> Record {
+    let day = origin.received.date_naive();
+    let key = IndexKey::Day(RecordKind::DeadLetter, day);
+    let index = match &names.last {
+        Some((k, name)) if *k == key => name.clone(),
+        _ => {
+            let name: Arc<str> = format!(
+                "{DEAD_LETTER_PREFIX}{:04}.{:02}.{:02}",
+                day.year(),
+                day.month(),
+                day.day()
+            )
+            .into();
+            names.last = Some((key, name.clone()));
+            name
+        }
+    };
+    Record {
+        kind: RecordKind::DeadLetter,
+        index,
+        id: None,
+        doc: dead_letter_doc(raw, &reason, origin),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use serde_json::{json, Value as Json};
+
+    fn origin() -> Origin {
+        Origin::plain(
+            "127.0.0.1:1234".parse().unwrap(),
+            Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+        )
+    }
+
+    fn run_on(pipeline: &Pipeline, payload: &[u8]) -> Option<Record> {
+        pipeline.process_json(
+            Bytes::copy_from_slice(payload),
+            &origin(),
+            &mut Scratch::default(),
+        )
+    }
+
+    fn doc(r: &Record) -> Json {
+        serde_json::from_slice(&r.doc)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&r.doc)))
+    }
+
+    /// A pipeline from a `[pipeline]` TOML snippet, through the real config loader.
+    fn configured(toml_text: &str) -> Pipeline {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lumberd.toml");
+        std::fs::write(&path, toml_text).unwrap();
+        let settings = crate::config::Settings::load(Some(&path), Vec::new())
+            .unwrap_or_else(|e| panic!("config must load: {e}"));
+        Pipeline::new(&settings.pipeline, &prometheus::Registry::new()).unwrap()
+    }
+
+    const FILEBEAT_EVENT: &str = r#"{"@timestamp":"2025-04-05T10:23:46.789Z","@metadata":{"beat":"filebeat","type":"_doc","version":"8.11.3"},"log":{"offset":1234,"file":{"path":"/var/log/qwen/inference.log"}},"message":"{\"timestamp\":\"2025-04-05T10:23:45Z\",\"level\":\"INFO\",\"request_id\":\"req_abc123xyz\",\"prompt\":\"你好，请介绍一下你自己\",\"response_length\":\"156\",\"inference_time_ms\":892.7,\"status\":\"success\"}","input":{"type":"filestream"},"ecs":{"version":"8.0.0"},"host":{"name":"gpu-node-1"},"agent":{"id":"0b8f3f5e-3c1e-4d7a-9d55-5a7f0c2b9e11","name":"gpu-node-1","type":"filebeat","version":"8.11.3"}}"#;
+
+    #[test]
+    fn qwen_pipeline_reproduces_the_logstash_filter_on_a_filebeat_event() {
+        let r = run_on(&Pipeline::default(), FILEBEAT_EVENT.as_bytes()).unwrap();
+        assert_eq!(&*r.index, "qwen-logs-2025.04.05");
+        let inner = "{\"timestamp\":\"2025-04-05T10:23:45Z\",\"level\":\"INFO\",\"request_id\":\"req_abc123xyz\",\"prompt\":\"你好，请介绍一下你自己\",\"response_length\":\"156\",\"inference_time_ms\":892.7,\"status\":\"success\"}";
+        assert_eq!(
+            doc(&r),
+            json!({
+                "@timestamp": "2025-04-05T10:23:45.000Z",
+                "log": {"offset": 1234, "file": {"path": "/var/log/qwen/inference.log"}},
+                "message": inner,
+                "input": {"type": "filestream"},
+                "timestamp": "2025-04-05T10:23:45Z",
+                "level": "INFO",
+                "request_id": "req_abc123xyz",
+                "prompt": "你好，请介绍一下你自己",
+                "response_length": 156,
+                "inference_time_ms": 892,
+                "status": "success"
+            })
+        );
+        assert!(r.id.is_some(), "a Filebeat event has an origin, so an id");
+    }
+
+    #[test]
+    fn document_id_depends_on_the_origin_only() {
+        let p = Pipeline::default();
+        let a = run_on(&p, FILEBEAT_EVENT.as_bytes()).unwrap().id.unwrap();
+        // Another message at the same origin (a resend is byte-identical anyway).
+        let other_message = FILEBEAT_EVENT.replace("req_abc123xyz", "req_other");
+        assert_eq!(run_on(&p, other_message.as_bytes()).unwrap().id, Some(a));
+        for (what, changed) in [
+            (
+                "offset",
+                FILEBEAT_EVENT.replace("\"offset\":1234", "\"offset\":1235"),
+            ),
+            (
+                "path",
+                FILEBEAT_EVENT.replace("inference.log", "inference.log.1"),
+            ),
+            ("agent", FILEBEAT_EVENT.replace("0b8f3f5e", "1b8f3f5e")),
+        ] {
+            let id = run_on(&p, changed.as_bytes()).unwrap().id;
+            assert!(
+                id.is_some() && id != Some(a),
+                "a different {what} must give another id"
+            );
+        }
+        let no_offset = FILEBEAT_EVENT.replace("\"offset\":1234,", "");
+        assert_eq!(
+            run_on(&p, no_offset.as_bytes()).unwrap().id,
+            None,
+            "half an origin gives no id"
+        );
+        let host_only =
+            FILEBEAT_EVENT.replace("\"id\":\"0b8f3f5e-3c1e-4d7a-9d55-5a7f0c2b9e11\",", "");
+        assert!(
+            run_on(&p, host_only.as_bytes()).unwrap().id.is_some(),
+            "host.name stands in for agent.id"
+        );
+    }
+
+    #[test]
+    fn index_is_the_utc_day_of_the_event_timestamp() {
+        let r = run_on(
+            &Pipeline::passthrough(),
+            br#"{"@timestamp":"2025-04-05T23:30:00.000-02:00","message":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            &*r.index, "qwen-logs-2025.04.06",
+            "-02:00 at 23:30 is the next UTC day"
+        );
+        assert_eq!(r.kind, RecordKind::Event);
+    }
+
+    #[test]
+    fn event_without_usable_timestamp_gets_the_receive_time_like_logstash() {
+        let p = Pipeline::passthrough();
+        let r = run_on(&p, br#"{"message":"x"}"#).unwrap();
+        assert_eq!(&*r.index, "qwen-logs-2026.01.02");
+        assert_eq!(doc(&r)["@timestamp"], "2026-01-02T03:04:05.000Z");
+        // With a message (Filebeat's events) the beats input just uses the receive time.
+        let r = run_on(&p, br#"{"@timestamp":"yesterday","message":"x"}"#).unwrap();
+        assert_eq!(
+            doc(&r),
+            json!({"@timestamp":"2026-01-02T03:04:05.000Z","message":"x"})
+        );
+        // Without one the event is built as is: the bad value is kept and tagged.
+        for bad in [
+            &br#"{"@timestamp":12,"msg":"x"}"#[..],
+            br#"{"@timestamp":"yesterday"}"#,
+        ] {
+            let r = run_on(&p, bad).unwrap();
+            let d = doc(&r);
+            assert_eq!(&*r.index, "qwen-logs-2026.01.02");
+            assert_eq!(d["@timestamp"], "2026-01-02T03:04:05.000Z");
+            assert_eq!(d["tags"], json!(["_timestampparsefailure"]), "{d}");
+            assert!(d["_@timestamp"].is_string(), "{d}");
+        }
+    }
+
+    #[test]
+    fn event_no_filter_changed_is_stored_as_received_without_copying() {
+        let payload = Bytes::from_static(br#"{"@timestamp":"2025-04-05T10:23:45Z","a":[1,2]}"#);
+        let r = Pipeline::passthrough()
+            .process_json(payload.clone(), &origin(), &mut Scratch::default())
+            .unwrap();
+        assert_eq!(
+            r.doc.as_ptr(),
+            payload.as_ptr(),
+            "an unchanged payload must not be copied"
+        );
+    }
+
+    #[test]
+    fn pretty_printed_json_is_compacted_to_one_line() {
+        let r = run_on(
+            &Pipeline::passthrough(),
+            b"{\n  \"@timestamp\": \"2025-04-05T10:23:45Z\",\n  \"a\": [1,\n 2]\n}",
+        )
+        .unwrap();
+        assert_eq!(
+            &r.doc[..],
+            br#"{"@timestamp":"2025-04-05T10:23:45Z","a":[1,2]}"#
+        );
+    }
+
+    #[test]
+    fn payloads_that_are_not_json_objects_become_dead_letters_with_raw_payload() {
+        for raw in [
+            &b"not json"[..],
+            b"[1,2]",
+            b"[]",
+            b"[\"2025-04-05T10:23:45Z\"]",
+            b"",
+            b"\"s\"",
+            b"{\"a\":",
+            b"{\"a\":1} trailing",
+            b"{\"a\":\"\xff\"}",
+        ] {
+            let r = run_on(&Pipeline::default(), raw).unwrap();
+            assert_eq!(
+                r.kind,
+                RecordKind::DeadLetter,
+                "{raw:?} must be a dead letter"
+            );
+            assert_eq!(&*r.index, "deadletter-2026.01.02");
+            let d = doc(&r);
+            assert_eq!(d["peer"], "127.0.0.1:1234");
+            match std::str::from_utf8(raw) {
+                Ok(s) => assert_eq!(d["payload"], s),
+                Err(_) => {
+                    assert_eq!(d["error_kind"], "not_utf8");
+                    assert!(d["payload_hex"].as_str().unwrap().ends_with("ff227d"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn v1_pairs_become_an_object_of_strings() {
+        let pairs = vec![
+            (Bytes::from_static(b"line"), Bytes::from_static(b"hello")),
+            (Bytes::from_static(b"offset"), Bytes::from_static(b"42")),
+        ];
+        let r = Pipeline::passthrough()
+            .process_pairs(&pairs, &origin(), &mut Scratch::default())
+            .unwrap();
+        assert_eq!(
+            doc(&r),
+            json!({"line":"hello","offset":"42","@timestamp":"2026-01-02T03:04:05.000Z"})
+        );
+        let bad = vec![(Bytes::from_static(b"k"), Bytes::from_static(b"\xff"))];
+        let r = Pipeline::passthrough()
+            .process_pairs(&bad, &origin(), &mut Scratch::default())
+            .unwrap();
+        assert_eq!(r.kind, RecordKind::DeadLetter);
+    }
+
+    #[test]
+    fn metadata_is_not_stored_but_routes_and_templates_can_read_it() {
+        let p = configured(
+            "[pipeline]\nindex = \"%{[@metadata][beat]}-%{+yyyy.MM}\"\nfingerprint = []\n[[pipeline.filter]]\nadd_field = { fields = { shipper = \"%{[@metadata][beat]} %{[@metadata][version]}\", missing = \"%{nope}\" } }\n",
+        );
+        let r = run_on(&p, FILEBEAT_EVENT.as_bytes()).unwrap();
+        assert_eq!(&*r.index, "filebeat-2025.04");
+        let d = doc(&r);
+        assert!(d.get("@metadata").is_none(), "{d}");
+        assert_eq!(d["shipper"], "filebeat 8.11.3");
+        assert_eq!(
+            d["missing"], "%{nope}",
+            "a missing field stays as written, as in Logstash"
+        );
+        assert_eq!(r.id, None, "fingerprint = [] turns ids off");
+    }
+
+    #[test]
+    fn failures_keep_the_event_and_tag_it() {
+        let p = Pipeline::default();
+        let cases = [
+            // not JSON in message: kept, tagged, date and convert find nothing
+            (
+                r#"{"@timestamp":"2025-04-05T10:00:00.000Z","message":"plain text"}"#,
+                json!(["_jsonparsefailure"]),
+            ),
+            // JSON but not an object
+            (
+                r#"{"@timestamp":"2025-04-05T10:00:00.000Z","message":"[1,2]"}"#,
+                json!(["_jsonparsefailure"]),
+            ),
+            // a date that does not parse keeps Filebeat's @timestamp
+            (
+                r#"{"@timestamp":"2025-04-05T10:00:00.000Z","message":"{\"timestamp\":\"2025-02-29T10:00:00Z\"}"}"#,
+                json!(["_dateparsefailure"]),
+            ),
+            // a conversion Ruby raises on ends the convert filter
+            (
+                r#"{"@timestamp":"2025-04-05T10:00:00.000Z","message":"{\"inference_time_ms\":\"none\",\"response_length\":\"7\"}"}"#,
+                json!(["_mutate_error"]),
+            ),
+        ];
+        for (payload, tags) in &cases {
+            let r = run_on(&p, payload.as_bytes()).unwrap();
+            let d = doc(&r);
+            assert_eq!(r.kind, RecordKind::Event);
+            assert_eq!(&d["tags"], tags, "{payload} -> {d}");
+            assert_eq!(d["@timestamp"], "2025-04-05T10:00:00.000Z", "{d}");
+        }
+        let r = run_on(&p, cases[3].0.as_bytes()).unwrap();
+        let d = doc(&r);
+        assert_eq!(d["inference_time_ms"], "none");
+        assert_eq!(
+            d["response_length"], "7",
+            "Logstash stops converting after the exception"
+        );
+    }
+
+    #[test]
+    fn inner_timestamp_and_tags_follow_logstash_json_filter() {
+        let p = Pipeline::default();
+        let r = run_on(&p, br#"{"@timestamp":"2025-04-05T10:00:00.000Z","message":"{\"@timestamp\":\"2025-04-06T01:02:03.456+08:00\",\"tags\":[\"a\"]}"}"#).unwrap();
+        let d = doc(&r);
+        assert_eq!(d["@timestamp"], "2025-04-05T17:02:03.456Z");
+        assert_eq!(d["tags"], json!(["a"]));
+        let r = run_on(&p, br#"{"@timestamp":"2025-04-05T10:00:00.000Z","message":"{\"@timestamp\":\"soon\",\"tags\":{\"x\":1}}"}"#).unwrap();
+        let d = doc(&r);
+        assert_eq!(d["@timestamp"], "2026-01-02T03:04:05.000Z", "receive time");
+        assert_eq!(d["_@timestamp"], "soon");
+        assert_eq!(d["_tags"], json!({"x": 1}));
+        assert_eq!(
+            d["tags"],
+            json!(["_tagsparsefailure", "_timestampparsefailure"])
+        );
+    }
+
+    #[test]
+    fn rename_remove_add_tag_add_field_and_drop() {
+        let p = configured(
+            r#"
+[[pipeline.filter]]
+rename = { fields = { "host.name" = "node", "absent" = "never" } }
+
+[[pipeline.filter]]
+remove = { fields = ["agent", "log.file", "ecs"] }
+
+[[pipeline.filter]]
+add_tag = { tags = ["from-%{node}"] }
+
+[[pipeline.filter]]
+add_field = { fields = { "input.type" = "second", "team" = "ml" } }
+
+[[pipeline.filter]]
+drop = { field = "message", values = ["drop me"] }
+"#,
+        );
+        let r = run_on(&p, FILEBEAT_EVENT.as_bytes()).unwrap();
+        let d = doc(&r);
+        assert_eq!(d["node"], "gpu-node-1");
+        assert_eq!(d["host"], json!({}));
+        assert!(d.get("never").is_none() && d.get("agent").is_none() && d.get("ecs").is_none());
+        assert_eq!(d["log"], json!({"offset": 1234}));
+        assert_eq!(d["tags"], json!(["from-gpu-node-1"]));
+        assert_eq!(d["input"]["type"], json!(["filestream", "second"]));
+        assert_eq!(d["team"], "ml");
+        let dropped = FILEBEAT_EVENT.replace(r#""message":"{"#, r#""message":"drop me","m":"{"#);
+        assert!(
+            run_on(&p, dropped.as_bytes()).is_none(),
+            "a matching drop filter drops"
+        );
+    }
+
+    #[test]
+    fn log_derived_metrics_count_with_bounded_labels() {
+        let registry = prometheus::Registry::new();
+        let p = Pipeline::new(&PipelineSettings::qwen(), &registry).unwrap();
+        let line = |status: &str, level: &str, ms: u32| {
+            FILEBEAT_EVENT
+                .replace(
+                    "\\\"status\\\":\\\"success\\\"",
+                    &format!("\\\"status\\\":\\\"{status}\\\""),
+                )
+                .replace(
+                    "\\\"level\\\":\\\"INFO\\\"",
+                    &format!("\\\"level\\\":\\\"{level}\\\""),
+                )
+                .replace("892.7", &ms.to_string())
+        };
+        for (status, level, ms) in [
+            ("success", "INFO", 500),
+            ("error", "ERROR", 1500),
+            ("weird-status-123", "INFO", 20),
+        ] {
+            run_on(&p, line(status, level, ms).as_bytes()).unwrap();
+        }
+        run_on(&p, br#"{"message":"not an inference log"}"#).unwrap();
+        let text = {
+            let mut buf = Vec::new();
+            prometheus::Encoder::encode(
+                &prometheus::TextEncoder::new(),
+                &registry.gather(),
+                &mut buf,
+            )
+            .unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        for want in [
+            r#"qwen_requests_total{level="INFO",status="success"} 1"#,
+            r#"qwen_requests_total{level="ERROR",status="error"} 1"#,
+            r#"qwen_requests_total{level="INFO",status="other"} 1"#,
+            r#"qwen_inference_duration_seconds_count{status="success"} 1"#,
+            r#"qwen_inference_duration_seconds_sum{status="error"} 1.5"#,
+        ] {
+            assert!(text.contains(want), "missing `{want}` in:\n{text}");
+        }
+        assert!(
+            !text.contains("weird-status"),
+            "unbounded label value leaked:\n{text}"
+        );
+    }
+
+    #[test]
+    fn tls_peer_is_metadata_for_routing() {
+        let p = configured("[pipeline]\nindex = \"logs-%{[@metadata][tls_peer][subject]}\"\n");
+        let mut o = origin();
+        o.tls = Some(Arc::new(crate::event::TlsPeer {
+            subject: Some("CN=node-1".into()),
+            sans: vec!["node-1.example".into()],
+            protocol: "TLSv1.3".into(),
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+        }));
+        let r = p
+            .process_json(
+                Bytes::from_static(br#"{"message":"x"}"#),
+                &o,
+                &mut Scratch::default(),
+            )
+            .unwrap();
+        assert_eq!(&*r.index, "logs-CN=node-1");
+        assert!(doc(&r).get("@metadata").is_none());
+    }
+}

@@ -73,6 +73,9 @@ impl<'a> Doc<'a> {
             None => false,
         };
         match doc.root.get_mut(TIMESTAMP).map(|v| parse_instant(v, bump)) {
+            // Logstash coerces @timestamp and writes it back in UTC: rewrite any other
+            // form (an offset, no fraction); Filebeat's own form is kept as it is.
+            Some(Some(t)) if !is_canonical(doc.root.get(TIMESTAMP)) => doc.set_timestamp(t),
             Some(Some(t)) => doc.instant = Some(t),
             Some(None) if decoded => {
                 doc.root.remove(TIMESTAMP);
@@ -216,6 +219,19 @@ impl<'a> Doc<'a> {
             self.set_root("_tags", bad);
             self.tag("_tagsparsefailure");
         }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, the form Filebeat sends and Logstash writes. (The value
+/// was parsed just before, so only the shape needs checking.)
+fn is_canonical(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Str(s)) => {
+            let b = s.as_bytes();
+            b.len() == 24 && b[10] == b'T' && b[19] == b'.' && b[23] == b'Z'
+        }
+        Some(Value::Timestamp(_)) => true,
+        _ => false,
     }
 }
 

@@ -482,7 +482,7 @@ mod tests {
 
     #[test]
     fn event_no_filter_changed_is_stored_as_received_without_copying() {
-        let payload = Bytes::from_static(br#"{"@timestamp":"2025-04-05T10:23:45Z","a":[1,2]}"#);
+        let payload = Bytes::from_static(br#"{"@timestamp":"2025-04-05T10:23:45.000Z","a":[1,2]}"#);
         let r = Pipeline::passthrough()
             .process_json(payload.clone(), &origin(), &mut Scratch::default())
             .unwrap();
@@ -497,12 +497,12 @@ mod tests {
     fn pretty_printed_json_is_compacted_to_one_line() {
         let r = run_on(
             &Pipeline::passthrough(),
-            b"{\n  \"@timestamp\": \"2025-04-05T10:23:45Z\",\n  \"a\": [1,\n 2]\n}",
+            b"{\n  \"@timestamp\": \"2025-04-05T10:23:45.000Z\",\n  \"a\": [1,\n 2]\n}",
         )
         .unwrap();
         assert_eq!(
             &r.doc[..],
-            br#"{"@timestamp":"2025-04-05T10:23:45Z","a":[1,2]}"#
+            br#"{"@timestamp":"2025-04-05T10:23:45.000Z","a":[1,2]}"#
         );
     }
 

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -90,4 +92,46 @@ func makeEvent(prefix string, window, index, g int) Event {
 	ev.ECS.Version = "8.0.0"
 	ev.TestID = fmt.Sprintf("%s-%d-%d", prefix, window, index)
 	return ev
+}
+
+// readEventsFile returns the non-empty lines of an NDJSON file, each checked to be
+// one JSON value and kept byte for byte as a json.RawMessage (no trailing newline).
+func readEventsFile(path string) ([]json.RawMessage, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var events []json.RawMessage
+	for n, line := range bytes.Split(data, []byte{'\n'}) {
+		if len(line) == 0 {
+			continue // the newline that ends the last line, or a blank line
+		}
+		if !json.Valid(line) {
+			return nil, fmt.Errorf("%s:%d: not one JSON value", path, n+1)
+		}
+		events = append(events, json.RawMessage(line))
+	}
+	return events, nil
+}
+
+// rawEncoder is the go-lumber JSON encoder: a json.RawMessage (an -events line) is
+// sent exactly as read, while anything else goes through json.Marshal, go-lumber's
+// default. json.Marshal alone would not do for raw lines: it re-compacts a
+// RawMessage and escapes <, >, &, U+2028 and U+2029 in its strings.
+func rawEncoder(v interface{}) ([]byte, error) {
+	if raw, ok := v.(json.RawMessage); ok {
+		return raw, nil
+	}
+	return json.Marshal(v)
+}
+
+// testIDOf returns the event's top-level string test_id, if it has one.
+func testIDOf(line json.RawMessage) (string, bool) {
+	var ev struct {
+		TestID *string `json:"test_id"`
+	}
+	if json.Unmarshal(line, &ev) != nil || ev.TestID == nil {
+		return "", false
+	}
+	return *ev.TestID, true
 }

@@ -5,6 +5,11 @@
 // Every event has Filebeat's shape and a unique test_id "<prefix>-<window>-<index>",
 // so a test can check the server's output event by event. The events are fully
 // deterministic: the same flags produce the same events (see events.go).
+//
+// With -events FILE the events are instead the lines of an NDJSON file (for example
+// tests/corpus/inputs.ndjson), sent byte for byte in windows of -window events; the
+// last window may be shorter. -windows and -id are ignored then, and "ids" lists the
+// string test_id of each line that has one.
 package main
 
 import (
@@ -32,6 +37,7 @@ type result struct {
 	EventsAcked int      `json:"events_acked"`
 	ElapsedMS   int64    `json:"elapsed_ms"`
 	Error       string   `json:"error,omitempty"`
+	EventsFile  string   `json:"events_file,omitempty"`
 	IDs         []string `json:"ids"`
 }
 
@@ -49,6 +55,8 @@ func main() {
 	timeout := flag.Duration("timeout", 30*time.Second, "go-lumber timeout (dial, each write, each ACK read)")
 	dump := flag.String("dump", "", "write every event sent, one JSON line each, to this file")
 	record := flag.String("record", "", "also tee every byte written to the server into this file")
+	eventsFile := flag.String("events", "", "send the lines of this NDJSON file as the events, byte for byte, "+
+		"in windows of -window events (-windows and -id are then ignored)")
 	flag.Parse()
 
 	if *window < 1 || *windows < 1 {
@@ -58,24 +66,52 @@ func main() {
 		fail("mode must be sync or async")
 	}
 
-	batches := make([][]interface{}, *windows)
-	var ids []string
+	var batches [][]interface{}
+	ids := []string{}
 	var dumpLines [][]byte
-	for w := 0; w < *windows; w++ {
-		batch := make([]interface{}, *window)
-		for i := 0; i < *window; i++ {
-			ev := makeEvent(*prefix, w, i, w*(*window)+i)
-			batch[i] = ev
-			ids = append(ids, ev.TestID)
-			if *dump != "" {
-				b, err := json.Marshal(ev) // the same encoder go-lumber uses by default
-				if err != nil {
-					fail("encode: %v", err)
-				}
-				dumpLines = append(dumpLines, b)
-			}
+	if *eventsFile != "" {
+		lines, err := readEventsFile(*eventsFile)
+		if err != nil {
+			fail("events: %v", err)
 		}
-		batches[w] = batch
+		if len(lines) == 0 {
+			fail("events: %s has no events", *eventsFile)
+		}
+		for start := 0; start < len(lines); start += *window {
+			end := start + *window
+			if end > len(lines) {
+				end = len(lines)
+			}
+			batch := make([]interface{}, 0, end-start)
+			for _, line := range lines[start:end] {
+				batch = append(batch, line) // a json.RawMessage: rawEncoder sends it as is
+				if id, ok := testIDOf(line); ok {
+					ids = append(ids, id)
+				}
+				if *dump != "" {
+					dumpLines = append(dumpLines, line)
+				}
+			}
+			batches = append(batches, batch)
+		}
+	} else {
+		batches = make([][]interface{}, *windows)
+		for w := 0; w < *windows; w++ {
+			batch := make([]interface{}, *window)
+			for i := 0; i < *window; i++ {
+				ev := makeEvent(*prefix, w, i, w*(*window)+i)
+				batch[i] = ev
+				ids = append(ids, ev.TestID)
+				if *dump != "" {
+					b, err := json.Marshal(ev) // the same encoder go-lumber uses by default
+					if err != nil {
+						fail("encode: %v", err)
+					}
+					dumpLines = append(dumpLines, b)
+				}
+			}
+			batches[w] = batch
+		}
 	}
 	if *dump != "" {
 		f, err := os.Create(*dump)
@@ -93,7 +129,7 @@ func main() {
 
 	res := result{
 		Client: "go-lumber", Version: goLumberVersion, Mode: *mode, Compress: *compress,
-		Window: *window, Windows: *windows, IDs: ids,
+		Window: *window, Windows: len(batches), EventsFile: *eventsFile, IDs: ids,
 	}
 	if *mode == "async" {
 		res.Inflight = *inflight
@@ -117,7 +153,7 @@ func main() {
 			return &teeConn{Conn: c, w: rec}, nil
 		}
 	}
-	opts := []v2.Option{v2.Timeout(*timeout), v2.CompressionLevel(*compress)}
+	opts := []v2.Option{v2.Timeout(*timeout), v2.CompressionLevel(*compress), v2.JSONEncoder(rawEncoder)}
 
 	start := time.Now()
 	var err error

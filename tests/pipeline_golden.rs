@@ -72,7 +72,8 @@ fn corpus() -> Vec<Case> {
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 300 {
-        format!("{}… ({} bytes)", &s[..s.floor_char_boundary(300)], s.len())
+        let cut = (0..=300).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        format!("{}… ({} bytes)", &s[..cut], s.len())
     } else {
         s
     }

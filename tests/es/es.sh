@@ -1,0 +1,563 @@
+#!/usr/bin/env bash
+# Fetch, start and stop a real Elasticsearch node for lumberd's tests.
+# See tests/es/README.md for what is downloaded, where it is cached and
+# which Elasticsearch features the distribution has.
+#
+#   es.sh fetch                     download + verify + unpack (cached); prints ES home
+#   es.sh start DIR [-E k=v ...]    start a node under DIR; prints http://127.0.0.1:PORT last
+#   es.sh stop DIR                  SIGTERM, wait (deadline), then SIGKILL
+#   es.sh kill DIR                  SIGKILL (simulated crash); data stays in DIR
+#   es.sh restart DIR [-E k=v ...]  stop + start on the same port and data dir
+#   es.sh url DIR                   print the URL of the running node in DIR
+#   es.sh stop-all                  stop every node started from this cache
+#   es.sh adduser DIR USER PASS [ROLE]  file-realm user (for -E xpack.security.enabled=true)
+set -euo pipefail
+
+ES_VERSION="${LUMBERD_ES_VERSION:-8.11.3}"
+CACHE_DIR="${LUMBERD_CACHE:-$HOME/.cache/lumberd}/es"
+MAVEN_REPO="${LUMBERD_MAVEN_REPO:-https://repo1.maven.org/maven2}"
+ARTIFACT_PATH="org/elasticsearch/distribution/integ-test-zip/elasticsearch"
+START_TIMEOUT="${LUMBERD_ES_START_TIMEOUT:-180}" # seconds, whole start incl. yellow
+STOP_TIMEOUT="${LUMBERD_ES_STOP_TIMEOUT:-30}"    # seconds of SIGTERM grace before SIGKILL
+DEFAULT_JAVA_OPTS="-Xms512m -Xmx512m"
+# sha1 of elasticsearch-VERSION.zip as first fetched from Maven Central; a
+# download must match both this and the .sha1 published beside it
+declare -A PINNED_SHA1=(
+  [8.11.3]=c3f349b6069f38321d3ec61891173da5e4d4be4c
+  [8.11.1]=5f51158f9da984a4c27f9ba25634f30bc96d81eb
+)
+CLUSTER_NAME="lumberd-test"
+
+log() { printf 'es.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() {
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+now() { date +%s; }
+
+# ---------------------------------------------------------------- fetch ---
+
+http_ok() { # URL -> 0 if it exists (HTTP 2xx), 1 if 404, dies on other errors
+  local code
+  code=$(curl -sS -o /dev/null -I -L --retry 2 -w '%{http_code}' "$1") ||
+    die "cannot reach $1"
+  case "$code" in
+    2??) return 0 ;;
+    404) return 1 ;;
+    *) die "HTTP $code for $1" ;;
+  esac
+}
+
+# Pick the 8.x version in Maven Central closest to ES_VERSION.
+closest_version() {
+  local want_minor want_patch meta best="" best_d=""
+  want_minor=$(cut -d. -f2 <<<"$ES_VERSION")
+  want_patch=$(cut -d. -f3 <<<"$ES_VERSION")
+  meta=$(curl -fsS --retry 2 "$MAVEN_REPO/$ARTIFACT_PATH/maven-metadata.xml") ||
+    die "cannot read $MAVEN_REPO/$ARTIFACT_PATH/maven-metadata.xml"
+  local v minor patch d
+  # sorted ascending, so on equal distance the older release wins
+  while read -r v; do
+    [[ "$v" =~ ^8\.([0-9]+)\.([0-9]+)$ ]] || continue
+    minor=${BASH_REMATCH[1]} patch=${BASH_REMATCH[2]}
+    d=$(( (minor > want_minor ? minor - want_minor : want_minor - minor) * 10000 +
+          (patch > want_patch ? patch - want_patch : want_patch - patch) ))
+    if [[ -z "$best_d" || "$d" -lt "$best_d" ]]; then best=$v best_d=$d; fi
+  done < <(grep -o '<version>[^<]*</version>' <<<"$meta" | sed 's/<[^>]*>//g' | sort -V)
+  [[ -n "$best" ]] || die "no 8.x integ-test-zip in $MAVEN_REPO"
+  printf '%s\n' "$best"
+}
+
+verify_zip() { # ZIP -> checks ZIP against ZIP.sha1 (and .sha512 if cached)
+  local zip=$1 want got
+  [[ -s "$zip.sha1" ]] || return 1
+  want=$(awk '{print $1}' "$zip.sha1")
+  got=$(sha1sum "$zip" | awk '{print $1}')
+  [[ "$want" == "$got" ]] || { log "sha1 mismatch for $zip: want $want got $got"; return 1; }
+  local v=${zip##*/elasticsearch-}
+  v=${v%.zip}
+  if [[ -n "${PINNED_SHA1[$v]:-}" && "${PINNED_SHA1[$v]}" != "$got" ]]; then
+    log "sha1 of $zip is $got, but es.sh pins ${PINNED_SHA1[$v]} for $v"
+    return 1
+  fi
+  if [[ -s "$zip.sha512" ]]; then
+    want=$(awk '{print $1}' "$zip.sha512")
+    got=$(sha512sum "$zip" | awk '{print $1}')
+    [[ "$want" == "$got" ]] || { log "sha512 mismatch for $zip"; return 1; }
+  fi
+}
+
+unzip_to() { # ZIP DEST
+  if command -v unzip >/dev/null; then
+    unzip -q "$1" -d "$2"
+  else
+    python3 - "$1" "$2" <<'PY'
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for i in z.infolist():
+        p = z.extract(i, sys.argv[2])
+        mode = (i.external_attr >> 16) & 0o777
+        if mode:
+            os.chmod(p, mode)
+PY
+  fi
+}
+
+# Sets ES_HOME (and RESOLVED_VERSION); downloads/unpacks if needed.
+do_fetch() {
+  if [[ -n "${LUMBERD_ES_HOME:-}" ]]; then
+    ES_HOME=$LUMBERD_ES_HOME RESOLVED_VERSION=custom
+    [[ -x "$ES_HOME/bin/elasticsearch" ]] || die "LUMBERD_ES_HOME=$ES_HOME has no bin/elasticsearch"
+    return
+  fi
+  mkdir -p "$CACHE_DIR"
+  local v=$ES_VERSION
+  # a fallback chosen on an earlier run is remembered, so later runs work offline
+  [[ -s "$CACHE_DIR/resolved-$ES_VERSION" ]] && v=$(<"$CACHE_DIR/resolved-$ES_VERSION")
+  if [[ -x "$CACHE_DIR/elasticsearch-$v/bin/elasticsearch" ]]; then
+    ES_HOME="$CACHE_DIR/elasticsearch-$v" RESOLVED_VERSION=$v
+    return
+  fi
+
+  exec 8>"$CACHE_DIR/.lock"
+  flock 8
+  # another process may have finished while we waited for the lock
+  if [[ -x "$CACHE_DIR/elasticsearch-$v/bin/elasticsearch" ]]; then
+    exec 8>&-
+    ES_HOME="$CACHE_DIR/elasticsearch-$v" RESOLVED_VERSION=$v
+    return
+  fi
+
+  local zip="$CACHE_DIR/elasticsearch-$v.zip"
+  if ! { [[ -s "$zip" ]] && verify_zip "$zip"; }; then
+    local url="$MAVEN_REPO/$ARTIFACT_PATH/$v/elasticsearch-$v.zip"
+    if ! http_ok "$url"; then
+      log "$url: not found"
+      v=$(closest_version)
+      log "Elasticsearch $ES_VERSION integ-test-zip is not in Maven Central; using $v instead"
+      url="$MAVEN_REPO/$ARTIFACT_PATH/$v/elasticsearch-$v.zip"
+      zip="$CACHE_DIR/elasticsearch-$v.zip"
+      printf '%s\n' "$v" >"$CACHE_DIR/resolved-$ES_VERSION"
+    fi
+    log "downloading $url"
+    rm -f "$zip.sha1" "$zip.sha512"
+    curl -fsS --retry 3 -o "$zip.sha1.part" "$url.sha1" || die "cannot download $url.sha1"
+    mv "$zip.sha1.part" "$zip.sha1"
+    if http_ok "$url.sha512"; then
+      curl -fsS --retry 3 -o "$zip.sha512.part" "$url.sha512" && mv "$zip.sha512.part" "$zip.sha512"
+    fi
+    curl -fSL --retry 3 -sS -o "$zip.part" "$url" || die "cannot download $url"
+    mv "$zip.part" "$zip"
+    verify_zip "$zip" || { rm -f "$zip"; die "checksum verification failed for $url"; }
+    log "verified sha1 $(awk '{print $1}' "$zip.sha1")$([[ -s "$zip.sha512" ]] && echo ' and sha512')"
+  fi
+
+  local tmp
+  tmp=$(mktemp -d "$CACHE_DIR/.unpack.XXXXXX")
+  unzip_to "$zip" "$tmp"
+  [[ -x "$tmp/elasticsearch-$v/bin/elasticsearch" ]] || { rm -rf "$tmp"; die "unexpected layout in $zip"; }
+  mv -T "$tmp/elasticsearch-$v" "$CACHE_DIR/elasticsearch-$v"
+  rm -rf "$tmp"
+  exec 8>&-
+  log "unpacked to $CACHE_DIR/elasticsearch-$v"
+  ES_HOME="$CACHE_DIR/elasticsearch-$v" RESOLVED_VERSION=$v
+}
+
+# ----------------------------------------------------------------- java ---
+
+java_major() { # JAVA_HOME -> major version or empty
+  [[ -x "$1/bin/java" ]] || return 0
+  "$1/bin/java" -version 2>&1 | sed -n 's/.*version "\([0-9]*\)[."].*/\1/p' | head -1
+}
+
+find_java() {
+  if [[ -n "${ES_JAVA_HOME:-}" ]]; then
+    printf '%s\n' "$ES_JAVA_HOME"
+    return
+  fi
+  local c m cands=()
+  [[ -n "${JAVA_HOME:-}" ]] && cands+=("$JAVA_HOME")
+  if command -v java >/dev/null; then
+    cands+=("$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")")
+  fi
+  for c in /usr/lib/jvm/*17* /usr/lib/jvm/*21* /usr/lib/jvm/*; do [[ -d "$c" ]] && cands+=("$c"); done
+  # Elasticsearch 8.11 runs on Java 17..21 (it needs the security manager, gone in 24)
+  for c in "${cands[@]}"; do
+    m=$(java_major "$c")
+    if [[ -n "$m" && "$m" -ge 17 && "$m" -le 23 ]]; then
+      printf '%s\n' "$c"
+      return
+    fi
+  done
+  die "no Java 17..21 found; set ES_JAVA_HOME"
+}
+
+# ------------------------------------------------------------ processes ---
+
+abs_dir() { mkdir -p "$1" && (cd "$1" && pwd -P); }
+
+# Is PID an Elasticsearch server whose node dir is DIR? (guards against pid reuse)
+is_node_pid() { # PID DIR
+  local pid=$1 dir=$2 state
+  [[ "$pid" =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [[ "$state" != Z && "$state" != X ]] || return 1
+  local cmd
+  cmd=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+  grep -qxF -- "-Djava.io.tmpdir=$dir/tmp" <<<"$cmd" || return 1
+  grep -qxF 'org.elasticsearch.server/org.elasticsearch.bootstrap.Elasticsearch' <<<"$cmd"
+}
+
+# pids of the Elasticsearch server (and any launcher) of DIR
+node_pids() { # DIR
+  local dir=$1 p pids=()
+  if [[ -s "$dir/es.pid" ]]; then
+    p=$(<"$dir/es.pid")
+    is_node_pid "$p" "$dir" && pids+=("$p")
+  fi
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    [[ " ${pids[*]-} " == *" $p "* ]] && continue
+    is_node_pid "$p" "$dir" && pids+=("$p")
+  done
+  [[ ${#pids[@]} -gt 0 ]] && printf '%s\n' "${pids[@]}"
+  return 0
+}
+
+wait_gone() { # DEADLINE_SECONDS PID...
+  local deadline=$(( $(now) + $1 )) p alive
+  shift
+  while :; do
+    alive=()
+    for p in "$@"; do
+      if [[ -d /proc/$p ]] && [[ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ]]; then
+        alive+=("$p")
+      fi
+    done
+    [[ ${#alive[@]} -eq 0 ]] && return 0
+    [[ $(now) -ge $deadline ]] && return 1
+    sleep 0.2
+  done
+}
+
+signal_node() { # DIR SIGNAL GRACE
+  local dir=$1 sig=$2 grace=$3 pids
+  mapfile -t pids < <(node_pids "$dir")
+  if [[ ${#pids[@]} -eq 0 ]]; then
+    rm -f "$dir/es.pid"
+    return 0
+  fi
+  kill "-$sig" "${pids[@]}" 2>/dev/null || true
+  if ! wait_gone "$grace" "${pids[@]}"; then
+    log "node in $dir did not exit within ${grace}s after SIG$sig; sending SIGKILL"
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    wait_gone 30 "${pids[@]}" || die "node in $dir (pids ${pids[*]}) survived SIGKILL"
+  fi
+  rm -f "$dir/es.pid"
+}
+
+node_url() { # DIR -> URL of the running node, or fail
+  local dir=$1
+  [[ -n "$(node_pids "$dir")" ]] || return 1
+  [[ -s "$dir/es.port" ]] || return 1
+  printf 'http://127.0.0.1:%s\n' "$(<"$dir/es.port")"
+}
+
+# ---------------------------------------------------------------- start ---
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# a window of ports for ES to pick from, below the kernel's ephemeral range so
+# that a port freed by `stop` is not taken by an outgoing connection before
+# `restart` binds it again
+port_window() {
+  local lo=32768 base
+  [[ -r /proc/sys/net/ipv4/ip_local_port_range ]] && lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range)
+  if [[ "$lo" -gt 12000 ]]; then
+    base=$(( 10000 + (RANDOM * 32768 + RANDOM) % (lo - 10100) ))
+    printf '%s-%s\n' "$base" "$((base + 49))"
+  else
+    printf '0\n'
+  fi
+}
+
+yaml_quote() { # string -> "string" (YAML double-quoted scalar)
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  printf '"%s"' "$s"
+}
+
+# parse "-E k=v", "-Ek=v", "k=v" into lines "k=v"
+parse_settings() {
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      -E) [[ $# -ge 2 ]] || die "-E needs key=value"; printf '%s\n' "$2"; shift 2 ;;
+      -E*) printf '%s\n' "${1#-E}"; shift ;;
+      *=*) printf '%s\n' "$1"; shift ;;
+      *) die "unexpected argument '$1' (expected -E key=value)" ;;
+    esac
+  done
+}
+
+print_failure() { # DIR [console|server] -- tail of the launcher's or the server's log, to stderr
+  local dir=$1 which=${2:-server} f
+  f="$dir/logs/$CLUSTER_NAME.log"
+  if [[ "$which" == console || ! -s "$f" ]]; then f="$dir/logs/console.log"; fi
+  {
+    echo "---- tail of $f ----"
+    tail -n 60 "$f" 2>/dev/null || true
+    echo "---- end of $f ----"
+  } >&2
+}
+
+# DIR/config: a private copy of the distribution's config (the cache stays
+# pristine), with the JVM's log paths made absolute (they are relative to the
+# distribution's home otherwise)
+ensure_config() { # DIR
+  local dir=$1
+  [[ -f "$dir/config/jvm.options" ]] && return 0
+  rm -rf "$dir/config.tmp"
+  cp -R "$ES_HOME/config" "$dir/config.tmp"
+  sed -i \
+    -e "s|file=logs/gc.log|file=$dir/logs/gc.log|" \
+    -e "s|filecount=32,filesize=64m|filecount=2,filesize=16m|" \
+    -e "s|HeapDumpPath=data|HeapDumpPath=$dir/logs|" \
+    -e "s|ErrorFile=logs/|ErrorFile=$dir/logs/|" \
+    "$dir/config.tmp/jvm.options"
+  mv -T "$dir/config.tmp" "$dir/config"
+}
+
+# do_start DIR PORT_MODE ARGS...   PORT_MODE: "auto" (reuse saved port if free) or "same"
+do_start() {
+  local dir=$1 mode=$2
+  shift 2
+  local t0
+  t0=$(now)
+  do_fetch
+  local java_home
+  java_home=$(find_java)
+
+  if [[ -n "$(node_pids "$dir")" ]]; then
+    die "a node is already running in $dir ($(node_url "$dir" || echo '?')); stop it first"
+  fi
+  rm -f "$dir/es.pid"
+  mkdir -p "$dir/data" "$dir/logs" "$dir/tmp"
+
+  ensure_config "$dir"
+
+  # settings: defaults, then saved/extra ones (later wins); all go into the yml
+  local -A settings=()
+  local order=() kv k
+  add_setting() {
+    local key=${1%%=*} val=${1#*=}
+    [[ "$1" == *=* && "$key" =~ ^[A-Za-z0-9_.\-]+$ ]] || die "bad setting '$1' (want key=value)"
+    [[ -v "settings[$key]" ]] || order+=("$key")
+    settings[$key]=$val
+  }
+  add_setting "cluster.name=$CLUSTER_NAME"
+  add_setting "node.name=lumberd-es"
+  add_setting "network.host=127.0.0.1"
+  add_setting "discovery.type=single-node"
+  add_setting "transport.port=0"
+  add_setting "node.portsfile=true"
+  add_setting "path.data=$dir/data"
+  add_setting "path.logs=$dir/logs"
+  add_setting "xpack.security.enabled=false"
+  add_setting "cluster.routing.allocation.disk.threshold_enabled=false"
+  add_setting "action.destructive_requires_name=false"
+
+  # extra settings: `start` uses exactly the given ones; `restart` without
+  # any reuses those of the previous start (saved in DIR/es.args)
+  local extras=()
+  if [[ $# -gt 0 ]]; then
+    mapfile -t extras < <(parse_settings "$@")
+  elif [[ "$mode" == same && -s "$dir/es.args" ]]; then
+    mapfile -t extras <"$dir/es.args"
+  fi
+  if [[ ${#extras[@]} -gt 0 ]]; then printf '%s\n' "${extras[@]}" >"$dir/es.args"; else : >"$dir/es.args"; fi
+
+  local saved_port=""
+  [[ -s "$dir/es.port" ]] && saved_port=$(<"$dir/es.port")
+  if [[ -n "$saved_port" ]] && { [[ "$mode" == same ]] || ! port_in_use "$saved_port"; }; then
+    add_setting "http.port=$saved_port"
+  else
+    [[ -n "$saved_port" ]] && log "port $saved_port (used before) is busy; picking another"
+    add_setting "http.port=$(port_window)"
+  fi
+  for kv in "${extras[@]}"; do add_setting "$kv"; done
+
+  {
+    echo "# written by tests/es/es.sh; rewritten on every start"
+    for k in "${order[@]}"; do printf '%s: %s\n' "$k" "$(yaml_quote "${settings[$k]}")"; done
+  } >"$dir/config/elasticsearch.yml"
+
+  rm -f "$dir/logs/http.ports" "$dir/logs/transport.ports"
+
+  # Elasticsearch refuses to run as root: as root, run it in a new user
+  # namespace where it is "nobody" but keeps root's access to the files.
+  local wrap=()
+  if [[ $(id -u) -eq 0 ]]; then
+    unshare --user true 2>/dev/null ||
+      die "running as root and 'unshare --user' does not work; run as a non-root user"
+    wrap=(unshare --user)
+  fi
+
+  local budget=$(( START_TIMEOUT - ($(now) - t0) ))
+  [[ $budget -gt 5 ]] || budget=5
+  log "starting Elasticsearch $RESOLVED_VERSION in $dir (java $java_home, ES_JAVA_OPTS=${ES_JAVA_OPTS:-$DEFAULT_JAVA_OPTS})"
+  local rc=0
+  # -d: the launcher returns once the node is up (or failed) and leaves the
+  # server running; no inherited fds, so callers' pipes are not held open.
+  ES_JAVA_HOME="$java_home" \
+  ES_PATH_CONF="$dir/config" \
+  ES_TMPDIR="$dir/tmp" \
+  ES_JAVA_OPTS="${ES_JAVA_OPTS:-$DEFAULT_JAVA_OPTS}" \
+    timeout -k 5 "$budget" "${wrap[@]}" "$ES_HOME/bin/elasticsearch" -d -p "$dir/es.pid" \
+    </dev/null >"$dir/logs/console.log" 2>&1 8>&- 9>&- || rc=$?
+  if [[ $rc -ne 0 ]]; then
+    if [[ $rc -eq 124 ]]; then
+      log "Elasticsearch did not come up within ${budget}s"
+    else
+      log "Elasticsearch failed to start (launcher exit code $rc)"
+    fi
+    print_failure "$dir" console
+    signal_node "$dir" KILL 5 || true
+    exit 1
+  fi
+
+  # the launcher can exit 0 although the server died during boot, so the
+  # node is judged by its process and the ports file it writes once HTTP is bound
+  local port="" deadline=$(( t0 + START_TIMEOUT ))
+  (( deadline > $(now) + 10 )) || deadline=$(( $(now) + 10 ))
+  while :; do
+    port=$(sed -n 's/^127\.0\.0\.1:\([0-9]*\)$/\1/p' "$dir/logs/http.ports" 2>/dev/null | head -1) || true
+    [[ -n "$port" ]] && break
+    if [[ -z "$(node_pids "$dir")" ]]; then
+      log "Elasticsearch in $dir exited during startup"
+      print_failure "$dir" console
+      exit 1
+    fi
+    if [[ $(now) -ge $deadline ]]; then
+      log "Elasticsearch in $dir wrote no logs/http.ports within ${START_TIMEOUT}s"
+      print_failure "$dir"
+      signal_node "$dir" KILL 5 || true
+      exit 1
+    fi
+    sleep 0.2
+  done
+  printf '%s\n' "$port" >"$dir/es.port"
+  local url="http://127.0.0.1:$port"
+  # the server waits up to 5s per request for yellow; the pause only matters
+  # when the connection is refused outright
+  local code auth=()
+  [[ -n "${LUMBERD_ES_AUTH:-}" ]] && auth=(-u "$LUMBERD_ES_AUTH")
+  while :; do
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 6 "${auth[@]}" \
+      "$url/_cluster/health?wait_for_status=yellow&timeout=5s" 2>/dev/null) || true
+    [[ "$code" == 200 ]] && break
+    if [[ "$code" == 401 && ${#auth[@]} -eq 0 ]]; then
+      # security was switched on with -E xpack.security.enabled=true: the node
+      # answers, but yellow cannot be checked without LUMBERD_ES_AUTH=user:pass
+      log "node answers 401 (security enabled); health not checked (set LUMBERD_ES_AUTH=user:pass)"
+      break
+    fi
+    if [[ -z "$(node_pids "$dir")" ]]; then
+      log "node in $dir died during startup"
+      print_failure "$dir"
+      exit 1
+    fi
+    if [[ $(now) -ge $deadline ]]; then
+      log "cluster in $dir not yellow within ${START_TIMEOUT}s (last HTTP status ${code:-none})"
+      print_failure "$dir"
+      signal_node "$dir" KILL 5 || true
+      exit 1
+    fi
+    sleep 0.2
+  done
+  log "node up after $(( $(now) - t0 ))s, pid $(<"$dir/es.pid")"
+  printf '%s\n' "$url"
+}
+
+# ---------------------------------------------------------------- main ---
+
+with_dir_lock() { # DIR -- lock DIR against concurrent start/stop
+  exec 9>"$1/.es.lock"
+  flock 9
+}
+
+cmd=${1:-}
+[[ -n "$cmd" ]] || usage
+shift
+
+case "$cmd" in
+  fetch)
+    do_fetch
+    printf '%s\n' "$ES_HOME"
+    ;;
+  start)
+    [[ $# -ge 1 ]] || usage
+    dir=$(abs_dir "$1"); shift
+    with_dir_lock "$dir"
+    do_start "$dir" auto "$@"
+    ;;
+  restart)
+    [[ $# -ge 1 ]] || usage
+    dir=$(abs_dir "$1"); shift
+    with_dir_lock "$dir"
+    signal_node "$dir" TERM "$STOP_TIMEOUT"
+    do_start "$dir" same "$@"
+    ;;
+  stop)
+    [[ $# -eq 1 ]] || usage
+    dir=$(abs_dir "$1")
+    with_dir_lock "$dir"
+    signal_node "$dir" TERM "$STOP_TIMEOUT"
+    ;;
+  kill)
+    [[ $# -eq 1 ]] || usage
+    dir=$(abs_dir "$1")
+    signal_node "$dir" KILL 10
+    ;;
+  adduser)
+    # file-realm user for nodes started with -E xpack.security.enabled=true;
+    # works before start and on a running node (picked up within ~5s)
+    [[ $# -ge 3 && $# -le 4 ]] || usage
+    dir=$(abs_dir "$1")
+    do_fetch
+    mkdir -p "$dir/logs"
+    ensure_config "$dir"
+    ES_JAVA_HOME="$(find_java)" ES_PATH_CONF="$dir/config" \
+      "$ES_HOME/bin/elasticsearch-users" useradd "$2" -p "$3" -r "${4:-superuser}" >&2
+    ;;
+  url)
+    [[ $# -eq 1 ]] || usage
+    [[ -d "$1" ]] || die "no such directory: $1"
+    dir=$(abs_dir "$1")
+    node_url "$dir" || die "no node running in $dir"
+    ;;
+  stop-all)
+    # every node whose server runs from a distribution in this cache
+    found=0
+    for p in /proc/[0-9]*; do
+      p=${p#/proc/}
+      mapfile -t argv < <(tr '\0' '\n' 2>/dev/null <"/proc/$p/cmdline" || true)
+      ours=0 d=""
+      for a in "${argv[@]}"; do
+        [[ "$a" == "$CACHE_DIR"/elasticsearch-*/lib ]] && ours=1
+        [[ "$a" == -Djava.io.tmpdir=*/tmp ]] && { d=${a#-Djava.io.tmpdir=}; d=${d%/tmp}; }
+      done
+      [[ $ours -eq 1 && " ${argv[*]} " == *" org.elasticsearch.server/org.elasticsearch.bootstrap.Elasticsearch "* ]] || continue
+      log "stopping pid $p (${d:-?})"
+      found=1
+      kill -TERM "$p" 2>/dev/null || true
+      wait_gone "$STOP_TIMEOUT" "$p" || { kill -KILL "$p" 2>/dev/null || true; wait_gone 30 "$p" || true; }
+      [[ -n "$d" ]] && rm -f "$d/es.pid"
+    done
+    [[ $found -eq 1 ]] || log "no running nodes from $CACHE_DIR"
+    ;;
+  -h|--help|help) usage ;;
+  *) usage ;;
+esac

@@ -1,7 +1,9 @@
-//! Decoder throughput over Filebeat-shaped windows: the recorded go-lumber 2048-event
-//! window, and synthetic windows of ~950-byte inference-log events (PERFORMANCE.md's
-//! shape) bare and at zlib level 3. Also decode + routing (the pipeline), to show what the
-//! per-event work adds to decoding.
+//! Decoder and pipeline throughput over Filebeat-shaped windows: the recorded go-lumber
+//! 2048-event window, synthetic windows of ~950-byte inference-log events
+//! (PERFORMANCE.md's shape) bare and at zlib level 3, and the golden corpus
+//! (tests/corpus, escapes, failures and two huge prompts). The pipeline (the default
+//! Qwen filter, ids, metrics, routing, writing the document) is timed alone on the
+//! decoded payloads, to compare its cost per event with the decoding it follows.
 //!
 //! Criterion prints bytes/s; a summary (ns per event, wire and inflated MB/s, events/s on
 //! one core) is written to target/bench/decode.json. Every iteration checks the number of
@@ -78,6 +80,18 @@ fn cases() -> Vec<Case> {
             events: 2048,
         });
     }
+    let corpus = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/inputs.ndjson"),
+    )
+    .expect("tests/corpus/inputs.ndjson");
+    let corpus: Vec<&str> = corpus.lines().collect();
+    let mut wire = BytesMut::new();
+    encode_window(1, &corpus, Compression::Level(3), &mut wire);
+    out.push(Case {
+        name: "corpus-124-c3",
+        wire: wire.to_vec(),
+        events: corpus.len(),
+    });
     let recorded = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("proto-fixtures/valid/go-lumber-sync-c3-w2048.bin");
     if let Ok(wire) = std::fs::read(&recorded) {
@@ -119,6 +133,33 @@ fn decode_and_route(wire: &[u8], pipeline: &Pipeline, origin: &Origin) -> usize 
     n
 }
 
+/// The decoded payloads of a stream, for timing the pipeline alone.
+fn payloads(wire: &[u8]) -> Vec<bytes::Bytes> {
+    let mut codec = Codec::new(Limits::default());
+    let mut buf = BytesMut::from(wire);
+    let mut out = Vec::new();
+    while let Some(frame) = codec.decode(&mut buf).expect("valid stream") {
+        if let Frame::Json { payload, .. } = frame {
+            out.push(payload);
+        }
+    }
+    out
+}
+
+/// Runs every payload through the pipeline; checks each became an event.
+fn run_pipeline(payloads: &[bytes::Bytes], pipeline: &Pipeline, origin: &Origin) -> usize {
+    let mut scratch = Scratch::default();
+    let mut n = 0;
+    for p in payloads {
+        let r = pipeline
+            .process_json(p.clone(), origin, &mut scratch)
+            .expect("nothing dropped");
+        n += usize::from(r.kind == lumberd::event::RecordKind::Event);
+        black_box(r);
+    }
+    n
+}
+
 fn origin() -> Origin {
     Origin::plain("127.0.0.1:5044".parse().unwrap(), Utc::now())
 }
@@ -131,6 +172,10 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(case.wire.len() as u64));
         g.bench_function("decode", |b| {
             b.iter(|| assert_eq!(decode(black_box(&case.wire)).0, case.events))
+        });
+        let decoded = payloads(&case.wire);
+        g.bench_function("pipeline", |b| {
+            b.iter(|| assert_eq!(run_pipeline(&decoded, &pipeline, &origin), case.events))
         });
         g.bench_function("decode+route", |b| {
             b.iter(|| {
@@ -172,6 +217,10 @@ fn write_summary() {
                 case.events
             );
         });
+        let decoded = payloads(&case.wire);
+        let t_pipeline = time_per_call(Duration::from_secs(2), || {
+            assert_eq!(run_pipeline(&decoded, &pipeline, &origin), case.events);
+        });
         let per_event = |t: f64| t * 1e9 / case.events as f64;
         rows.push(serde_json::json!({
             "case": case.name,
@@ -184,12 +233,18 @@ fn write_summary() {
             "decode_payload_mb_per_s": inflated as f64 / t_decode / 1e6,
             "decode_route_ns_per_event": per_event(t_route),
             "decode_route_events_per_core_second": case.events as f64 / t_route,
+            "pipeline_ns_per_event": per_event(t_pipeline),
+            "pipeline_events_per_core_second": case.events as f64 / t_pipeline,
+            "pipeline_payload_mb_per_s": inflated as f64 / t_pipeline / 1e6,
+            "pipeline_to_decode_ratio": t_pipeline / t_decode,
         }));
         println!(
-            "{:<28} decode {:>7.0} ns/event ({:>6.0} MB/s payload)   decode+route {:>7.0} ns/event",
+            "{:<28} decode {:>7.0} ns/event ({:>6.0} MB/s payload)   pipeline {:>7.0} ns/event ({:.2}x decode)   decode+route {:>7.0} ns/event",
             case.name,
             per_event(t_decode),
             inflated as f64 / t_decode / 1e6,
+            per_event(t_pipeline),
+            t_pipeline / t_decode,
             per_event(t_route)
         );
     }

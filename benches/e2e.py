@@ -255,20 +255,23 @@ def run_scenario(name, args, lumberload, extra_env):
             load_err = f"lumberload exited {r.returncode}: {r.stderr.strip()[-2000:]}"
 
         # Stop the server (gracefully) before counting, then check durability:
-        # every acknowledged event must be a line in the data dir.
+        # every acknowledged event must be a document (two lines) in the data dir.
         rc = server.stop()
         res["lumberd_exit_status"] = rc
         files = sorted(glob.glob(os.path.join(server.data_dir, "*.ndjson")))
+        # The file output is in bulk form: an action line, then the document.
         lines = count_lines(files)
         res["output_files"] = [os.path.basename(f) for f in files]
         res["output_lines"] = lines
-        res["lines_match"] = lines == acked
+        res["output_documents"] = lines // 2
+        res["lines_match"] = lines == 2 * acked
         if load_err:
             raise RuntimeError(load_err)
         if acked != load["events_sent"]:
             raise RuntimeError(f"only {acked} of {load['events_sent']} events acknowledged")
-        if lines != acked:
-            raise RuntimeError(f"output has {lines} lines for {acked} acknowledged events")
+        if lines != 2 * acked:
+            raise RuntimeError(f"output has {lines} lines (action + document each) "
+                               f"for {acked} acknowledged events")
         res["ok"] = True
     except Exception as e:  # noqa: BLE001 - reported in the result
         res["error"] = str(e)

@@ -56,11 +56,12 @@ impl<'a> Doc<'a> {
         };
         let decoded = match doc.root.get_mut(MESSAGE) {
             Some(m) => {
-                m.expand(bump);
-                match m {
-                    Value::Null => false,
-                    Value::Str(_) => true,
-                    other => {
+                match m.kind() {
+                    Kind::Null => false,
+                    Kind::String => true,
+                    _ => {
+                        m.expand(bump);
+                        let other = m;
                         // `hash.delete("message").to_s`
                         let mut s = String::new();
                         other.render(&mut s);
@@ -188,7 +189,7 @@ impl<'a> Doc<'a> {
                 }
             }
             other => {
-                let mut old = std::mem::replace(other, Value::Null);
+                let old = std::mem::replace(other, Value::Null);
                 if old.as_str(bump) == Some(tag) {
                     *other = old;
                     return;
@@ -225,10 +226,12 @@ impl<'a> Doc<'a> {
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, the form Filebeat sends and Logstash writes. (The value
 /// was parsed just before, so only the shape needs checking.)
 fn is_canonical(v: Option<&Value>) -> bool {
+    let shape = |b: &[u8]| b.len() == 24 && b[10] == b'T' && b[19] == b'.' && b[23] == b'Z';
     match v {
-        Some(Value::Str(s)) => {
-            let b = s.as_bytes();
-            b.len() == 24 && b[10] == b'T' && b[19] == b'.' && b[23] == b'Z'
+        Some(Value::Str(s)) => shape(s.as_bytes()),
+        Some(Value::Raw(raw)) => {
+            let t = raw.get().as_bytes();
+            t.len() == 26 && shape(&t[1..25])
         }
         Some(Value::Timestamp(_)) => true,
         _ => false,
@@ -236,7 +239,7 @@ fn is_canonical(v: Option<&Value>) -> bool {
 }
 
 /// A `@timestamp` value as an instant: an ISO 8601 string (zone-less means UTC).
-fn parse_instant<'a>(v: &mut Value<'a>, bump: &'a Bump) -> Option<DateTime<Utc>> {
+fn parse_instant<'a>(v: &Value<'a>, bump: &'a Bump) -> Option<DateTime<Utc>> {
     match v {
         Value::Timestamp(t) => Some(*t),
         other => iso8601(other.as_str(bump)?, Zone::Utc),

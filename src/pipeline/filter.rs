@@ -9,7 +9,7 @@ use super::date::{parse_date, DateFormat, DateInput, Zone};
 use super::doc::{Doc, METADATA, TAGS, TIMESTAMP};
 use super::path::FieldPath;
 use super::template::Template;
-use super::value::{parse_any, parse_object, Value};
+use super::value::{parse_any, parse_object, Kind, Value};
 
 pub const JSON_FAILURE_TAG: &str = "_jsonparsefailure";
 pub const DATE_FAILURE_TAG: &str = "_dateparsefailure";
@@ -199,12 +199,13 @@ fn json(doc: &mut Doc, source: &FieldPath, target: Option<&FieldPath>) -> bool {
     let Some(value) = doc.get(source) else {
         return true;
     };
-    value.expand(bump);
     // `return unless source`: nil and false are skipped without a tag.
-    let text = match value {
-        Value::Null | Value::Bool(false) => return true,
-        Value::Str(s) => *s,
-        _ => return false,
+    if value.kind() == Kind::Null || value.is_false() {
+        return true;
+    }
+    // Decoded without replacing the value: `message` is kept and written as it came.
+    let Some(text) = value.as_str(bump) else {
+        return false;
     };
     if let Some(target) = target {
         return match parse_any(text, bump) {
@@ -236,7 +237,7 @@ fn json(doc: &mut Doc, source: &FieldPath, target: Option<&FieldPath>) -> bool {
     if tags_set {
         doc.check_tags();
     }
-    if let Some(mut ts) = parsed_timestamp {
+    if let Some(ts) = parsed_timestamp {
         let instant = ts
             .as_str(bump)
             .and_then(|s| super::date::iso8601(s, Zone::Utc));
@@ -267,14 +268,10 @@ fn date(
     let Some(value) = doc.get(field) else {
         return true;
     };
-    value.expand(bump);
-    let value = match value {
-        Value::Null => return true,
-        v => v,
-    };
-    let input = match value {
-        Value::Str(s) => DateInput::Text(s),
-        Value::Number(n) => DateInput::Number(n),
+    let input = match value.kind() {
+        Kind::Null => return true,
+        Kind::String => DateInput::Text(value.as_str(bump).expect("a string")),
+        Kind::Number => DateInput::Number(value.number_text().expect("a number")),
         _ => return false,
     };
     let Some(t) = parse_date(input, formats, zone, received) else {

@@ -101,18 +101,40 @@ impl PipelineSettings {
 }
 
 /// Per-connection scratch space: the arena an event's parse lives in (reset per event)
-/// and the last index name, so a window of same-day events allocates its name once.
+/// and the index names used lately, so events of the same few days format and allocate
+/// their index name once.
 #[derive(Default)]
 pub struct Scratch {
     bump: Bump,
     names: Names,
 }
 
-/// The last index name and a buffer to render names and label values in.
+/// Recent index names and a buffer to render names and label values in.
 #[derive(Default)]
 struct Names {
     text: String,
-    last: Option<(IndexKey, Arc<str>)>,
+    recent: Vec<(IndexKey, Arc<str>)>,
+}
+
+/// Index names remembered per connection: a window spans a day or two (midnight, late
+/// events), plus its dead letters.
+const RECENT_INDEX_NAMES: usize = 4;
+
+impl Names {
+    fn find(&self, key: &IndexKey) -> Option<Arc<str>> {
+        self.recent
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, n)| n.clone())
+    }
+
+    fn remember(&mut self, key: IndexKey, name: Arc<str>) -> Arc<str> {
+        if self.recent.len() == RECENT_INDEX_NAMES {
+            self.recent.remove(0);
+        }
+        self.recent.push((key, name.clone()));
+        name
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,7 +246,6 @@ impl Pipeline {
         bump: &'a Bump,
         names: &mut Names,
     ) -> Option<Record> {
-        let Names { text, last } = names;
         let mut doc = Doc::new(root, bump, origin.received);
         if payload.is_none() {
             doc.modified = true;
@@ -240,13 +261,14 @@ impl Pipeline {
             }
         }
         if !self.metrics.is_empty() {
-            self.metrics.record(&mut doc, text);
+            self.metrics.record(&mut doc, &mut names.text);
         }
-        let index = self.index_name(&mut doc, text, last);
+        let index = self.index_name(&mut doc, names);
         let bytes = match payload {
             Some(p) if !doc.modified && memchr::memchr2(b'\n', b'\r', p).is_none() => p.clone(),
             _ => {
-                let mut out = Vec::with_capacity(payload.map_or(256, |p| p.len() + 64));
+                // Room for the parsed fields next to the kept `message`: no regrowth.
+                let mut out = Vec::with_capacity(payload.map_or(256, |p| p.len() * 2 + 64));
                 write_object(&doc.root, &mut out);
                 Bytes::from(out)
             }
@@ -259,36 +281,27 @@ impl Pipeline {
         })
     }
 
-    fn index_name(
-        &self,
-        doc: &mut Doc,
-        text: &mut String,
-        last: &mut Option<(IndexKey, Arc<str>)>,
-    ) -> Arc<str> {
-        let key = if self.index_daily {
-            IndexKey::Day(RecordKind::Event, doc.timestamp().date_naive())
-        } else {
+    fn index_name(&self, doc: &mut Doc, names: &mut Names) -> Arc<str> {
+        if !self.index_daily {
+            let text = &mut names.text;
             text.clear();
             self.index.render(doc, text);
-            if let Some((IndexKey::Text, name)) = last {
+            if let Some((IndexKey::Text, name)) = names.recent.last() {
                 if **name == **text {
                     return name.clone();
                 }
             }
             let name: Arc<str> = text.as_str().into();
-            *last = Some((IndexKey::Text, name.clone()));
-            return name;
-        };
-        if let Some((k, name)) = last {
-            if *k == key {
-                return name.clone();
-            }
+            return names.remember(IndexKey::Text, name);
         }
-        text.clear();
-        self.index.render(doc, text);
-        let name: Arc<str> = text.as_str().into();
-        *last = Some((key, name.clone()));
-        name
+        let key = IndexKey::Day(RecordKind::Event, doc.timestamp().date_naive());
+        if let Some(name) = names.find(&key) {
+            return name;
+        }
+        names.text.clear();
+        self.index.render(doc, &mut names.text);
+        let name: Arc<str> = names.text.as_str().into();
+        names.remember(key, name)
     }
 }
 
@@ -318,9 +331,9 @@ fn set_tls_metadata(doc: &mut Doc, tls: &crate::event::TlsPeer) {
 fn dead_letter(raw: &[u8], reason: PayloadError, origin: &Origin, names: &mut Names) -> Record {
     let day = origin.received.date_naive();
     let key = IndexKey::Day(RecordKind::DeadLetter, day);
-    let index = match &names.last {
-        Some((k, name)) if *k == key => name.clone(),
-        _ => {
+    let index = match names.find(&key) {
+        Some(name) => name,
+        None => {
             let name: Arc<str> = format!(
                 "{DEAD_LETTER_PREFIX}{:04}.{:02}.{:02}",
                 day.year(),
@@ -328,8 +341,7 @@ fn dead_letter(raw: &[u8], reason: PayloadError, origin: &Origin, names: &mut Na
                 day.day()
             )
             .into();
-            names.last = Some((key, name.clone()));
-            name
+            names.remember(key, name)
         }
     };
     Record {

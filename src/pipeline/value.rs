@@ -74,12 +74,31 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// The string this value holds, decoding a `Raw` string; `None` for other kinds.
-    pub fn as_str(&mut self, bump: &'a Bump) -> Option<&'a str> {
-        self.expand(bump);
+    /// The string this value holds, decoding a `Raw` string (into the arena when it has
+    /// escapes) but leaving it `Raw`, so it is still written out as it came.
+    pub fn as_str(&self, bump: &'a Bump) -> Option<&'a str> {
         match self {
             Value::Str(s) => Some(s),
+            Value::Raw(raw) if raw.get().starts_with('"') => decode_str(raw.get(), bump).ok(),
             _ => None,
+        }
+    }
+
+    /// The text of a JSON number; `None` for other kinds.
+    pub fn number_text(&self) -> Option<&'a str> {
+        match self {
+            Value::Number(n) => Some(n),
+            Value::Raw(raw) if self.kind() == Kind::Number => Some(raw.get()),
+            _ => None,
+        }
+    }
+
+    /// JSON `false`.
+    pub fn is_false(&self) -> bool {
+        match self {
+            Value::Bool(b) => !b,
+            Value::Raw(raw) => raw.get() == "false",
+            _ => false,
         }
     }
 
@@ -265,10 +284,66 @@ fn parse_one_level<'a>(raw: &'a RawValue, bump: &'a Bump) -> Value<'a> {
 /// A JSON string token's content: borrowed when it has no escapes (the common case),
 /// decoded into the arena otherwise.
 fn decode_str<'a>(token: &'a str, bump: &'a Bump) -> Result<&'a str, serde_json::Error> {
-    if !token.contains('\\') {
-        return Ok(&token[1..token.len() - 1]);
+    let inner = &token[1..token.len() - 1];
+    match memchr::memchr(b'\\', inner.as_bytes()) {
+        None => Ok(inner),
+        // A validated token: unescape straight into the arena (serde_json would build
+        // it in a fresh scratch buffer first).
+        Some(first) => Ok(unescape(inner, first, bump)),
     }
-    StrSeed { bump }.deserialize(&mut serde_json::Deserializer::from_str(token))
+}
+
+/// Unescapes the content of a JSON string token already validated by serde_json;
+/// `first` is the offset of its first backslash.
+fn unescape<'a>(inner: &str, first: usize, bump: &'a Bump) -> &'a str {
+    let b = inner.as_bytes();
+    let mut out = bumpalo::collections::String::with_capacity_in(b.len(), bump);
+    out.push_str(&inner[..first]);
+    let mut i = first;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            let next = memchr::memchr(b'\\', &b[i..]).map_or(b.len(), |n| i + n);
+            out.push_str(&inner[i..next]);
+            i = next;
+            continue;
+        }
+        let c = match b[i + 1] {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            _ => {
+                // \uXXXX, possibly a surrogate pair; a lone surrogate (valid JSON,
+                // not valid UTF-8) becomes U+FFFD as in serde_json's lossy mode.
+                let hex = |at: usize| u32::from_str_radix(&inner[at..at + 4], 16).unwrap_or(0xfffd);
+                let hi = hex(i + 2);
+                i += 6;
+                let c = if (0xd800..0xdc00).contains(&hi)
+                    && b.get(i) == Some(&b'\\')
+                    && b.get(i + 1) == Some(&b'u')
+                {
+                    let lo = hex(i + 2);
+                    if (0xdc00..0xe000).contains(&lo) {
+                        i += 6;
+                        char::from_u32(0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00))
+                    } else {
+                        None
+                    }
+                } else {
+                    char::from_u32(hi)
+                };
+                out.push(c.unwrap_or('\u{fffd}'));
+                continue;
+            }
+        };
+        out.push(c);
+        i += 2;
+    }
+    out.into_bump_str()
 }
 
 struct StrSeed<'a> {
@@ -517,6 +592,30 @@ mod tests {
         let mut out = Vec::new();
         write_str("a\"b\\c\n\u{1}é", &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), r#""a\"b\\c\n\u0001é""#);
+    }
+
+    #[test]
+    fn escaped_strings_decode_like_serde_json() {
+        let bump = Bump::new();
+        for token in [
+            r#""plain""#,
+            r#""a\"b\\c\/d\b\f\n\r\t""#,
+            r#""\u00e9\u4f60\ud83d\ude80x""#,
+            r#""\ud83d""#,
+            r#""\udc00\u0041""#,
+            r#""tail\n""#,
+        ] {
+            let want: String = serde_json::from_str(token).unwrap_or_else(|_| "\u{fffd}".into());
+            let got = decode_str(token, &bump).unwrap();
+            if token.contains("ud83d\"") || token.contains("udc00") {
+                assert!(
+                    got.contains('\u{fffd}'),
+                    "{token}: lone surrogate -> U+FFFD, got {got:?}"
+                );
+            } else {
+                assert_eq!(got, want, "{token}");
+            }
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
-use super::{write_bulk_item, Batch, OutputSender};
+use super::{write_bulk_action, Batch, OutputSender};
 use crate::config::OutputSettings;
 
 /// Batches written per fsync round at most, so one round's latency stays bounded.
@@ -113,9 +113,12 @@ impl Writer {
                         self.files.entry(record.index.clone()).or_insert(f)
                     }
                 };
+                // The document goes from its buffer to the file's without another copy.
                 line.clear();
-                write_bulk_item(record, &mut line);
+                write_bulk_action(record, &mut line);
                 file.write_all(&line)?;
+                file.write_all(&record.doc)?;
+                file.write_all(b"\n")?;
             }
             // The records' bytes are in the write buffers or the kernel now.
             batch.budget.take();

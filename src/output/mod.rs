@@ -10,12 +10,12 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::event::Record;
 
-/// Appends a record in Elasticsearch bulk form: the action line
-/// `{"create":{"_index":..,"_id":..}}`, then the document, each ending in a newline.
+/// Appends a record's Elasticsearch bulk action line,
+/// `{"create":{"_index":..,"_id":..}}` and its newline; the document line follows it.
 /// `create` makes a resent event with the same id a 409 (a duplicate), never a second
 /// document or an overwrite. The file output writes the same lines, so its files can be
 /// replayed into Elasticsearch with `curl --data-binary @file .../_bulk`.
-pub fn write_bulk_item(record: &Record, out: &mut Vec<u8>) {
+pub fn write_bulk_action(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"create\":{\"_index\":");
     serde_json::to_writer(&mut *out, &*record.index).expect("writing to a Vec");
     if let Some(id) = &record.id {
@@ -24,8 +24,6 @@ pub fn write_bulk_item(record: &Record, out: &mut Vec<u8>) {
         out.push(b'"');
     }
     out.extend_from_slice(b"}}\n");
-    out.extend_from_slice(&record.doc);
-    out.push(b'\n');
 }
 
 /// Records of one window (never of two), with the memory budget they hold and the

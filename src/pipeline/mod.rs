@@ -195,7 +195,8 @@ impl Pipeline {
         // serde_json does not check the UTF-8 of strings it skips; JSON must be UTF-8
         // (RFC 8259 section 8.1) and Elasticsearch would reject the document later.
         let Scratch { bump, names } = scratch;
-        let Ok(text) = std::str::from_utf8(&payload) else {
+        // simdutf8: std's validation is a tenth of the pipeline's time on CJK text.
+        let Ok(text) = simdutf8::basic::from_utf8(&payload) else {
             return Some(dead_letter(&payload, PayloadError::NotUtf8, origin, names));
         };
         bump.reset();

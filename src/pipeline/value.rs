@@ -139,6 +139,13 @@ impl<'a> Value<'a> {
     }
 }
 
+/// Key equality with the cheap checks first: most keys differ in length or first byte,
+/// and a `memcmp` call per field scanned showed in profiles.
+#[inline]
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
+}
+
 /// A JSON object's fields in document order. Lookups are linear: events have a handful
 /// of fields per level, where a scan beats hashing.
 #[derive(Debug)]
@@ -154,13 +161,16 @@ impl<'a> Object<'a> {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value<'a>> {
-        self.fields.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.fields
+            .iter()
+            .find(|(k, _)| same_key(k, key))
+            .map(|(_, v)| v)
     }
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Value<'a>> {
         self.fields
             .iter_mut()
-            .find(|(k, _)| *k == key)
+            .find(|(k, _)| same_key(k, key))
             .map(|(_, v)| v)
     }
 
@@ -173,7 +183,7 @@ impl<'a> Object<'a> {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Value<'a>> {
-        let i = self.fields.iter().position(|(k, _)| *k == key)?;
+        let i = self.fields.iter().position(|(k, _)| same_key(k, key))?;
         Some(self.fields.remove(i).1)
     }
 
@@ -384,7 +394,10 @@ impl<'de: 'a, 'a> Visitor<'de> for ObjectVisitor<'a> {
         while let Some(key) = map.next_key_seed(StrSeed { bump: self.bump })? {
             let value: &'de RawValue = map.next_value()?;
             // Duplicate keys: the last one wins, as in Logstash (Jackson) and serde_json.
-            match fields.iter_mut().find(|(k, _)| *k == key) {
+            match fields
+                .iter_mut()
+                .find(|(k, _): &&mut (&str, Value)| same_key(k, key))
+            {
                 Some((_, v)) => *v = Value::Raw(value),
                 None => fields.push((key, Value::Raw(value))),
             }

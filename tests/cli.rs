@@ -56,6 +56,54 @@ fn check_config_lists_every_problem_on_stderr_and_exits_64() {
 }
 
 #[test]
+fn check_config_names_the_line_of_each_bad_pipeline_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &path,
+        r#"[[pipeline.filter]]
+remove = { fields = ["host"] }
+
+[[pipeline.filter]]
+date = { field = "timestamp", formats = ["yyyy-MM-dd HH:mm:ss zzz"] }
+
+[[pipeline.filter]]
+convert = { fields = { "host.name" = "string" } }
+
+[[pipeline.filter]]
+grok = { match = "%{IP}" }
+"#,
+    )
+    .unwrap();
+    let out = lumberd().arg("check-config").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
+    // serde stops at the unknown filter before the others are compiled.
+    assert!(
+        stderr.contains("line 11") && stderr.contains("grok"),
+        "the unknown filter and its line:
+{stderr}"
+    );
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path).unwrap().replace(
+            "grok = { match = \"%{IP}\" }",
+            "add_tag = { tags = [\"ok\"] }",
+        ),
+    )
+    .unwrap();
+    let out = lumberd().arg("check-config").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
+    for (line, what) in [("line 5", "zzz"), ("line 8", "host.name")] {
+        assert!(
+            stderr.contains(line) && stderr.contains(what),
+            "missing the problem on {line} about {what}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
 fn serve_refuses_a_bad_configuration_with_exit_64_before_listening() {
     let out = lumberd()
         .arg("serve")

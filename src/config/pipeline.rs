@@ -122,6 +122,24 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// The line of an array-of-tables entry's content: its span starts at the
+/// `[[pipeline.filter]]` header, the problem is in the key under it.
+fn entry_line(text: &str, start: usize) -> usize {
+    let rest = &text[start.min(text.len())..];
+    if !rest.starts_with("[[") {
+        return line_of(text, start);
+    }
+    let mut line = line_of(text, start);
+    for l in rest.lines().skip(1) {
+        line += 1;
+        let t = l.trim();
+        if !t.is_empty() && !t.starts_with('#') {
+            return line;
+        }
+    }
+    line_of(text, start)
+}
+
 /// Reads `[pipeline]` from the file text (`None`: no file, the defaults). `index` and
 /// `fingerprint` come from `overrides` when set (the environment, already merged).
 pub fn load(
@@ -152,7 +170,7 @@ pub fn load(
         let mut compiled = Vec::with_capacity(filters.len());
         let mut lines = Vec::with_capacity(filters.len());
         for f in filters {
-            let line = line_of(text, f.span().start);
+            let line = entry_line(text, f.span().start);
             match compile_filter(f.into_inner()) {
                 Ok(filter) => {
                     compiled.push(filter);
@@ -167,7 +185,7 @@ pub fn load(
     if let Some(metrics) = raw.metric {
         settings.metrics.clear();
         for m in metrics {
-            let line = line_of(text, m.span().start);
+            let line = entry_line(text, m.span().start);
             match compile_metric(m.into_inner()) {
                 Ok(spec) => settings.metrics.push(spec),
                 Err(e) => problems.push(format!("pipeline.metric (line {line}): {e}")),
@@ -476,7 +494,7 @@ mod tests {
             "[[pipeline.filter]]\njson = { source = \"message\" }\n\n[[pipeline.filter]]\ndate = { field = \"t\", formats = [\"yyyy-qq\"] }\n",
         );
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].contains("line 4") && p[0].contains("yyyy-qq"), "{p:?}");
+        assert!(p[0].contains("line 5") && p[0].contains("yyyy-qq"), "{p:?}");
     }
 
     #[test]
@@ -486,9 +504,9 @@ mod tests {
         );
         assert_eq!(p.len(), 3, "{p:#?}");
         for (line, what) in [
-            ("line 3", "host.name"),
-            ("line 5", "@timestamp"),
-            ("line 7", "a..b"),
+            ("line 4", "host.name"),
+            ("line 6", "@timestamp"),
+            ("line 8", "a..b"),
         ] {
             assert!(
                 p.iter().any(|x| x.contains(line) && x.contains(what)),

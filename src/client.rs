@@ -9,11 +9,12 @@ use anyhow::{bail, Context};
 use bytes::BytesMut;
 use chrono::{SecondsFormat, Utc};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 use crate::protocol::{encode_window, AckDecoder, Compression};
+use crate::tls::ClientTls;
 
 #[derive(Debug, Clone)]
 pub struct SendOptions {
@@ -22,6 +23,8 @@ pub struct SendOptions {
     pub window: usize,
     /// Filebeat's `timeout`: for the connect and for each ACK (any ACK restarts it).
     pub timeout: Duration,
+    /// Connect over TLS with these settings; plain TCP when `None`.
+    pub tls: Option<ClientTls>,
     pub files: Vec<PathBuf>,
 }
 
@@ -40,7 +43,32 @@ pub async fn send(opts: &SendOptions) -> anyhow::Result<SendReport> {
         .with_context(|| format!("connecting to {}: timed out", opts.host))?
         .with_context(|| format!("connecting to {}", opts.host))?;
     stream.set_nodelay(true)?;
-    let (read_half, mut write_half) = stream.into_split();
+    let Some(tls) = &opts.tls else {
+        return send_over(stream, opts).await;
+    };
+    let (config, name) = tls.config(&opts.host)?;
+    let stream = tokio::time::timeout(
+        opts.timeout,
+        tokio_rustls::TlsConnector::from(config).connect(name.clone(), stream),
+    )
+    .await
+    .with_context(|| format!("TLS handshake with {}: timed out", opts.host))?
+    .with_context(|| {
+        format!(
+            "TLS handshake with {} (verifying the name {})",
+            opts.host,
+            name.to_str()
+        )
+    })?;
+    send_over(stream, opts).await
+}
+
+/// The Beats exchange over an established (plain or TLS) stream.
+async fn send_over<S>(stream: S, opts: &SendOptions) -> anyhow::Result<SendReport>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (read_half, mut write_half) = tokio::io::split(stream);
     let mut acks = FramedRead::new(read_half, AckDecoder);
     let mut report = SendReport::default();
     let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -76,11 +104,17 @@ pub async fn send(opts: &SendOptions) -> anyhow::Result<SendReport> {
                 .write_all(&wire)
                 .await
                 .with_context(|| progress("writing a window", &report))?;
+            write_half
+                .flush()
+                .await
+                .with_context(|| progress("writing a window", &report))?;
             wait_for_ack(&mut acks, events.len() as u32, opts.timeout, &mut report).await?;
             report.events += events.len() as u64;
             report.windows += 1;
         }
     }
+    // A TLS stream sends close_notify here, so the server sees a clean end.
+    let _ = write_half.shutdown().await;
     Ok(report)
 }
 

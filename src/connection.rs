@@ -14,16 +14,19 @@ use std::time::Duration;
 use bytes::BytesMut;
 use chrono::Utc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::codec::Decoder as _;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerSettings;
-use crate::event::{Origin, Record};
+use crate::event::{Origin, Record, TlsPeer};
 use crate::output::{Batch, Delivery, DeliveryReceiver, OutputSender};
 use crate::pipeline::{Pipeline, Scratch};
 use crate::protocol::{encode_ack, Codec, CompletedWindow, DecodeError, Frame, WindowTracker};
+use crate::tls::{HandshakeError, HandshakeFailure, TlsServer};
 
 /// Bytes read from the socket per call.
 const READ_CHUNK: usize = 16 * 1024;
@@ -35,6 +38,8 @@ const EVENT_OVERHEAD: usize = 64;
 /// What every connection shares.
 pub struct Shared {
     pub settings: ServerSettings,
+    /// `Some` when the port speaks TLS.
+    pub tls: Option<Arc<TlsServer>>,
     pub pipeline: Pipeline,
     pub output: OutputSender,
     /// Bytes of events held in memory, over all connections (the in-flight budget).
@@ -54,6 +59,9 @@ pub enum ConnectionEnd {
     Protocol(#[from] DecodeError),
     #[error("read error: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS handshake failed; `count` is how many failed for that reason so far.
+    #[error("TLS handshake failed ({}): {error}", error.reason)]
+    Handshake { error: HandshakeError, count: u64 },
     #[error("idle for {0:?} with nothing pending")]
     Idle(Duration),
     #[error(
@@ -71,8 +79,82 @@ struct Pending {
     delivery: DeliveryReceiver,
 }
 
-/// Serves one connection until it ends; returns why, for the caller to log once.
-pub async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>) -> ConnectionEnd
+/// A freshly accepted connection: the TLS handshake first when the port speaks TLS, then
+/// the Beats protocol over whichever stream results. Returns why it ended, to log once.
+pub async fn accepted(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> ConnectionEnd {
+    let Some(tls) = shared.tls.clone() else {
+        return serve(stream, peer, None, shared).await;
+    };
+    let handshake = tokio::select! {
+        h = tokio::time::timeout(tls.handshake_timeout(), handshake(stream, &tls)) => h,
+        _ = shared.shutdown.cancelled() => return ConnectionEnd::Shutdown,
+    };
+    let failed = |error: HandshakeError| ConnectionEnd::Handshake {
+        count: tls.counters.handshake_failed(error.reason),
+        error,
+    };
+    match handshake {
+        Err(_) => failed(HandshakeError {
+            reason: HandshakeFailure::Timeout,
+            detail: format!(
+                "no complete handshake within tls.handshake_timeout ({:?})",
+                tls.handshake_timeout()
+            ),
+        }),
+        Ok(Ok(None)) => ConnectionEnd::Probe,
+        Ok(Ok(Some((stream, tls_peer)))) => {
+            tls.counters.handshake_ok();
+            tracing::debug!(%peer, protocol = %tls_peer.protocol, cipher = %tls_peer.cipher,
+                subject = tls_peer.subject.as_deref().unwrap_or("-"), sans = ?tls_peer.sans,
+                "TLS handshake ok");
+            serve(stream, peer, Some(tls_peer), shared).await
+        }
+        Ok(Err(error)) => failed(error),
+    }
+}
+
+/// Looks at the first byte before handing the stream to rustls, so that a plain Beats
+/// client or an HTTP request is named as such (PROTOCOL.md rule 7); `None` for a
+/// health-check connect-and-close.
+async fn handshake(
+    stream: TcpStream,
+    tls: &TlsServer,
+) -> Result<Option<(TlsStream<TcpStream>, Arc<TlsPeer>)>, HandshakeError> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(0) => return Ok(None),
+        Ok(_) => {}
+        Err(e) => {
+            return Err(HandshakeError {
+                reason: HandshakeFailure::Io,
+                detail: e.to_string(),
+            })
+        }
+    }
+    if let Some(reason) = HandshakeFailure::from_first_byte(first[0]) {
+        let detail = match reason {
+            HandshakeFailure::PlainBeats => {
+                "a plain Beats client on the TLS port (enable ssl in the client's output.logstash)"
+            }
+            HandshakeFailure::Http => "an HTTP request on the TLS Beats port",
+            _ => "not a TLS ClientHello",
+        };
+        return Err(HandshakeError {
+            reason,
+            detail: format!("{detail} (first byte 0x{:02x})", first[0]),
+        });
+    }
+    tls.accept(stream).await.map(Some)
+}
+
+/// Serves one connection until it ends; returns why, for the caller to log once. `tls` is
+/// the verified TLS peer when `stream` is a TLS session.
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    tls: Option<Arc<TlsPeer>>,
+    shared: Arc<Shared>,
+) -> ConnectionEnd
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -84,6 +166,7 @@ where
     let reader = Reader {
         shared: shared.clone(),
         peer,
+        tls,
         pending: pending_tx,
         waiting: waiting.clone(),
         stop: stop.clone(),
@@ -115,6 +198,7 @@ where
 struct Reader {
     shared: Arc<Shared>,
     peer: SocketAddr,
+    tls: Option<Arc<TlsPeer>>,
     pending: mpsc::Sender<Pending>,
     waiting: Arc<AtomicUsize>,
     stop: CancellationToken,
@@ -190,7 +274,7 @@ impl Reader {
                     .into()
                 }
             };
-            let origin = Origin::plain(self.peer, Utc::now());
+            let origin = Origin::new(self.peer, Utc::now(), self.tls.clone());
             let record = match &frame {
                 Frame::Window { .. } => {
                     let (delivery, receiver) = Delivery::new();
@@ -317,6 +401,10 @@ impl Reader {
             tokio::select! {
                 r = tokio::time::timeout(idle, socket.read_buf(buf)) => match r {
                     Ok(Ok(n)) => return Ok(n),
+                    // rustls reports a TCP close without close_notify as UnexpectedEof;
+                    // the framing already tells a truncated window from a clean end, so
+                    // this is an end of stream like any other (plain TCP never says it).
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
                     Ok(Err(e)) => return Err(e.into()),
                     // A client waiting for our ACK sends nothing: not idle.
                     Err(_) if self.waiting.load(Ordering::Acquire) > 0 => continue,

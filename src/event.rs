@@ -81,6 +81,16 @@ impl Origin {
             tls: None,
         }
     }
+
+    /// The origin of an event on a connection; `tls` is `None` on a plain connection and
+    /// the handshake's verified peer on a TLS one.
+    pub fn new(peer: SocketAddr, received: DateTime<Utc>, tls: Option<Arc<TlsPeer>>) -> Origin {
+        Origin {
+            peer,
+            received,
+            tls,
+        }
+    }
 }
 
 /// What the TLS handshake established about a client, for the pipeline's metadata

@@ -2,7 +2,7 @@
 //! Filebeat and Elasticsearch.
 //!
 //! ```text
-//! Filebeat --TCP--> server --> connection --(protocol::Codec)--> frames
+//! Filebeat --TCP/TLS--> server --> connection --(protocol::Codec)--> frames
 //!                                 | window bookkeeping (protocol::WindowTracker)
 //!                                 | payload -> Record (pipeline)
 //!                                 v
@@ -29,6 +29,7 @@ pub mod output;
 pub mod pipeline;
 pub mod protocol;
 pub mod server;
+pub mod tls;
 
 use std::net::SocketAddr;
 
@@ -39,6 +40,7 @@ use crate::config::Settings;
 use crate::output::file::FileOutput;
 use crate::pipeline::Pipeline;
 use crate::server::Server;
+use crate::tls::TlsServer;
 
 /// Runs lumberd until `shutdown` is cancelled, then drains: stop accepting, stop reading
 /// new windows, acknowledge what the output delivers within the grace period, flush the
@@ -66,8 +68,13 @@ impl Running {
 }
 
 /// Starts the output, then binds the listener; errors here are configuration-level
-/// (unusable data directory, address in use) and nothing has been accepted yet.
+/// (unusable TLS files, unusable data directory, address in use) and nothing has been
+/// accepted yet.
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let tls = match &settings.tls {
+        None => None,
+        Some(t) => Some(std::sync::Arc::new(TlsServer::load(t)?)),
+    };
     let (output, file_output) = FileOutput::start(&settings.output).with_context(|| {
         format!(
             "cannot use data directory {}",
@@ -79,11 +86,25 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let pipeline = Pipeline::new(&settings.pipeline, &registry)
         .context("cannot register the pipeline's metrics")?;
     let listen = settings.server.listen;
-    let server = Server::bind(settings.server, pipeline, output, shutdown)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let server = Server::bind(
+        settings.server,
+        pipeline,
+        tls.clone(),
+        output,
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = server.local_addr()?;
-    tracing::info!(%addr, data_dir = %settings.output.data_dir.display(), "listening");
+    match &tls {
+        None => tracing::info!(%addr, data_dir = %settings.output.data_dir.display(), tls = false, "listening"),
+        Some(t) => {
+            let cert = t.summary();
+            tracing::info!(%addr, data_dir = %settings.output.data_dir.display(), tls = true,
+                subject = %cert.subject, not_after = %cert.not_after, "listening");
+            tokio::spawn(t.clone().watch(shutdown));
+        }
+    }
     let task = tokio::spawn(async move {
         server.run().await;
         tokio::task::spawn_blocking(move || file_output.join()).await?;

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lumberd::client::{self, SendOptions};
-use lumberd::config::{LogFormat, LogSettings, Settings};
+use lumberd::config::{ConfigError, LogFormat, LogSettings, Settings};
+use lumberd::tls::{ClientTls, TlsServer};
 use lumberd::protocol::Compression;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +53,23 @@ enum Command {
         /// Connect timeout and ACK timeout (any ACK restarts it), as Filebeat's `timeout`.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Connect over TLS, verifying the server against these CA certificates (PEM), as
+        /// Filebeat's ssl.certificate_authorities. Any --tls-* flag turns TLS on; without
+        /// --tls-ca the system's roots are used.
+        #[arg(long, value_name = "PEM")]
+        tls_ca: Option<PathBuf>,
+        /// Client certificate chain (PEM), as Filebeat's ssl.certificate.
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Client private key (PEM: PKCS#8, PKCS#1 or SEC1), as Filebeat's ssl.key.
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Name to verify the server certificate against (default: the host of --host).
+        #[arg(long, value_name = "NAME")]
+        tls_server_name: Option<String>,
+        /// Do not verify the server certificate (Filebeat's verification_mode: none).
+        #[arg(long, conflicts_with = "tls_ca")]
+        tls_insecure: bool,
         /// Log files: one event per line.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -61,7 +79,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match Settings::load(Some(&file), std::env::vars()) {
+        Command::CheckConfig { file } => match load(Some(&file)) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
@@ -74,7 +92,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config } => {
-            let settings = match Settings::load(config.as_deref(), std::env::vars()) {
+            let settings = match load(config.as_deref()) {
                 Ok(s) => s,
                 Err(e) => {
                     for p in &e.problems {
@@ -110,13 +128,30 @@ fn main() -> ExitCode {
             compress,
             window,
             timeout,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            tls_server_name,
+            tls_insecure,
             files,
         } => {
+            let tls = (tls_ca.is_some()
+                || tls_cert.is_some()
+                || tls_server_name.is_some()
+                || tls_insecure)
+                .then(|| ClientTls {
+                    ca: tls_ca,
+                    cert: tls_cert,
+                    key: tls_key,
+                    server_name: tls_server_name,
+                    insecure: tls_insecure,
+                });
             let opts = SendOptions {
                 host,
                 compression: Compression::from_level(compress),
                 window: window as usize,
                 timeout,
+                tls,
                 files,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -140,6 +175,21 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The configuration, validated, then the TLS files it names read and checked (PEM, key
+/// form and passphrase, key matching the certificate, certificate not expired): a problem
+/// in either is a configuration error (exit 64), found before anything is bound.
+fn load(path: Option<&std::path::Path>) -> Result<Settings, ConfigError> {
+    let settings = Settings::load(path, std::env::vars())?;
+    if let Some(tls) = &settings.tls {
+        if let Err(e) = TlsServer::load(tls) {
+            return Err(ConfigError {
+                problems: vec![e.to_string()],
+            });
+        }
+    }
+    Ok(settings)
 }
 
 async fn signals(shutdown: CancellationToken) {

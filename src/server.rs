@@ -14,6 +14,7 @@ use crate::config::ServerSettings;
 use crate::connection::{self, ConnectionEnd, Shared};
 use crate::output::OutputSender;
 use crate::pipeline::Pipeline;
+use crate::tls::TlsServer;
 
 /// Repeated warnings about refused connections are summarised at most this often.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -29,6 +30,7 @@ impl Server {
     pub async fn bind(
         settings: ServerSettings,
         pipeline: Pipeline,
+        tls: Option<Arc<TlsServer>>,
         output: OutputSender,
         shutdown: CancellationToken,
     ) -> std::io::Result<Server> {
@@ -37,6 +39,7 @@ impl Server {
         let budget = Arc::new(Semaphore::new(settings.max_inflight_bytes as usize));
         let shared = Arc::new(Shared {
             settings,
+            tls,
             pipeline,
             output,
             budget,
@@ -88,8 +91,10 @@ impl Server {
             // ACKs are 6 bytes; Nagle would hold them back.
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
+            // The TLS handshake, if any, runs in the connection's task under its own
+            // timeout: a slow or silent client never holds up the accept loop.
             tasks.spawn(async move {
-                let end = connection::serve(stream, peer, shared).await;
+                let end = connection::accepted(stream, peer, shared).await;
                 log_end(peer, &end);
                 drop(permit);
             });
@@ -122,6 +127,10 @@ fn log_end(peer: SocketAddr, end: &ConnectionEnd) {
             "closing connection: {}", e.error)
         }
         ConnectionEnd::Io(e) => tracing::info!(%peer, "connection ended: read error: {e}"),
+        ConnectionEnd::Handshake { error, count } => {
+            tracing::warn!(%peer, reason = %error.reason, count,
+            "TLS handshake failed: {}", error.detail)
+        }
         ConnectionEnd::Idle(_) => tracing::info!(%peer, "closing connection: {end}"),
         ConnectionEnd::Stalled(_) | ConnectionEnd::DeliveryFailed(_) => {
             tracing::warn!(%peer, "closing connection: {end}")

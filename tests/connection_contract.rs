@@ -30,13 +30,19 @@ fn start(tweak: impl FnOnce(&mut ServerSettings)) -> Conn {
     let budget = Arc::new(Semaphore::new(settings.max_inflight_bytes as usize));
     let shared = Arc::new(Shared {
         settings,
+        tls: None,
         pipeline: Pipeline::passthrough(),
         output: tx,
         budget: budget.clone(),
         shutdown: CancellationToken::new(),
     });
     let (client, server) = tokio::io::duplex(256 * 1024);
-    let task = tokio::spawn(serve(server, "127.0.0.1:40000".parse().unwrap(), shared));
+    let task = tokio::spawn(serve(
+        server,
+        "127.0.0.1:40000".parse().unwrap(),
+        None,
+        shared,
+    ));
     Conn {
         client,
         output,

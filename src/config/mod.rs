@@ -52,7 +52,22 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// `auto`: human-readable on a terminal, JSON otherwise (containers).
 pub const DEFAULT_LOG_FORMAT: &str = "auto";
 
-const SECTIONS: [&str; 4] = ["server", "output", "log", "pipeline"];
+/// TLS is opt-in: Filebeat's `output.logstash` speaks plain TCP unless `ssl.*` is set.
+pub const DEFAULT_TLS_ENABLED: bool = false;
+/// Filebeat's default `ssl.supported_protocols` is TLS 1.2 and 1.3; 1.0/1.1 are not offered
+/// by rustls at all.
+pub const DEFAULT_TLS_MIN_VERSION: &str = "1.2";
+/// A handshake takes milliseconds (a few round trips); a client silent this long holds a
+/// connection slot for nothing. Well under Filebeat's 30 s `timeout`, which covers it.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: &str = "10s";
+/// Kubernetes propagates a rewritten secret to the pod within about a minute; checking
+/// the few small files twice as often costs nothing and picks a rotation up soon after.
+pub const DEFAULT_TLS_RELOAD_INTERVAL: &str = "30s";
+/// Clients are not asked for a certificate unless configured: Filebeat sends one only
+/// when `ssl.certificate` is set.
+pub const DEFAULT_TLS_CLIENT_AUTH: &str = "none";
+
+const SECTIONS: [&str; 5] = ["server", "tls", "output", "log", "pipeline"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -86,6 +101,61 @@ impl Default for RawServer {
             max_pending_windows: DEFAULT_MAX_PENDING_WINDOWS,
             batch_events: DEFAULT_BATCH_EVENTS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
+        }
+    }
+}
+
+/// A key that takes one value or a list (an environment variable gives one string, or a
+/// TOML array literal such as `["a.pem", "b.pem"]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    #[default]
+    None,
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(v) => vec![v],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTls {
+    enabled: bool,
+    certificate: Option<PathBuf>,
+    key: Option<PathBuf>,
+    key_passphrase_file: Option<PathBuf>,
+    key_passphrase_env: Option<String>,
+    client_auth: String,
+    client_ca: OneOrMany<PathBuf>,
+    allowed_clients: OneOrMany<String>,
+    min_version: String,
+    handshake_timeout: String,
+    reload_interval: String,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            enabled: DEFAULT_TLS_ENABLED,
+            certificate: None,
+            key: None,
+            key_passphrase_file: None,
+            key_passphrase_env: None,
+            client_auth: DEFAULT_TLS_CLIENT_AUTH.into(),
+            client_ca: OneOrMany::None,
+            allowed_clients: OneOrMany::None,
+            min_version: DEFAULT_TLS_MIN_VERSION.into(),
+            handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT.into(),
+            reload_interval: DEFAULT_TLS_RELOAD_INTERVAL.into(),
         }
     }
 }
@@ -126,6 +196,8 @@ impl Default for RawLog {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
+    /// `None` when `[tls] enabled = false`: the port speaks plain Beats.
+    pub tls: Option<TlsSettings>,
     pub output: OutputSettings,
     pub log: LogSettings,
     pub pipeline: PipelineSettings,
@@ -143,6 +215,46 @@ pub struct ServerSettings {
     pub max_pending_windows: usize,
     pub batch_events: usize,
     pub shutdown_grace: Duration,
+}
+
+/// The `[tls]` section, checked for shape only; reading and checking the files (PEM,
+/// key match, expiry) is `tls.rs`'s job, also before anything is bound.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub key_passphrase: Passphrase,
+    pub client_auth: ClientAuth,
+    pub client_ca: Vec<PathBuf>,
+    /// Client certificate subjects (RFC 4514) or SANs allowed to connect; empty: any
+    /// certificate the CAs verify.
+    pub allowed_clients: Vec<String>,
+    pub min_version: TlsVersion,
+    pub handshake_timeout: Duration,
+    pub reload_interval: Duration,
+}
+
+/// Where the passphrase of an encrypted PKCS#8 key comes from (never the config itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Passphrase {
+    None,
+    File(PathBuf),
+    /// The name of an environment variable.
+    Env(String),
+}
+
+/// Whether clients must present a certificate (Logstash's `ssl_client_authentication`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
 }
 
 #[derive(Debug, Clone)]
@@ -210,10 +322,13 @@ impl Settings {
             }
         }
         let server: RawServer = section(&mut table, "server", &mut problems);
+        let tls: RawTls = section(&mut table, "tls", &mut problems);
         let output: RawOutput = section(&mut table, "output", &mut problems);
         let log: RawLog = section(&mut table, "log", &mut problems);
+        let tls = validate_tls(tls, &mut problems);
         let pipeline = pipeline::load(text.as_deref(), table.get("pipeline"), &mut problems);
-        let settings = validate(server, output, log, pipeline, &mut problems);
+        let settings =
+            validate(server, output, log, pipeline, &mut problems).map(|s| Settings { tls, ..s });
         match settings {
             Some(s) if problems.is_empty() => Ok(s),
             _ => Err(ConfigError { problems }),
@@ -230,8 +345,8 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
         .join(" ")
 }
 
-/// `LUMBERD_<SECTION>_<KEY>=value`; the value is read as TOML (a number, a boolean) when
-/// it parses as one, as a string otherwise.
+/// `LUMBERD_<SECTION>_<KEY>=value`; the value is read as TOML (a number, a boolean, an
+/// array like `["a", "b"]`) when it parses as one, as a string otherwise.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
@@ -257,7 +372,7 @@ fn apply_env(
             .parse::<toml::Table>()
             .ok()
             .and_then(|mut t| t.remove("v"))
-            .filter(|v| v.is_integer() || v.is_bool() || v.is_float())
+            .filter(|v| v.is_integer() || v.is_bool() || v.is_float() || v.is_array())
             .unwrap_or(toml::Value::String(value));
         let entry = table
             .entry(section.to_string())
@@ -322,6 +437,94 @@ fn duration(key: &str, value: &str, problems: &mut Vec<String>) -> Duration {
             Duration::from_secs(1)
         }
     }
+}
+
+fn validate_tls(t: RawTls, problems: &mut Vec<String>) -> Option<TlsSettings> {
+    if !t.enabled {
+        return None;
+    }
+    let handshake_timeout = duration("tls.handshake_timeout", &t.handshake_timeout, problems);
+    let reload_interval = duration("tls.reload_interval", &t.reload_interval, problems);
+    let client_auth = match t.client_auth.as_str() {
+        "none" => ClientAuth::None,
+        "optional" => ClientAuth::Optional,
+        "required" => ClientAuth::Required,
+        other => {
+            problems.push(format!(
+                "tls.client_auth: `{other}` is not one of none, optional, required"
+            ));
+            ClientAuth::None
+        }
+    };
+    let min_version = match t.min_version.as_str() {
+        "1.2" | "TLSv1.2" => TlsVersion::Tls12,
+        "1.3" | "TLSv1.3" => TlsVersion::Tls13,
+        other => {
+            problems.push(format!(
+                "tls.min_version: `{other}` is not 1.2 or 1.3 (older versions are not offered)"
+            ));
+            TlsVersion::Tls12
+        }
+    };
+    let key_passphrase = match (t.key_passphrase_file, t.key_passphrase_env) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                "tls.key_passphrase_file and tls.key_passphrase_env: set at most one".to_string(),
+            );
+            Passphrase::None
+        }
+        (Some(path), None) => Passphrase::File(path),
+        (None, Some(var)) if var.is_empty() => {
+            problems.push("tls.key_passphrase_env: the variable name is empty".to_string());
+            Passphrase::None
+        }
+        (None, Some(var)) => Passphrase::Env(var),
+        (None, None) => Passphrase::None,
+    };
+    let client_ca = t.client_ca.into_vec();
+    let allowed_clients = t.allowed_clients.into_vec();
+    if client_auth == ClientAuth::None && !client_ca.is_empty() {
+        problems.push(
+            "tls.client_ca: set, but client_auth = \"none\" never asks for a client certificate \
+             (set client_auth to optional or required)"
+                .to_string(),
+        );
+    }
+    if client_auth != ClientAuth::None && client_ca.is_empty() {
+        problems.push(format!(
+            "tls.client_ca: client_auth = \"{}\" needs at least one CA file to verify clients against",
+            t.client_auth
+        ));
+    }
+    if !allowed_clients.is_empty() && client_auth != ClientAuth::Required {
+        problems.push(
+            "tls.allowed_clients: needs client_auth = \"required\" (a client without a \
+             certificate could not be checked against the list)"
+                .to_string(),
+        );
+    }
+    if allowed_clients.iter().any(|a| a.trim().is_empty()) {
+        problems.push("tls.allowed_clients: an entry is empty".to_string());
+    }
+    let certificate = t.certificate.unwrap_or_else(|| {
+        problems.push("tls.certificate: required when tls.enabled = true".to_string());
+        PathBuf::new()
+    });
+    let key = t.key.unwrap_or_else(|| {
+        problems.push("tls.key: required when tls.enabled = true".to_string());
+        PathBuf::new()
+    });
+    Some(TlsSettings {
+        certificate,
+        key,
+        key_passphrase,
+        client_auth,
+        client_ca,
+        allowed_clients,
+        min_version,
+        handshake_timeout,
+        reload_interval,
+    })
 }
 
 fn validate(
@@ -420,6 +623,7 @@ fn validate(
             batch_events: s.batch_events,
             shutdown_grace,
         },
+        tls: None,
         output: OutputSettings {
             data_dir: o.data_dir,
             queue_batches: o.queue_batches,
@@ -509,6 +713,64 @@ mod tests {
                 .any(|p| p.contains("max_inflight_bytes")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn tls_section_from_environment_with_a_ca_list_and_required_client_auth() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("LUMBERD_TLS_ENABLED", "true"),
+                ("LUMBERD_TLS_CERTIFICATE", "/etc/lumberd/tls.crt"),
+                ("LUMBERD_TLS_KEY", "/etc/lumberd/tls.key"),
+                ("LUMBERD_TLS_KEY_PASSPHRASE_ENV", "LUMBERD_KEY_PASS"),
+                ("LUMBERD_TLS_CLIENT_AUTH", "required"),
+                ("LUMBERD_TLS_CLIENT_CA", r#"["/etc/a.pem", "/etc/b.pem"]"#),
+                ("LUMBERD_TLS_ALLOWED_CLIENTS", r#"["CN=fb,O=Acme", "fb.example"]"#),
+                ("LUMBERD_TLS_MIN_VERSION", "1.3"),
+            ]),
+        )
+        .unwrap();
+        let tls = s.tls.expect("tls enabled");
+        assert_eq!(tls.certificate, PathBuf::from("/etc/lumberd/tls.crt"));
+        assert_eq!(tls.key_passphrase, Passphrase::Env("LUMBERD_KEY_PASS".into()));
+        assert_eq!(tls.client_auth, ClientAuth::Required);
+        assert_eq!(tls.client_ca.len(), 2);
+        assert_eq!(tls.allowed_clients, vec!["CN=fb,O=Acme", "fb.example"]);
+        assert_eq!(tls.min_version, TlsVersion::Tls13);
+    }
+
+    #[test]
+    fn tls_disabled_ignores_the_other_tls_keys() {
+        let s = Settings::load(None, env(&[("LUMBERD_TLS_CLIENT_AUTH", "bogus")])).unwrap();
+        assert!(s.tls.is_none());
+    }
+
+    #[test]
+    fn tls_shape_problems_are_each_listed() {
+        let err = Settings::load(
+            None,
+            env(&[
+                ("LUMBERD_TLS_ENABLED", "true"),
+                ("LUMBERD_TLS_CLIENT_AUTH", "optional"),
+                ("LUMBERD_TLS_ALLOWED_CLIENTS", "fb.example"),
+                ("LUMBERD_TLS_MIN_VERSION", "1.1"),
+                ("LUMBERD_TLS_KEY_PASSPHRASE_FILE", "/p"),
+                ("LUMBERD_TLS_KEY_PASSPHRASE_ENV", "P"),
+            ]),
+        )
+        .unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "tls.certificate: required",
+            "tls.key: required",
+            "tls.client_ca",
+            "tls.allowed_clients: needs client_auth",
+            "tls.min_version",
+            "set at most one",
+        ] {
+            assert!(all.contains(needle), "expected {needle:?} in:\n{all}");
+        }
     }
 
     #[test]

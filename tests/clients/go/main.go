@@ -13,6 +13,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -38,6 +40,8 @@ type result struct {
 	ElapsedMS   int64    `json:"elapsed_ms"`
 	Error       string   `json:"error,omitempty"`
 	EventsFile  string   `json:"events_file,omitempty"`
+	TLSVersion  string   `json:"tls_version,omitempty"`
+	TLSCipher   string   `json:"tls_cipher,omitempty"`
 	IDs         []string `json:"ids"`
 }
 
@@ -57,6 +61,12 @@ func main() {
 	record := flag.String("record", "", "also tee every byte written to the server into this file")
 	eventsFile := flag.String("events", "", "send the lines of this NDJSON file as the events, byte for byte, "+
 		"in windows of -window events (-windows and -id are then ignored)")
+	tlsCA := flag.String("tls-ca", "", "TLS: verify the server against these CA certificates (PEM), as Filebeat's ssl.certificate_authorities with verification_mode: full")
+	tlsCert := flag.String("tls-cert", "", "TLS: client certificate (PEM), as Filebeat's ssl.certificate")
+	tlsKey := flag.String("tls-key", "", "TLS: client key (PEM), as Filebeat's ssl.key")
+	tlsName := flag.String("tls-server-name", "", "TLS: name the server certificate must carry (default: the host of -addr)")
+	tlsMin := flag.String("tls-min", "1.2", "TLS: lowest version offered (1.2 or 1.3)")
+	tlsMax := flag.String("tls-max", "1.3", "TLS: highest version offered (1.2 or 1.3)")
 	flag.Parse()
 
 	if *window < 1 || *windows < 1 {
@@ -153,6 +163,32 @@ func main() {
 			return &teeConn{Conn: c, w: rec}, nil
 		}
 	}
+	var tlsState *tls.ConnectionState
+	if *tlsCA != "" {
+		cfg, err := tlsConfig(*addr, *tlsCA, *tlsCert, *tlsKey, *tlsName, *tlsMin, *tlsMax)
+		if err != nil {
+			fail("tls: %v", err)
+		}
+		tcp := dial
+		// Filebeat's transport: TCP, then crypto/tls with full verification, handshake
+		// before the first window.
+		dial = func(network, address string) (net.Conn, error) {
+			c, err := tcp(network, address)
+			if err != nil {
+				return nil, err
+			}
+			tc := tls.Client(c, cfg)
+			tc.SetDeadline(time.Now().Add(*timeout))
+			if err := tc.Handshake(); err != nil {
+				c.Close()
+				return nil, fmt.Errorf("tls handshake: %w", err)
+			}
+			tc.SetDeadline(time.Time{})
+			st := tc.ConnectionState()
+			tlsState = &st
+			return tc, nil
+		}
+	}
 	opts := []v2.Option{v2.Timeout(*timeout), v2.CompressionLevel(*compress), v2.JSONEncoder(rawEncoder)}
 
 	start := time.Now()
@@ -163,6 +199,10 @@ func main() {
 		err = runAsync(dial, *addr, *inflight, opts, batches, &res)
 	}
 	res.ElapsedMS = time.Since(start).Milliseconds()
+	if tlsState != nil {
+		res.TLSVersion = tls.VersionName(tlsState.Version)
+		res.TLSCipher = tls.CipherSuiteName(tlsState.CipherSuite)
+	}
 	if err != nil {
 		res.Error = err.Error()
 	}
@@ -240,6 +280,50 @@ func runAsync(dial func(string, string) (net.Conn, error), addr string, inflight
 		firstErr = errors.New("not every window was acknowledged")
 	}
 	return firstErr
+}
+
+// tlsConfig is what Filebeat builds from output.logstash.ssl.*: the CA pool, an optional
+// client certificate, the server name to verify, and the protocol range.
+func tlsConfig(addr, ca, cert, key, name, min, max string) (*tls.Config, error) {
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate", ca)
+	}
+	if name == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		name = host
+	}
+	version := func(v string) (uint16, error) {
+		switch v {
+		case "1.2", "TLSv1.2":
+			return tls.VersionTLS12, nil
+		case "1.3", "TLSv1.3":
+			return tls.VersionTLS13, nil
+		}
+		return 0, fmt.Errorf("unknown TLS version %q", v)
+	}
+	cfg := &tls.Config{RootCAs: pool, ServerName: name}
+	if cfg.MinVersion, err = version(min); err != nil {
+		return nil, err
+	}
+	if cfg.MaxVersion, err = version(max); err != nil {
+		return nil, err
+	}
+	if cert != "" || key != "" {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 // teeConn copies every byte written to the server into w.

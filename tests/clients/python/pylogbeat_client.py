@@ -7,6 +7,10 @@ it has read an ACK equal to the last sequence number it sent. It has no overall
 timeout of its own beyond the socket timeout given to the client, which applies to
 each recv.
 
+With -tls-ca the connection uses pylogbeat's own TLS support (Python's ssl module):
+the server certificate is verified against the CA file (pylogbeat does not check the
+host name), and -tls-cert/-tls-key present a client certificate.
+
 Prints one JSON line on stdout; exits 0 only if every window was acknowledged.
 """
 
@@ -72,6 +76,10 @@ def main():
                     help="socket timeout in seconds (pylogbeat applies it to each recv/send)")
     ap.add_argument("-dump", "--dump", default="",
                     help="write every event sent, one JSON line each, to this file")
+    ap.add_argument("-tls-ca", "--tls-ca", default="",
+                    help="TLS: verify the server against these CA certificates (PEM)")
+    ap.add_argument("-tls-cert", "--tls-cert", default="", help="TLS: client certificate (PEM)")
+    ap.add_argument("-tls-key", "--tls-key", default="", help="TLS: client key (PEM)")
     args = ap.parse_args()
 
     host, _, port = args.addr.rpartition(":")
@@ -96,15 +104,22 @@ def main():
     }
     err = None
     start = time.monotonic()
-    client = pylogbeat.PyLogBeatClient(host, int(port), timeout=args.timeout)
+    tls = {}
+    if args.tls_ca:
+        tls = {"ssl_enable": True, "ssl_verify": True, "ca_certs": args.tls_ca,
+               "certfile": args.tls_cert or None, "keyfile": args.tls_key or None}
+    client = pylogbeat.PyLogBeatClient(host, int(port), timeout=args.timeout, **tls)
     try:
         client.connect()
+        if tls:
+            res["tls_version"] = client._socket.version()
+            res["tls_cipher"] = client._socket.cipher()[0]
         for w, batch in enumerate(batches):
             res["events_sent"] += len(batch)
             client.send(batch)  # returns once the ACK of the last sequence number arrived
             res["events_acked"] += len(batch)
             res.setdefault("acks", []).append(client._last_ack)  # the ACK value it accepted
-    except (OSError, socket.timeout, pylogbeat.ConnectionException, ValueError) as exc:
+    except (OSError, socket.timeout, pylogbeat.ConnectionException, ValueError) as exc:  # ssl.SSLError is an OSError
         err = f"window {len(res.get('acks', []))}: {type(exc).__name__}: {exc}"
     finally:
         client.close()

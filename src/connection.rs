@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_util::codec::Decoder as _;
 use tokio_rustls::server::TlsStream;
+use tokio_util::codec::Decoder as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerSettings;

@@ -97,7 +97,9 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = server.local_addr()?;
     match &tls {
-        None => tracing::info!(%addr, data_dir = %settings.output.data_dir.display(), tls = false, "listening"),
+        None => {
+            tracing::info!(%addr, data_dir = %settings.output.data_dir.display(), tls = false, "listening")
+        }
         Some(t) => {
             let cert = t.summary();
             tracing::info!(%addr, data_dir = %settings.output.data_dir.display(), tls = true,

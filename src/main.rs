@@ -11,8 +11,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use lumberd::client::{self, SendOptions};
 use lumberd::config::{ConfigError, LogFormat, LogSettings, Settings};
-use lumberd::tls::{ClientTls, TlsServer};
 use lumberd::protocol::Compression;
+use lumberd::tls::{ClientTls, TlsServer};
 use tokio_util::sync::CancellationToken;
 
 /// sysexits.h EX_CONFIG: the configuration is wrong.

@@ -283,7 +283,12 @@ impl TlsCounters {
             handshakes_ok: self.handshakes_ok.load(Ordering::Relaxed),
             handshakes_failed: HandshakeFailure::ALL
                 .iter()
-                .map(|r| (*r, self.handshakes_failed[r.index()].load(Ordering::Relaxed)))
+                .map(|r| {
+                    (
+                        *r,
+                        self.handshakes_failed[r.index()].load(Ordering::Relaxed),
+                    )
+                })
                 .collect(),
             reloads: self.reloads.load(Ordering::Relaxed),
             reloads_refused: self.reloads_refused.load(Ordering::Relaxed),
@@ -306,7 +311,10 @@ struct Inputs {
 pub enum Reload {
     Unchanged,
     /// New files are served to new connections from now on.
-    Reloaded { subject: String, not_after: String },
+    Reloaded {
+        subject: String,
+        not_after: String,
+    },
     /// The new files are broken: the previous certificate stays. Reported once per
     /// distinct broken content, and only once it has been seen unchanged on two checks
     /// in a row (so a cert written a moment before its key is not reported).
@@ -358,13 +366,17 @@ impl TlsServer {
     /// The served certificate's subject and expiry (for the start-up log line).
     pub fn summary(&self) -> CertSummary {
         let state = self.state.lock().expect("reload state");
-        certs(&state.served.certificate, "tls.certificate", &self.settings.certificate)
-            .ok()
-            .and_then(|chain| chain.first().and_then(|c| summarise(c).ok()))
-            .unwrap_or(CertSummary {
-                subject: "?".into(),
-                not_after: "?".into(),
-            })
+        certs(
+            &state.served.certificate,
+            "tls.certificate",
+            &self.settings.certificate,
+        )
+        .ok()
+        .and_then(|chain| chain.first().and_then(|c| summarise(c).ok()))
+        .unwrap_or(CertSummary {
+            subject: "?".into(),
+            not_after: "?".into(),
+        })
     }
 
     pub fn handshake_timeout(&self) -> Duration {
@@ -383,10 +395,19 @@ impl TlsServer {
                 let peer = Arc::new(peer_of(stream.get_ref().1));
                 Ok((stream, peer))
             }
-            Err(e) => Err(HandshakeError {
-                reason: HandshakeFailure::from_io(&e),
-                detail: e.to_string(),
-            }),
+            Err(e) => {
+                let reason = HandshakeFailure::from_io(&e);
+                let mut detail = e.to_string();
+                if reason == HandshakeFailure::ClientCertMissing {
+                    // Go's crypto/tls (Filebeat) sends no certificate when its issuer is not
+                    // among the CAs the server names, so "missing" often means "wrong CA".
+                    detail.push_str(
+                        " (client_auth = required; a client whose certificate is not issued \
+                         by a tls.client_ca sends none)",
+                    );
+                }
+                Err(HandshakeError { reason, detail })
+            }
         }
     }
 
@@ -420,7 +441,9 @@ impl TlsServer {
                     Reload::StillRefused
                 } else {
                     *logged = true;
-                    self.counters.reloads_refused.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .reloads_refused
+                        .fetch_add(1, Ordering::Relaxed);
                     Reload::Refused(error)
                 }
             }
@@ -510,13 +533,14 @@ fn build(
     let chain = certs(&inputs.certificate, "tls.certificate", &s.certificate)?;
     let summary = check_validity(&chain[0], "tls.certificate", &s.certificate, now)?;
     let key = private_key(&inputs.key, inputs.passphrase.as_deref(), &s.key)?;
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| TlsError::UnsupportedKey {
-            path: s.key.display().to_string(),
-            detail: e.to_string(),
-        })?;
+    let signing =
+        provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::UnsupportedKey {
+                path: s.key.display().to_string(),
+                detail: e.to_string(),
+            })?;
     let certified = CertifiedKey::new(chain, signing);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
@@ -568,7 +592,8 @@ fn client_verifier(
             })?;
         }
     }
-    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if s.client_auth == ClientAuth::Optional {
         builder = builder.allow_unauthenticated();
     }
@@ -634,25 +659,25 @@ fn private_key(
         let Some(passphrase) = passphrase else {
             return Err(TlsError::NeedPassphrase { path: shown() });
         };
-        let (_, der) = pkcs8::der::pem::decode_vec(block.as_bytes()).map_err(|e| TlsError::Pem {
-            what: "tls.key",
-            path: shown(),
-            detail: e.to_string(),
-        })?;
-        let info =
-            pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice()).map_err(|e| TlsError::Pem {
+        let (_, der) =
+            pkcs8::der::pem::decode_vec(block.as_bytes()).map_err(|e| TlsError::Pem {
                 what: "tls.key",
                 path: shown(),
                 detail: e.to_string(),
             })?;
+        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice()).map_err(|e| {
+            TlsError::Pem {
+                what: "tls.key",
+                path: shown(),
+                detail: e.to_string(),
+            }
+        })?;
+        // A wrong passphrase shows as bad padding or as garbage that is not a key.
         let plain = info.decrypt(passphrase).map_err(|e| TlsError::Decrypt {
             path: shown(),
-            detail: match e {
-                pkcs8::Error::EncryptedPrivateKey(pkcs8::pkcs5::Error::DecryptFailed) => {
-                    "wrong passphrase".to_string()
-                }
-                other => other.to_string(),
-            },
+            detail: format!(
+                "wrong passphrase, or a cipher other than PBES2 AES-CBC with PBKDF2/scrypt: {e}"
+            ),
         })?;
         return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
             plain.as_bytes().to_vec(),
@@ -734,7 +759,9 @@ fn check_validity(
     })
 }
 
-fn summarise(cert: &CertificateDer<'_>) -> Result<CertSummary, x509_parser::nom::Err<x509_parser::error::X509Error>> {
+fn summarise(
+    cert: &CertificateDer<'_>,
+) -> Result<CertSummary, x509_parser::nom::Err<x509_parser::error::X509Error>> {
     let (_, parsed) = X509Certificate::from_der(cert)?;
     Ok(CertSummary {
         subject: rfc4514(parsed.subject()),
@@ -892,9 +919,9 @@ struct AllowList {
 
 impl AllowList {
     fn permits(&self, subject: &str, sans: &[String]) -> bool {
-        self.allowed.iter().any(|a| {
-            a == subject || sans.iter().any(|s| s == a || s.eq_ignore_ascii_case(a))
-        })
+        self.allowed
+            .iter()
+            .any(|a| a == subject || sans.iter().any(|s| s == a || s.eq_ignore_ascii_case(a)))
     }
 }
 
@@ -1079,5 +1106,116 @@ impl ServerCertVerifier for AnyServerCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_with(dn: &[(rcgen::DnType, &str)], sans: &[&str]) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        for (t, v) in dn {
+            params.distinguished_name.push(t.clone(), *v);
+        }
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn subject_is_rfc_4514_with_special_characters_escaped_and_sans_of_every_kind_listed() {
+        let der = cert_with(
+            &[
+                (rcgen::DnType::CommonName, " lead, \"quoted\"+plus "),
+                (rcgen::DnType::OrganizationName, "#Acme;Logs"),
+            ],
+            &["fb.example", "10.0.0.7", "::1"],
+        );
+        let (subject, sans) = identity(&der);
+        assert_eq!(
+            subject, r#"O=\#Acme\;Logs,CN=\ lead\, \"quoted\"\+plus\ "#,
+            "last RDN first, RFC 4514 escapes"
+        );
+        assert_eq!(sans, vec!["fb.example", "10.0.0.7", "::1"]);
+    }
+
+    #[test]
+    fn first_byte_names_plain_beats_http_and_other_garbage_and_lets_tls_through() {
+        assert_eq!(HandshakeFailure::from_first_byte(0x16), None);
+        assert_eq!(
+            HandshakeFailure::from_first_byte(b'2'),
+            Some(HandshakeFailure::PlainBeats)
+        );
+        assert_eq!(
+            HandshakeFailure::from_first_byte(b'1'),
+            Some(HandshakeFailure::PlainBeats)
+        );
+        for b in [b'G', b'P', b'H'] {
+            assert_eq!(
+                HandshakeFailure::from_first_byte(b),
+                Some(HandshakeFailure::Http)
+            );
+        }
+        assert_eq!(
+            HandshakeFailure::from_first_byte(0x00),
+            Some(HandshakeFailure::NotTls)
+        );
+    }
+
+    #[test]
+    fn handshake_errors_map_to_fixed_reasons() {
+        let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let cases = [
+            (
+                rustls::Error::NoCertificatesPresented,
+                "client_cert_missing",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                "client_cert_untrusted",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                "client_cert_expired",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure),
+                "client_not_allowed",
+            ),
+            (
+                rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+                "client_rejected_server_cert",
+            ),
+        ];
+        for (err, label) in cases {
+            assert_eq!(HandshakeFailure::from_io(&io(err)).label(), label);
+        }
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(HandshakeFailure::from_io(&reset), HandshakeFailure::Io);
+    }
+
+    #[test]
+    fn counters_count_each_reason_separately_and_labels_are_unique() {
+        let c = TlsCounters::default();
+        assert_eq!(c.handshake_failed(HandshakeFailure::Http), 1);
+        assert_eq!(c.handshake_failed(HandshakeFailure::Http), 2);
+        assert_eq!(c.handshake_failed(HandshakeFailure::Timeout), 1);
+        c.handshake_ok();
+        let s = c.snapshot();
+        assert_eq!(s.handshakes_ok, 1);
+        assert!(s.handshakes_failed.contains(&(HandshakeFailure::Http, 2)));
+        let mut labels: Vec<_> = HandshakeFailure::ALL.iter().map(|r| r.label()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), HandshakeFailure::ALL.len());
+    }
+
+    #[test]
+    fn legacy_encrypted_pem_is_refused_with_the_conversion_command() {
+        let pem = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        let err = private_key(pem, None, Path::new("k.pem")).unwrap_err();
+        assert!(err.to_string().contains("openssl pkcs8 -topk8"), "{err}");
     }
 }

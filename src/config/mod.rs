@@ -137,7 +137,8 @@ struct RawTls {
     client_auth: String,
     client_ca: OneOrMany<PathBuf>,
     allowed_clients: OneOrMany<String>,
-    min_version: String,
+    /// A string, or the number an environment variable's `1.3` parses to.
+    min_version: toml::Value,
     handshake_timeout: String,
     reload_interval: String,
 }
@@ -153,7 +154,7 @@ impl Default for RawTls {
             client_auth: DEFAULT_TLS_CLIENT_AUTH.into(),
             client_ca: OneOrMany::None,
             allowed_clients: OneOrMany::None,
-            min_version: DEFAULT_TLS_MIN_VERSION.into(),
+            min_version: toml::Value::String(DEFAULT_TLS_MIN_VERSION.into()),
             handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT.into(),
             reload_interval: DEFAULT_TLS_RELOAD_INTERVAL.into(),
         }
@@ -456,7 +457,11 @@ fn validate_tls(t: RawTls, problems: &mut Vec<String>) -> Option<TlsSettings> {
             ClientAuth::None
         }
     };
-    let min_version = match t.min_version.as_str() {
+    let min_version = match &t.min_version {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let min_version = match min_version.as_str() {
         "1.2" | "TLSv1.2" => TlsVersion::Tls12,
         "1.3" | "TLSv1.3" => TlsVersion::Tls13,
         other => {
@@ -726,14 +731,20 @@ mod tests {
                 ("LUMBERD_TLS_KEY_PASSPHRASE_ENV", "LUMBERD_KEY_PASS"),
                 ("LUMBERD_TLS_CLIENT_AUTH", "required"),
                 ("LUMBERD_TLS_CLIENT_CA", r#"["/etc/a.pem", "/etc/b.pem"]"#),
-                ("LUMBERD_TLS_ALLOWED_CLIENTS", r#"["CN=fb,O=Acme", "fb.example"]"#),
+                (
+                    "LUMBERD_TLS_ALLOWED_CLIENTS",
+                    r#"["CN=fb,O=Acme", "fb.example"]"#,
+                ),
                 ("LUMBERD_TLS_MIN_VERSION", "1.3"),
             ]),
         )
         .unwrap();
         let tls = s.tls.expect("tls enabled");
         assert_eq!(tls.certificate, PathBuf::from("/etc/lumberd/tls.crt"));
-        assert_eq!(tls.key_passphrase, Passphrase::Env("LUMBERD_KEY_PASS".into()));
+        assert_eq!(
+            tls.key_passphrase,
+            Passphrase::Env("LUMBERD_KEY_PASS".into())
+        );
         assert_eq!(tls.client_auth, ClientAuth::Required);
         assert_eq!(tls.client_ca.len(), 2);
         assert_eq!(tls.allowed_clients, vec!["CN=fb,O=Acme", "fb.example"]);

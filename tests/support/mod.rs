@@ -9,6 +9,8 @@
 //!   events the client says it sent.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
@@ -191,6 +193,30 @@ impl Lumberd {
     /// Everything lumberd wrote to stderr (and stdout, tagged) so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Polls the logs every 20 ms until `done(logs)` holds, and returns them; after
+    /// `deadline` the test fails naming `what` and showing the logs.
+    pub fn wait_for_logs(
+        &self,
+        what: &str,
+        deadline: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let until = Instant::now() + deadline;
+        loop {
+            let logs = self.logs();
+            if done(&logs) {
+                return logs;
+            }
+            if Instant::now() > until {
+                panic!(
+                    "lumberd did not log {what} within {deadline:?}; its logs:\n{}",
+                    truncate(&logs, 20000)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The output files `<prefix>YYYY.MM.dd.ndjson` in the data dir, sorted by name.

@@ -30,7 +30,10 @@ BENCH_DIR = os.path.join(REPO, "target", "bench")
 
 TARGET_EVENTS_PER_CPU_SECOND = 150_000
 TARGET_PEAK_RSS_MIB = 64
-SCENARIOS = ("file-4conns", "hold-1000conns")
+# TLS may add at most this fraction to lumberd's CPU per event of the plain run.
+TARGET_TLS_CPU_OVERHEAD = 0.20
+SCENARIOS = ("file-4conns", "hold-1000conns", "tls-4conns", "tls-connect-1000conns")
+TLS_SCENARIOS = ("tls-4conns", "tls-connect-1000conns")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -112,6 +115,36 @@ def count_lines(paths):
     return n
 
 
+def make_tls_files(workdir, key_type):
+    """A CA and a server certificate for 127.0.0.1 (openssl CLI), as Filebeat would verify."""
+    d = os.path.join(workdir, "tls")
+    os.makedirs(d)
+    if key_type == "rsa":
+        newkey = ["-newkey", "rsa:2048"]
+    else:
+        newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+
+    def ssl(*args):
+        r = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"openssl {' '.join(args)}: {r.stderr.strip()}")
+
+    ssl("req", "-x509", *newkey, "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=lumberd bench CA")
+    ssl("req", *newkey, "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=lumberd bench")
+    with open(os.path.join(d, "ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "2", "-extfile", "ext")
+    env = {
+        "LUMBERD_TLS_ENABLED": "true",
+        "LUMBERD_TLS_CERTIFICATE": os.path.join(d, "server.crt"),
+        "LUMBERD_TLS_KEY": os.path.join(d, "server.key"),
+    }
+    return env, os.path.join(d, "ca.crt")
+
+
 def build_lumberload(path):
     if not shutil.which("go"):
         raise RuntimeError("go toolchain not found; pass --lumberload PATH")
@@ -186,20 +219,32 @@ class Lumberd:
 
 def run_scenario(name, args, lumberload, extra_env):
     env = {}
-    if name == "file-4conns":
+    workdir = tempfile.mkdtemp(prefix=f"lumberd-e2e-{name}-", dir=args.tmpdir)
+    if name in ("file-4conns", "tls-4conns"):
         load_args = ["-conns", "4", "-events", str(args.events), "-window", "2048",
                      "-compress", "3", "-pipelining", "2"]
     elif name == "hold-1000conns":
         env["LUMBERD_SERVER_MAX_CONNECTIONS"] = str(max(2000, args.hold_conns * 2))
         load_args = ["-conns", str(args.hold_conns), "-hold", "-window", "2048", "-compress", "3"]
+    elif name == "tls-connect-1000conns":
+        # A fleet reconnecting at once (e.g. after a lumberd restart): every connection
+        # dials and does a full TLS handshake at the same moment, then closes.
+        env["LUMBERD_SERVER_MAX_CONNECTIONS"] = str(max(4096, args.hold_conns * 2))
+        load_args = ["-conns", str(args.hold_conns), "-connect-only",
+                     "-dial-concurrency", str(args.hold_conns)]
     else:
         raise ValueError(name)
+    if name in TLS_SCENARIOS:
+        tls_env, ca = make_tls_files(workdir, args.tls_key)
+        env.update(tls_env)
+        load_args += ["-tls-ca", ca]
     env.update(extra_env)  # the caller's --env wins over scenario defaults
     load_args += ["-timeout", f"{args.timeout}s"]
 
     res = {"name": name, "ok": False, "error": None, "lumberd_env": env,
            "inflight_budget": env.get("LUMBERD_SERVER_MAX_INFLIGHT_BYTES", "default")}
-    workdir = tempfile.mkdtemp(prefix=f"lumberd-e2e-{name}-", dir=args.tmpdir)
+    if name in TLS_SCENARIOS:
+        res["tls_server_key"] = "RSA 2048" if args.tls_key == "rsa" else "ECDSA P-256"
     server = Lumberd(args.lumberd, env, workdir)
     sampler = None
     try:
@@ -236,6 +281,29 @@ def run_scenario(name, args, lumberload, extra_env):
 
         acked = load["events_acked"]
         cpu = cpu1 - cpu0
+        res["tls_version"] = load.get("tls_version")
+        if name == "tls-connect-1000conns":
+            n = load["conns"]
+            res.update({
+                "connections": n,
+                "dial_concurrency": load.get("dial_concurrency"),
+                "seconds": round(load["dial_seconds"], 3),
+                "handshakes_per_sec": round(load["connects_per_sec"]),
+                "lumberd_cpu_seconds": round(cpu, 3),
+                "lumberd_cpu_us_per_handshake": round(cpu * 1e6 / n, 1) if n else None,
+                "handshakes_per_cpu_second": round(n / cpu) if cpu > 0 else None,
+                "peak_rss_mib": round(hwm / 1024, 1) if hwm is not None else None,
+            })
+            server.stop()
+            with open(server.stderr_path, "rb") as f:
+                failures = f.read().count(b"TLS handshake failed")
+            res["handshake_failures_logged"] = failures
+            if r.returncode != 0:
+                raise RuntimeError(f"lumberload exited {r.returncode}: {r.stderr.strip()[-2000:]}")
+            if failures:
+                raise RuntimeError(f"lumberd logged {failures} handshake failures\n" + server.stderr_tail())
+            res["ok"] = True
+            return res
         res.update({
             "events_sent": load["events_sent"],
             "events_acked": acked,
@@ -285,7 +353,7 @@ def run_scenario(name, args, lumberload, extra_env):
             shutil.rmtree(workdir, ignore_errors=True)
 
     targets = []
-    if name == "file-4conns" and res["ok"]:
+    if name in ("file-4conns", "tls-4conns") and res["ok"]:
         epc = res.get("events_per_cpu_second")
         rss = res.get("peak_rss_mib")
         targets.append({"target": f">= {TARGET_EVENTS_PER_CPU_SECOND:,} events per lumberd CPU-second",
@@ -296,9 +364,28 @@ def run_scenario(name, args, lumberload, extra_env):
     return res
 
 
+def compare_tls(results):
+    """TLS's share of lumberd's CPU per event: tls-4conns against file-4conns."""
+    by = {r["name"]: r for r in results}
+    plain, tls = by.get("file-4conns"), by.get("tls-4conns")
+    if not (plain and tls and plain["ok"] and tls["ok"]):
+        return
+    p, t = plain.get("cpu_us_per_event"), tls.get("cpu_us_per_event")
+    if not p or not t:
+        return
+    overhead = (t - p) / p
+    tls["plain_cpu_us_per_event"] = p
+    tls["tls_cpu_overhead_vs_plain"] = round(overhead, 3)
+    tls["targets"].append({"target": f"TLS adds < {TARGET_TLS_CPU_OVERHEAD:.0%} to lumberd CPU per event",
+                           "value": f"{overhead:+.1%} ({p:.3f} -> {t:.3f} us/event)",
+                           "pass": overhead < TARGET_TLS_CPU_OVERHEAD})
+
+
 def fmt(v, spec=""):
     if v is None:
         return "-"
+    if isinstance(v, str):
+        return v
     return format(v, spec)
 
 
@@ -312,6 +399,12 @@ def print_table(results):
               f"{fmt(r.get('cpu_us_per_event'), '.2f'):>7} {fmt(r.get('peak_rss_mib'), '.1f'):>11} "
               f"{fmt(r.get('lines_match')):>8}")
     for r in results:
+        if r["name"] == "tls-connect-1000conns" and r["ok"]:
+            print(f"{r['name']}: {r['connections']} connections dialled at once ({r['tls_server_key']} server key, "
+                  f"{r.get('tls_version')}): {fmt(r.get('handshakes_per_sec'), ',')} handshakes/s wall, "
+                  f"{fmt(r.get('lumberd_cpu_us_per_handshake'))} us lumberd CPU per handshake "
+                  f"({fmt(r.get('handshakes_per_cpu_second'), ',')} per lumberd CPU-second), "
+                  f"peak RSS {fmt(r.get('peak_rss_mib'), '.1f')} MiB")
         if r["name"] == "hold-1000conns":
             print(f"{r['name']}: inflight budget LUMBERD_SERVER_MAX_INFLIGHT_BYTES={r['inflight_budget']}, "
                   f"peak RSS {fmt(r.get('peak_rss_mib'), '.1f')} MiB")
@@ -337,7 +430,10 @@ def main():
     ap.add_argument("--lumberload", default=None,
                     help="prebuilt lumberload binary (default: go build benches/load into target/bench/)")
     ap.add_argument("--events", type=int, default=2_000_000, help="events for file-4conns (default 2,000,000)")
-    ap.add_argument("--hold-conns", type=int, default=1000, help="connections for hold-1000conns")
+    ap.add_argument("--hold-conns", type=int, default=1000,
+                    help="connections for hold-1000conns and tls-connect-1000conns")
+    ap.add_argument("--tls-key", choices=("rsa", "ec"), default="rsa",
+                    help="server key type for the TLS scenarios (default rsa: RSA 2048, the common case)")
     ap.add_argument("--env", action="append", default=[], metavar="K=V", help="extra env for lumberd (repeatable)")
     ap.add_argument("--scenario", action="append", choices=SCENARIOS, help="run only these (repeatable)")
     ap.add_argument("--timeout", type=int, default=300, help="lumberload deadline per scenario, seconds")
@@ -364,6 +460,7 @@ def main():
         log(f"running {name} ...")
         r = run_scenario(name, args, lumberload, extra_env)
         results.append(r)
+    compare_tls(results)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -16,6 +16,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -44,6 +46,11 @@ type config struct {
 	live       bool
 	pool       int
 	seed       int64
+	tlsCA      string
+	tlsName    string
+	dialPar    int
+	handshakes bool
+	tlsConfig  *tls.Config
 }
 
 type result struct {
@@ -60,6 +67,11 @@ type result struct {
 	WireBytes        int64   `json:"wire_bytes"`
 	AvgEventBytes    float64 `json:"avg_event_bytes"`
 	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
+	TLS              bool    `json:"tls"`
+	TLSVersion       string  `json:"tls_version,omitempty"`
+	DialSeconds      float64 `json:"dial_seconds"`
+	DialConcurrency  int     `json:"dial_concurrency"`
+	ConnectsPerSec   float64 `json:"connects_per_sec"`
 	Error            string  `json:"error,omitempty"`
 }
 
@@ -76,6 +88,10 @@ func main() {
 	flag.BoolVar(&c.live, "live", false, "encode+compress windows during the run with go-lumber's AsyncClient (Filebeat-like CPU on the client)")
 	flag.IntVar(&c.pool, "pool", 32, "number of distinct prebuilt windows reused round-robin")
 	flag.Int64Var(&c.seed, "seed", 1, "random seed for event contents")
+	flag.StringVar(&c.tlsCA, "tls-ca", "", "connect over TLS (crypto/tls, Filebeat's stack), verifying the server against these CA certificates (PEM)")
+	flag.StringVar(&c.tlsName, "tls-server-name", "", "name the server certificate must carry (default: the host of -addr)")
+	flag.IntVar(&c.dialPar, "dial-concurrency", 64, "connections dialled (and TLS-handshaken) at once")
+	flag.BoolVar(&c.handshakes, "connect-only", false, "only dial (and handshake) every connection, report connects per second, close; no events")
 	flag.Parse()
 
 	if err := validate(&c); err != nil {
@@ -90,7 +106,7 @@ func main() {
 	if res.Error != "" {
 		fmt.Fprintln(os.Stderr, "lumberload:", res.Error)
 	}
-	if res.Error != "" || res.EventsAcked != res.EventsSent || res.EventsSent == 0 {
+	if res.Error != "" || res.EventsAcked != res.EventsSent || (res.EventsSent == 0 && !c.handshakes) {
 		os.Exit(1)
 	}
 }
@@ -109,11 +125,37 @@ func validate(c *config) error {
 		return errors.New("-timeout must be > 0")
 	case c.pool < 1:
 		return errors.New("-pool must be >= 1")
+	case c.dialPar < 1:
+		return errors.New("-dial-concurrency must be >= 1")
 	case !c.hold && c.events < 1:
 		return errors.New("-events must be >= 1")
 	}
 	if c.hold {
 		c.events = c.conns * c.window
+	}
+	if c.handshakes {
+		c.events = c.conns
+		c.window = 1
+		c.pool = 1
+	}
+	if c.tlsCA != "" {
+		pem, err := os.ReadFile(c.tlsCA)
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("%s: no PEM certificate", c.tlsCA)
+		}
+		name := c.tlsName
+		if name == "" {
+			if name, _, err = net.SplitHostPort(c.addr); err != nil {
+				return err
+			}
+		}
+		// Filebeat's defaults: full verification, TLS 1.2 and 1.3. No session cache:
+		// each Filebeat is its own process, so a reconnecting fleet does full handshakes.
+		c.tlsConfig = &tls.Config{RootCAs: pool, ServerName: name, MinVersion: tls.VersionTLS12}
 	}
 	return nil
 }
@@ -361,7 +403,8 @@ func (k *counters) fail(err error) {
 }
 
 func run(c *config) result {
-	res := result{Conns: c.conns, Window: c.window, Compress: c.compress, Pipelining: c.pipelining, Mode: "prebuilt"}
+	res := result{Conns: c.conns, Window: c.window, Compress: c.compress, Pipelining: c.pipelining, Mode: "prebuilt",
+		TLS: c.tlsConfig != nil, DialConcurrency: c.dialPar}
 	if c.live {
 		res.Mode = "live"
 	}
@@ -392,13 +435,14 @@ func run(c *config) result {
 	// The deadline covers dialing and the run, not building the windows.
 	deadline := time.Now().Add(c.timeout)
 
-	// Connect everything before the clock starts.
+	// Connect everything (TCP, and the TLS handshake with -tls-ca) before the clock starts.
 	conns := make([]net.Conn, c.conns)
+	dialStart := time.Now()
 	{
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		var dialErr error
-		sem := make(chan struct{}, 64)
+		sem := make(chan struct{}, c.dialPar)
 		for i := range conns {
 			wg.Add(1)
 			sem <- struct{}{}
@@ -407,6 +451,22 @@ func run(c *config) result {
 				defer func() { <-sem }()
 				d := net.Dialer{Timeout: time.Until(deadline)}
 				cn, err := d.Dial("tcp", c.addr)
+				if err == nil && c.tlsConfig != nil {
+					tc := tls.Client(cn, c.tlsConfig)
+					tc.SetDeadline(deadline)
+					if err = tc.Handshake(); err != nil {
+						cn.Close()
+						err = fmt.Errorf("tls handshake: %w", err)
+					} else {
+						tc.SetDeadline(time.Time{})
+						if i == 0 {
+							mu.Lock()
+							res.TLSVersion = tls.VersionName(tc.ConnectionState().Version)
+							mu.Unlock()
+						}
+						cn = tc
+					}
+				}
 				if err != nil {
 					mu.Lock()
 					if dialErr == nil {
@@ -428,6 +488,17 @@ func run(c *config) result {
 			res.Error = "dial: " + dialErr.Error()
 			return res
 		}
+	}
+	res.DialSeconds = time.Since(dialStart).Seconds()
+	if res.DialSeconds > 0 {
+		res.ConnectsPerSec = float64(c.conns) / res.DialSeconds
+	}
+	if c.handshakes {
+		for _, cn := range conns {
+			cn.Close()
+		}
+		res.Mode = "connect-only"
+		return res
 	}
 
 	k := &counters{}

@@ -139,7 +139,7 @@ fn main() -> ExitCode {
                 || tls_cert.is_some()
                 || tls_server_name.is_some()
                 || tls_insecure)
-                .then(|| ClientTls {
+                .then_some(ClientTls {
                     ca: tls_ca,
                     cert: tls_cert,
                     key: tls_key,

@@ -241,6 +241,51 @@ fn go_lumber_with_a_client_certificate_under_required_client_auth_is_acked_and_i
 }
 
 #[test]
+fn the_verified_client_identity_reaches_the_pipeline_as_tls_peer_metadata() {
+    let pki = pki();
+    // One filter copies [@metadata][tls_peer] into stored fields; no ids, no other
+    // filter: each stored event is the one sent plus these three fields.
+    let config = r#"[pipeline]
+fingerprint = []
+metric = []
+
+[[pipeline.filter]]
+add_field = { fields = { tls_subject = "%{[@metadata][tls_peer][subject]}", tls_protocol = "%{[@metadata][tls_peer][protocol]}", tls_status = "%{[@metadata][tls_peer][status]}" } }
+"#;
+    let lumberd = pki.lumberd_mtls("required").config(config).start();
+    let client = pki.client("filebeat-7", Validity::Current);
+    let mut args = go_small("peer");
+    args.extend([
+        "-tls-cert",
+        client.cert.to_str().unwrap(),
+        "-tls-key",
+        client.key.to_str().unwrap(),
+    ]);
+    let run = run_client(go_tls(&pki.server_ca, &args), lumberd.addr());
+    assert_all_acked(&run, &lumberd);
+    assert_eq!(run.result["tls_version"], "TLS 1.3", "{}", run.describe());
+    let subject = subject_rfc4514(&client.cert);
+    let mut stored = std::collections::BTreeMap::new();
+    for ev in lumberd.events() {
+        let id = ev["test_id"].as_str().expect("test_id").to_string();
+        assert!(stored.insert(id, ev).is_none(), "an event stored twice");
+    }
+    assert_eq!(stored.len(), run.sent.len(), "{}", lumberd.logs());
+    for sent in &run.sent {
+        let mut want = sent.clone();
+        let o = want.as_object_mut().unwrap();
+        o.insert("tls_subject".into(), subject.clone().into());
+        o.insert("tls_protocol".into(), "TLSv1.3".into());
+        o.insert("tls_status".into(), "verified".into());
+        let got = &stored[sent["test_id"].as_str().unwrap()];
+        assert_eq!(
+            *got, want,
+            "stored event differs from the sent one plus tls_peer"
+        );
+    }
+}
+
+#[test]
 fn client_auth_optional_accepts_clients_with_and_without_a_certificate() {
     let pki = pki();
     let lumberd = pki.lumberd_mtls("optional").start();

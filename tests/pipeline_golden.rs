@@ -72,7 +72,10 @@ fn corpus() -> Vec<Case> {
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 300 {
-        let cut = (0..=300).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=300)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
         format!("{}… ({} bytes)", &s[..cut], s.len())
     } else {
         s

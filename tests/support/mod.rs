@@ -9,6 +9,8 @@
 //!   events the client says it sent.
 #![allow(dead_code)]
 
+pub mod es;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
@@ -290,6 +292,14 @@ fn strip_ids(
         .into_iter()
         .map(|(k, v)| (k, v.into_iter().map(|(_, doc)| doc).collect()))
         .collect()
+}
+
+impl Lumberd {
+    /// SIGKILL: a crash, nothing flushed or acknowledged on the way out.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Lumberd {

@@ -15,18 +15,22 @@ build:
 release:
 	$(CARGO) build --locked --release
 
-## Start lumberd with the embedded file output (./data), ready for Filebeat on 5044.
+## Start lumberd, ready for Filebeat on 5044: the embedded file output (./data), or
+## Elasticsearch with ES=http://127.0.0.1:9200 (comma-separated hosts).
+ES ?=
 run: release
-	./target/release/lumberd serve --config config/lumberd.toml
+	LUMBERD_OUTPUT_ELASTICSEARCH="$(ES)" ./target/release/lumberd serve --config config/lumberd.toml
 
-## Install the real Beats clients the tests drive (go-lumber, pylogbeat, lumberjack-client).
+## Install the real Beats clients the tests drive (go-lumber, pylogbeat, lumberjack-client)
+## and fetch the Elasticsearch the output tests run (cached in ~/.cache/lumberd/es).
 test-deps:
 	bash tests/clients/setup.sh
+	bash tests/es/es.sh fetch
 
 ## Every test: unit, fixture replay, properties, and real clients against a live lumberd.
 test: test-deps
 	$(CARGO) build --locked --bins
-	LUMBERD_REQUIRE_FIXTURES=1 $(CARGO) test --locked
+	LUMBERD_REQUIRE_FIXTURES=1 LUMBERD_REQUIRE_ES=1 $(CARGO) test --locked
 
 check:
 	$(CARGO) fmt --all -- --check

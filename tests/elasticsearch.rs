@@ -355,9 +355,14 @@ fn lumberd_killed_mid_stream_and_restarted_while_the_client_resends_loses_and_do
     let run = client.join().unwrap();
     let acked_before = acked(&run);
     let stored_at_kill = node.count(EVENTS);
+    eprintln!("killed with {acked_before} acknowledged, {stored_at_kill} stored of {total}");
     assert!(
         acked_before <= stored_at_kill,
         "{acked_before} acknowledged but only {stored_at_kill} stored"
+    );
+    assert!(
+        acked_before < total,
+        "the kill came after the client finished: not mid-stream"
     );
 
     // Filebeat resends what was not acknowledged; go-lumber resends everything.

@@ -766,6 +766,75 @@ mod tests {
     }
 
     #[test]
+    fn documented_elasticsearch_keys_validate_and_match_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lumberd.toml");
+        let hosts = [("LUMBERD_OUTPUT_ELASTICSEARCH", "http://127.0.0.1:9200")];
+        let documented = Settings::load(Some(&path), env(&hosts))
+            .expect("config/lumberd.toml with a host must validate")
+            .output
+            .elasticsearch
+            .expect("a host selects the Elasticsearch output");
+        let built_in = Settings::load(None, env(&hosts))
+            .unwrap()
+            .output
+            .elasticsearch
+            .unwrap();
+        assert_eq!(format!("{documented:?}"), format!("{built_in:?}"));
+        assert_eq!(built_in.bulk_max_bytes, DEFAULT_BULK_MAX_BYTES);
+        assert!(built_in.template.is_some(), "the template is installed by default");
+    }
+
+    #[test]
+    fn no_elasticsearch_hosts_keeps_the_file_output() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert!(s.output.elasticsearch.is_none());
+        let s = Settings::load(None, env(&[("LUMBERD_OUTPUT_ELASTICSEARCH", "")])).unwrap();
+        assert!(s.output.elasticsearch.is_none());
+    }
+
+    #[test]
+    fn elasticsearch_hosts_from_the_environment_are_comma_separated() {
+        let s = Settings::load(
+            None,
+            env(&[(
+                "LUMBERD_OUTPUT_ELASTICSEARCH",
+                "http://a:9200, https://b:9200",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.output.elasticsearch.unwrap().hosts,
+            ["http://a:9200", "https://b:9200"]
+        );
+    }
+
+    #[test]
+    fn elasticsearch_settings_are_checked() {
+        let err = Settings::load(
+            None,
+            env(&[
+                ("LUMBERD_OUTPUT_ELASTICSEARCH", "not a url"),
+                ("LUMBERD_OUTPUT_USERNAME", "u"),
+                ("LUMBERD_OUTPUT_API_KEY", "k"),
+                ("LUMBERD_OUTPUT_BULK_MAX_BYTES", "200000000"),
+                ("LUMBERD_OUTPUT_MAX_REQUESTS_IN_FLIGHT", "0"),
+                ("LUMBERD_OUTPUT_RETRY_MAX_BACKOFF", "1ms"),
+            ]),
+        )
+        .unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "output.elasticsearch",
+            "api_key",
+            "bulk_max_bytes",
+            "max_requests_in_flight",
+            "retry_max_backoff",
+        ] {
+            assert!(all.contains(needle), "expected {needle} in:\n{all}");
+        }
+    }
+
+    #[test]
     fn documented_pipeline_is_the_built_in_default() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lumberd.toml");
         let documented = Settings::load(Some(&path), env(&[])).unwrap().pipeline;

@@ -378,3 +378,79 @@ fn lumberd_killed_mid_stream_and_restarted_while_the_client_resends_loses_and_do
     assert_eq!(node.count(EVENTS), total, "no loss, no second copies");
     assert_eq!(seen.len() as u64, total);
 }
+
+/// Runs `lumberd serve` with `env` until it exits (at most 60 s): (status, stderr).
+fn serve_until_exit(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lumberd"));
+    cmd.arg("serve");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LUMBERD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("LUMBERD_SERVER_LISTEN", "127.0.0.1:0")
+        .env("LUMBERD_OUTPUT_DATA_DIR", dir.path())
+        .env("LUMBERD_LOG_FORMAT", "text")
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run lumberd");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn beats_port_is_not_bound_until_elasticsearch_answers() {
+    // Nothing listens on this port (bound then closed): Elasticsearch never answers.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (status, logs) = serve_until_exit(&[
+        ("LUMBERD_OUTPUT_ELASTICSEARCH", url.as_str()),
+        ("LUMBERD_OUTPUT_READY_TIMEOUT", "2s"),
+    ]);
+    assert!(!status.success(), "{logs}");
+    assert!(
+        !logs.contains("listening addr="),
+        "must not listen before Elasticsearch answered:\n{logs}"
+    );
+    assert!(
+        logs.contains("waiting for Elasticsearch") && logs.contains("ready_timeout"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn basic_auth_credentials_reach_a_secured_elasticsearch() {
+    let Some(node) = EsNode::start_secured("lumberd", "s3cret-pass") else {
+        return;
+    };
+    // Without credentials the node answers 401: lumberd waits, then gives up unbound.
+    let (status, logs) = serve_until_exit(&[
+        ("LUMBERD_OUTPUT_ELASTICSEARCH", node.url()),
+        ("LUMBERD_OUTPUT_READY_TIMEOUT", "2s"),
+    ]);
+    assert!(!status.success() && logs.contains("401"), "{logs}");
+
+    let lumberd = lumberd_into(
+        &node,
+        &[
+            ("LUMBERD_OUTPUT_USERNAME", "lumberd"),
+            ("LUMBERD_OUTPUT_PASSWORD", "s3cret-pass"),
+            ("LUMBERD_OUTPUT_GZIP", "true"),
+        ],
+    );
+    let run = run_client(generated_client(100, 3), lumberd.addr());
+    assert_acked(&run, 300, &lumberd);
+    assert_eq!(node.count(EVENTS), 300, "{}", lumberd.logs());
+}

@@ -781,7 +781,10 @@ mod tests {
             .unwrap();
         assert_eq!(format!("{documented:?}"), format!("{built_in:?}"));
         assert_eq!(built_in.bulk_max_bytes, DEFAULT_BULK_MAX_BYTES);
-        assert!(built_in.template.is_some(), "the template is installed by default");
+        assert!(
+            built_in.template.is_some(),
+            "the template is installed by default"
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@ use super::repo_root;
 pub struct EsNode {
     dir: tempfile::TempDir,
     url: String,
+    /// `user:pass` when security is on.
+    auth: Option<String>,
 }
 
 fn es_sh() -> Command {
@@ -47,6 +49,15 @@ pub fn available() -> bool {
 impl EsNode {
     /// Starts a node with extra `-E key=value` settings, or `None` to skip the test.
     pub fn start(settings: &[&str]) -> Option<EsNode> {
+        Self::start_with(settings, None)
+    }
+
+    /// A node with security on and a file-realm superuser `user:pass`.
+    pub fn start_secured(user: &str, pass: &str) -> Option<EsNode> {
+        Self::start_with(&["xpack.security.enabled=true"], Some((user, pass)))
+    }
+
+    fn start_with(settings: &[&str], user: Option<(&str, &str)>) -> Option<EsNode> {
         if !available() {
             return None;
         }
@@ -57,7 +68,22 @@ impl EsNode {
         let mut node = EsNode {
             dir,
             url: String::new(),
+            auth: user.map(|(u, p)| format!("{u}:{p}")),
         };
+        if let Some((u, p)) = user {
+            let out = es_sh()
+                .arg("adduser")
+                .arg(node.dir.path())
+                .args([u, p])
+                .stdin(Stdio::null())
+                .output()
+                .expect("es.sh adduser");
+            assert!(
+                out.status.success(),
+                "es.sh adduser: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         node.url = node.run("start", settings);
         Some(node)
     }
@@ -65,6 +91,9 @@ impl EsNode {
     fn run(&self, what: &str, settings: &[&str]) -> String {
         let mut cmd = es_sh();
         cmd.arg(what).arg(self.dir.path());
+        if let Some(a) = &self.auth {
+            cmd.env("LUMBERD_ES_AUTH", a);
+        }
         for s in settings {
             cmd.arg("-E").arg(s);
         }
@@ -110,6 +139,9 @@ impl EsNode {
         cmd.args(["-s", "-X", method, "-w", "\n%{http_code}"])
             .args(["-H", "content-type: application/json"])
             .arg(format!("{}{path}", self.url));
+        if let Some(a) = &self.auth {
+            cmd.arg("-u").arg(a);
+        }
         if let Some(b) = body {
             cmd.arg("--data-binary").arg(b);
         }

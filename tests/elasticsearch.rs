@@ -160,24 +160,37 @@ fn mapping_conflict_becomes_a_dead_letter_and_the_window_is_acknowledged() {
             "host":{"name":"h"},"log":{"file":{"path":"/x.log"},"offset":n}})
         .to_string()
     };
-    let text = [line(1, "12"), line(2, "\"none\""), line(3, "13")].join("\n") + "\n";
+    // A JSON array is not an event at all: the pipeline's own dead letter.
+    let text = [
+        line(1, "12"),
+        line(2, "\"none\""),
+        line(3, "13"),
+        "[1,2]".into(),
+    ]
+    .join("\n")
+        + "\n";
     std::fs::write(&events, text).unwrap();
     let mut cmd = go_lumber();
-    cmd.arg("-events").arg(&events).arg("-window").arg("3");
+    cmd.arg("-events").arg(&events).arg("-window").arg("4");
     let run = run_client(cmd, lumberd.addr());
-    assert_acked(&run, 3, &lumberd);
+    assert_acked(&run, 4, &lumberd);
 
     assert_eq!(node.count("qwen-logs-2025.04.05"), 2);
     let letters = node.docs(DEAD_LETTERS);
-    assert_eq!(letters.len(), 1, "{letters:?}");
-    let l = &letters[0]["_source"];
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let (refused, not_json): (Vec<&Value>, Vec<&Value>) = letters
+        .iter()
+        .partition(|l| l["_source"]["original_index"].is_string());
+    assert_eq!(not_json.len(), 1, "{letters:?}");
+    assert_eq!(not_json[0]["_source"]["payload"], "[1,2]");
+    let l = &refused[0]["_source"];
     assert_eq!(l["original_index"], "qwen-logs-2025.04.05");
     assert_eq!(l["error"]["type"], "document_parsing_exception");
     assert_eq!(l["error"]["status"], 400);
     let original: Value = serde_json::from_str(l["event"]["original"].as_str().unwrap())
         .expect("the original event, as a string");
     assert_eq!(original["response_length"], "none");
-    let index = letters[0]["_index"].as_str().unwrap();
+    let index = refused[0]["_index"].as_str().unwrap();
     assert_eq!(
         index,
         format!("qwen-logs-deadletter-{}", utc_date(now_secs()))
@@ -453,4 +466,36 @@ fn basic_auth_credentials_reach_a_secured_elasticsearch() {
     let run = run_client(generated_client(100, 3), lumberd.addr());
     assert_acked(&run, 300, &lumberd);
     assert_eq!(node.count(EVENTS), 300, "{}", lumberd.logs());
+}
+
+#[test]
+fn request_too_large_413_is_split_until_it_fits() {
+    // The node refuses bodies over 64 KiB; lumberd's own limit is 20 MiB.
+    let Some(node) = EsNode::start(&["http.max_content_length=64kb"]) else {
+        return;
+    };
+    let lumberd = lumberd_into(&node, &[]);
+    let run = run_client(generated_client(500, 2), lumberd.addr());
+    assert_acked(&run, 1000, &lumberd);
+    let logs = lumberd.logs();
+    assert!(logs.contains("sending it in halves"), "{logs}");
+    assert_eq!(node.count(EVENTS), 1000, "{logs}");
+    assert_eq!(node.count(DEAD_LETTERS), 0, "{logs}");
+}
+
+#[test]
+fn a_dead_host_in_the_list_fails_over_to_the_live_one() {
+    let Some(node) = EsNode::start(&[]) else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hosts = format!("http://127.0.0.1:{port},{}", node.url());
+    let lumberd = lumberd_into(&node, &[("LUMBERD_OUTPUT_ELASTICSEARCH", hosts.as_str())]);
+    let run = run_client(generated_client(200, 5), lumberd.addr());
+    assert_acked(&run, 1000, &lumberd);
+    assert_eq!(node.count(EVENTS), 1000, "{}", lumberd.logs());
 }

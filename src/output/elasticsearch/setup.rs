@@ -62,8 +62,27 @@ pub fn transport(s: &EsSettings) -> Result<Transport, SetupError> {
         .map_err(|e| SetupError::Transport(format!("{e:?}")))
 }
 
-/// Sends a request and returns its status and JSON body (Null when not JSON).
+/// [`call_once`] on each host in turn until one answers (the pool is round robin), so
+/// a dead host in the list does not stop the start.
 pub async fn call(
+    t: &Transport,
+    hosts: usize,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), String> {
+    let mut last = Err(String::new());
+    for _ in 0..hosts.max(1) {
+        last = call_once(t, method, path, body).await;
+        if last.is_ok() {
+            break;
+        }
+    }
+    last
+}
+
+/// Sends a request and returns its status and JSON body (Null when not JSON).
+async fn call_once(
     t: &Transport,
     method: Method,
     path: &str,
@@ -87,7 +106,7 @@ pub async fn wait_ready(t: &Transport, s: &EsSettings, health: &Health) -> Resul
     let mut logged = false;
     let mut attempt = 0;
     loop {
-        match call(t, Method::Get, "/_cluster/health", None).await {
+        match call_once(t, Method::Get, "/_cluster/health", None).await {
             Ok((200..=299, _)) => {
                 health.up();
                 return Ok(());
@@ -205,14 +224,15 @@ pub async fn install(t: &Transport, s: &EsSettings) -> Result<(), SetupError> {
     let Some(tpl) = &s.template else {
         return Ok(());
     };
+    let n = s.hosts.len();
     let fail = |what: &str, reason: String| SetupError::Template {
         what: what.to_string(),
         reason,
     };
-    let ilm = match call(t, Method::Get, "/_ilm/status", None).await {
+    let ilm = match call(t, n, Method::Get, "/_ilm/status", None).await {
         Ok((200, _)) => {
             let path = format!("/_ilm/policy/{}", tpl.name);
-            match call(t, Method::Put, &path, Some(&ilm_policy(tpl))).await {
+            match call(t, n, Method::Put, &path, Some(&ilm_policy(tpl))).await {
                 Ok((200..=299, _)) => true,
                 Ok((status, body)) => {
                     return Err(fail(&path, format!("HTTP {status} {}", short(&body))))
@@ -238,7 +258,7 @@ pub async fn install(t: &Transport, s: &EsSettings) -> Result<(), SetupError> {
         ),
     ] {
         let path = format!("/_index_template/{name}");
-        match call(t, Method::Put, &path, Some(&body)).await {
+        match call(t, n, Method::Put, &path, Some(&body)).await {
             Ok((200..=299, _)) => tracing::info!(template = %name, "index template installed"),
             Ok((status, body)) => {
                 return Err(fail(&path, format!("HTTP {status} {}", short(&body))))

@@ -268,3 +268,81 @@ pub async fn install(t: &Transport, s: &EsSettings) -> Result<(), SetupError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn settings(url: String, auth: EsAuth) -> EsSettings {
+        let mut s = crate::config::Settings::load(
+            None,
+            [("LUMBERD_OUTPUT_ELASTICSEARCH".to_string(), url)],
+        )
+        .unwrap()
+        .output
+        .elasticsearch
+        .unwrap();
+        s.auth = auth;
+        s
+    }
+
+    /// The request head lumberd's readiness probe sends, answered 200.
+    async fn probe_head(auth: EsAuth) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request ended early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+            )
+            .await
+            .unwrap();
+            String::from_utf8_lossy(&head).to_ascii_lowercase()
+        });
+        let s = settings(url, auth);
+        let t = transport(&s).unwrap();
+        let health = Health::default();
+        wait_ready(&t, &s, &health).await.unwrap();
+        assert!(health.is_up());
+        server.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn api_key_is_sent_as_an_apikey_authorization_header() {
+        let head = probe_head(EsAuth::ApiKey("aWQ6a2V5".into())).await;
+        assert!(head.starts_with("get /_cluster/health "), "{head}");
+        assert!(
+            head.contains("authorization: apikey awq6a2v5\r\n"),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn basic_auth_is_sent_as_a_basic_authorization_header() {
+        let head = probe_head(EsAuth::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        })
+        .await;
+        // base64("u:p") = dTpw
+        assert!(head.contains("authorization: basic dtpw\r\n"), "{head}");
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_a_setup_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").unwrap();
+        let mut s = settings("https://127.0.0.1:9200".into(), EsAuth::None);
+        s.ca_file = Some(path);
+        assert!(matches!(transport(&s), Err(SetupError::CaFile { .. })));
+    }
+}

@@ -4,6 +4,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 300
 BENCH_EVENTS ?= 2000000
+BENCH_ES_EVENTS ?= 400000
 
 .PHONY: all build release run test test-deps check fmt lint bench fuzz fixtures clean
 
@@ -39,11 +40,14 @@ check:
 fmt:
 	$(CARGO) fmt --all
 
-## Decoder throughput (criterion) and the end-to-end load run; figures in target/bench/.
+## Decoder throughput (criterion), the end-to-end load runs (files, then a real
+## Elasticsearch); figures in target/bench/.
 bench: release
 	mkdir -p target/bench
 	$(CARGO) bench --locked --bench decode
 	python3 benches/e2e.py --lumberd target/release/lumberd --events $(BENCH_EVENTS)
+	bash tests/es/es.sh fetch
+	python3 benches/e2e_es.py --lumberd target/release/lumberd --lumberload target/bench/lumberload --events $(BENCH_ES_EVENTS)
 
 ## Fuzz the decoder for a bounded time (not part of CI).
 fuzz:

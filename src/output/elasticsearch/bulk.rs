@@ -132,7 +132,7 @@ impl Item {
 
     /// Bytes this item adds to a request body (action line, document, newlines).
     pub fn encoded_len(&self) -> usize {
-        self.doc.len() + self.index.len() + 72
+        encoded_len(&self.doc, &self.index)
     }
 
     /// The dead letter of this item: the original event as a string, why it was refused
@@ -159,6 +159,12 @@ impl Item {
             doc: Bytes::from(serde_json::to_vec(&doc).expect("JSON values serialise")),
         }
     }
+}
+
+/// Bytes a document adds to a request body: the document, the index, and at most 72 for
+/// the rest of the action line (`{"create":{"_index":"","_id":"<32 hex>"}}`) and newlines.
+pub fn encoded_len(doc: &[u8], index: &str) -> usize {
+    doc.len() + index.len() + 72
 }
 
 /// The NDJSON body for `items`: an action line and the document, each newline-ended.

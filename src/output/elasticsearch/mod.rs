@@ -162,7 +162,7 @@ async fn batch_loop(mut rx: mpsc::Receiver<Batch>, writer: Arc<Writer>) {
         let size: usize = batch
             .records
             .iter()
-            .map(|r| r.doc.len() + r.index.len() + 72)
+            .map(|r| bulk::encoded_len(&r.doc, &r.index))
             .sum();
         if !pending.is_empty() && bytes + size > max_bytes {
             flush(&mut pending, &slots, &tracker, &writer).await;

@@ -4,6 +4,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 300
 BENCH_EVENTS ?= 2000000
+BENCH_ES_EVENTS ?= 400000
 
 .PHONY: all build release run test test-deps check fmt lint bench fuzz fixtures clean
 
@@ -15,18 +16,22 @@ build:
 release:
 	$(CARGO) build --locked --release
 
-## Start lumberd with the embedded file output (./data), ready for Filebeat on 5044.
+## Start lumberd, ready for Filebeat on 5044: the embedded file output (./data), or
+## Elasticsearch with ES=http://127.0.0.1:9200 (comma-separated hosts).
+ES ?=
 run: release
-	./target/release/lumberd serve --config config/lumberd.toml
+	LUMBERD_OUTPUT_ELASTICSEARCH="$(ES)" ./target/release/lumberd serve --config config/lumberd.toml
 
-## Install the real Beats clients the tests drive (go-lumber, pylogbeat, lumberjack-client).
+## Install the real Beats clients the tests drive (go-lumber, pylogbeat, lumberjack-client)
+## and fetch the Elasticsearch the output tests run (cached in ~/.cache/lumberd/es).
 test-deps:
 	bash tests/clients/setup.sh
+	bash tests/es/es.sh fetch
 
 ## Every test: unit, fixture replay, properties, and real clients against a live lumberd.
 test: test-deps
 	$(CARGO) build --locked --bins
-	LUMBERD_REQUIRE_FIXTURES=1 $(CARGO) test --locked
+	LUMBERD_REQUIRE_FIXTURES=1 LUMBERD_REQUIRE_ES=1 $(CARGO) test --locked
 
 check:
 	$(CARGO) fmt --all -- --check
@@ -35,11 +40,14 @@ check:
 fmt:
 	$(CARGO) fmt --all
 
-## Decoder throughput (criterion) and the end-to-end load run; figures in target/bench/.
+## Decoder throughput (criterion), the end-to-end load runs (files, then a real
+## Elasticsearch); figures in target/bench/.
 bench: release
 	mkdir -p target/bench
 	$(CARGO) bench --locked --bench decode
 	python3 benches/e2e.py --lumberd target/release/lumberd --events $(BENCH_EVENTS)
+	bash tests/es/es.sh fetch
+	python3 benches/e2e_es.py --lumberd target/release/lumberd --lumberload target/bench/lumberload --events $(BENCH_ES_EVENTS)
 
 ## Fuzz the decoder for a bounded time (not part of CI).
 fuzz:

@@ -8,7 +8,7 @@
 //!                                 v
 //!                   bounded queue (the only queue; full = stop reading)
 //!                                 v
-//!                   output (local files) --> delivery result
+//!                   output (Elasticsearch bulk | local files) --> delivery result
 //!                                 v
 //!                   connection writes the ACK (or closes on failure)
 //! ```
@@ -37,6 +37,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::output::elasticsearch::{Counters as ElasticsearchCounters, EsOutput};
 use crate::output::file::FileOutput;
 use crate::pipeline::Pipeline;
 use crate::server::Server;
@@ -67,6 +68,11 @@ impl Running {
     }
 }
 
+enum Output {
+    File(FileOutput),
+    Elasticsearch(EsOutput),
+}
+
 /// Starts the output, then binds the listener; errors here are configuration-level
 /// (unusable TLS files, unusable data directory, address in use) and nothing has been
 /// accepted yet.
@@ -75,17 +81,36 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         None => None,
         Some(t) => Some(std::sync::Arc::new(TlsServer::load(t)?)),
     };
-    let (output, file_output) = FileOutput::start(&settings.output).with_context(|| {
-        format!(
-            "cannot use data directory {}",
-            settings.output.data_dir.display()
-        )
-    })?;
     // The registry every metric is registered in; served by the admin endpoint.
     let registry = prometheus::Registry::new();
+    // With Elasticsearch configured, the Beats port is bound only once it has answered.
+    let (output, running_output, destination) = match &settings.output.elasticsearch {
+        Some(es) => {
+            let counters = ElasticsearchCounters::new(&registry)
+                .context("cannot register the output's metrics")?;
+            let (tx, out) = EsOutput::start(es, settings.output.queue_batches, counters)
+                .await
+                .context("Elasticsearch output")?;
+            (tx, Output::Elasticsearch(out), es.hosts.join(","))
+        }
+        None => {
+            let (tx, out) = FileOutput::start(&settings.output).with_context(|| {
+                format!(
+                    "cannot use data directory {}",
+                    settings.output.data_dir.display()
+                )
+            })?;
+            (
+                tx,
+                Output::File(out),
+                settings.output.data_dir.display().to_string(),
+            )
+        }
+    };
     let pipeline = Pipeline::new(&settings.pipeline, &registry)
         .context("cannot register the pipeline's metrics")?;
     let listen = settings.server.listen;
+    let grace = settings.server.shutdown_grace;
     let server = Server::bind(
         settings.server,
         pipeline,
@@ -97,19 +122,20 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = server.local_addr()?;
     match &tls {
-        None => {
-            tracing::info!(%addr, data_dir = %settings.output.data_dir.display(), tls = false, "listening")
-        }
+        None => tracing::info!(%addr, output = %destination, tls = false, "listening"),
         Some(t) => {
             let cert = t.summary();
-            tracing::info!(%addr, data_dir = %settings.output.data_dir.display(), tls = true,
+            tracing::info!(%addr, output = %destination, tls = true,
                 subject = %cert.subject, not_after = %cert.not_after, "listening");
             tokio::spawn(t.clone().watch(shutdown));
         }
     }
     let task = tokio::spawn(async move {
         server.run().await;
-        tokio::task::spawn_blocking(move || file_output.join()).await?;
+        match running_output {
+            Output::File(f) => tokio::task::spawn_blocking(move || f.join()).await?,
+            Output::Elasticsearch(es) => es.join(grace).await,
+        }
         tracing::info!("stopped");
         Ok(())
     });

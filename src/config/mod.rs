@@ -46,6 +46,45 @@ pub const DEFAULT_BATCH_EVENTS: usize = 512;
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Batches queued for the output; with `batch_events` this bounds the queue in events.
 pub const DEFAULT_QUEUE_BATCHES: usize = 64;
+/// No Elasticsearch hosts: the embedded file output is used.
+pub const DEFAULT_ELASTICSEARCH: &[&str] = &[];
+/// Documents per bulk request: two of Filebeat's 2048-event windows, so one request
+/// usually carries whole windows.
+pub const DEFAULT_BULK_MAX_EVENTS: usize = 4096;
+/// Bytes per bulk request body: Logstash's `target_bulk_bytes` (20 MiB), far under
+/// Elasticsearch's 100 MB `http.max_content_length`.
+pub const DEFAULT_BULK_MAX_BYTES: u64 = 20 * 1024 * 1024;
+/// A partial bulk is sent after this long: Logstash's `pipeline.batch.delay` (50 ms), so
+/// a lone window is not held back waiting for a full request.
+pub const DEFAULT_FLUSH_INTERVAL: &str = "50ms";
+/// Bulk requests in flight at once: Logstash runs one per pipeline worker (= cores); more
+/// only queues in Elasticsearch's write thread pool and earns 429s.
+pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 4;
+/// A request taking longer than this is treated as a connection failure and retried:
+/// a 20 MiB bulk on a busy node takes seconds, not minutes.
+pub const DEFAULT_REQUEST_TIMEOUT: &str = "60s";
+/// First retry delay after a 429, a 5xx or a connection error; doubled on each further
+/// failure, with jitter.
+pub const DEFAULT_RETRY_INITIAL_BACKOFF: &str = "100ms";
+/// Retry delays stop growing here, so a restarted Elasticsearch is used within seconds
+/// (Logstash's `retry_max_interval` is 64 s; keep-alives hold Filebeat meanwhile).
+pub const DEFAULT_RETRY_MAX_BACKOFF: &str = "10s";
+/// How long `serve` waits for Elasticsearch to answer before binding the Beats port;
+/// past it lumberd exits non-zero so a supervisor restarts it.
+pub const DEFAULT_READY_TIMEOUT: &str = "5m";
+/// Items rejected by Elasticsearch (400, 404, ...) go to `<prefix>YYYY.MM.dd`.
+pub const DEFAULT_DEAD_LETTER_PREFIX: &str = "qwen-logs-deadletter-";
+/// The seed deployment's index pattern; the template gives it explicit mappings.
+pub const DEFAULT_TEMPLATE_NAME: &str = "qwen-logs";
+pub const DEFAULT_TEMPLATE_PATTERN: &str = "qwen-logs-*";
+/// Above Elasticsearch's built-in templates (priority 100) so ours wins for the pattern.
+pub const DEFAULT_TEMPLATE_PRIORITY: u32 = 200;
+/// One shard per daily index: a day of inference logs is far below a shard's ~50 GB.
+pub const DEFAULT_TEMPLATE_SHARDS: u32 = 1;
+/// One replica, Elasticsearch's default; 0 for a single-node cluster.
+pub const DEFAULT_TEMPLATE_REPLICAS: u32 = 1;
+/// Daily indices are deleted this long after creation where the cluster has ILM.
+pub const DEFAULT_ILM_DELETE_AFTER: &str = "30d";
 /// Time given to in-flight windows to be delivered and acknowledged after SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "20s";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -166,6 +205,50 @@ impl Default for RawTls {
 struct RawOutput {
     data_dir: PathBuf,
     queue_batches: usize,
+    elasticsearch: Hosts,
+    bulk_max_events: usize,
+    bulk_max_bytes: u64,
+    flush_interval: String,
+    max_requests_in_flight: usize,
+    request_timeout: String,
+    retry_initial_backoff: String,
+    retry_max_backoff: String,
+    ready_timeout: String,
+    gzip: bool,
+    username: String,
+    password: String,
+    api_key: String,
+    ca_file: Option<PathBuf>,
+    dead_letter_prefix: String,
+    template: bool,
+    template_name: String,
+    template_pattern: String,
+    template_priority: u32,
+    template_shards: u32,
+    template_replicas: u32,
+    ilm_delete_after: String,
+}
+
+/// Hosts as a TOML array, or one string with commas (what an environment variable holds).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Hosts {
+    List(Vec<String>),
+    One(String),
+}
+
+impl Hosts {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Hosts::List(v) => v,
+            Hosts::One(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(String::from)
+                .collect(),
+        }
+    }
 }
 
 impl Default for RawOutput {
@@ -173,6 +256,33 @@ impl Default for RawOutput {
         RawOutput {
             data_dir: DEFAULT_DATA_DIR.into(),
             queue_batches: DEFAULT_QUEUE_BATCHES,
+            elasticsearch: Hosts::List(
+                DEFAULT_ELASTICSEARCH
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect(),
+            ),
+            bulk_max_events: DEFAULT_BULK_MAX_EVENTS,
+            bulk_max_bytes: DEFAULT_BULK_MAX_BYTES,
+            flush_interval: DEFAULT_FLUSH_INTERVAL.into(),
+            max_requests_in_flight: DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT.into(),
+            retry_initial_backoff: DEFAULT_RETRY_INITIAL_BACKOFF.into(),
+            retry_max_backoff: DEFAULT_RETRY_MAX_BACKOFF.into(),
+            ready_timeout: DEFAULT_READY_TIMEOUT.into(),
+            gzip: false,
+            username: String::new(),
+            password: String::new(),
+            api_key: String::new(),
+            ca_file: None,
+            dead_letter_prefix: DEFAULT_DEAD_LETTER_PREFIX.into(),
+            template: true,
+            template_name: DEFAULT_TEMPLATE_NAME.into(),
+            template_pattern: DEFAULT_TEMPLATE_PATTERN.into(),
+            template_priority: DEFAULT_TEMPLATE_PRIORITY,
+            template_shards: DEFAULT_TEMPLATE_SHARDS,
+            template_replicas: DEFAULT_TEMPLATE_REPLICAS,
+            ilm_delete_after: DEFAULT_ILM_DELETE_AFTER.into(),
         }
     }
 }
@@ -262,6 +372,49 @@ pub enum TlsVersion {
 pub struct OutputSettings {
     pub data_dir: PathBuf,
     pub queue_batches: usize,
+    /// `Some` when `[output] elasticsearch` lists hosts: the bulk output replaces files.
+    pub elasticsearch: Option<EsSettings>,
+}
+
+/// The Elasticsearch bulk output (`src/output/elasticsearch/`).
+#[derive(Debug, Clone)]
+pub struct EsSettings {
+    pub hosts: Vec<String>,
+    pub bulk_max_events: usize,
+    pub bulk_max_bytes: u64,
+    pub flush_interval: Duration,
+    pub max_requests_in_flight: usize,
+    pub request_timeout: Duration,
+    pub retry_initial_backoff: Duration,
+    pub retry_max_backoff: Duration,
+    pub ready_timeout: Duration,
+    pub gzip: bool,
+    pub auth: EsAuth,
+    pub ca_file: Option<PathBuf>,
+    pub dead_letter_prefix: String,
+    /// `None` when `template = false`.
+    pub template: Option<TemplateSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EsAuth {
+    None,
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// The base64 `id:key` form Elasticsearch's create-API-key answer calls `encoded`.
+    ApiKey(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct TemplateSettings {
+    pub name: String,
+    pub pattern: String,
+    pub priority: u32,
+    pub shards: u32,
+    pub replicas: u32,
+    pub ilm_delete_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -532,6 +685,99 @@ fn validate_tls(t: RawTls, problems: &mut Vec<String>) -> Option<TlsSettings> {
     })
 }
 
+fn validate_es(o: &RawOutput, problems: &mut Vec<String>) -> Option<EsSettings> {
+    let hosts = match &o.elasticsearch {
+        Hosts::List(v) => Hosts::List(v.clone()),
+        Hosts::One(s) => Hosts::One(s.clone()),
+    }
+    .into_vec();
+    if hosts.is_empty() {
+        return None;
+    }
+    for h in &hosts {
+        match elasticsearch::http::Url::parse(h) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => problems.push(format!(
+                "output.elasticsearch: `{h}` is not a URL like http://127.0.0.1:9200"
+            )),
+        }
+    }
+    for (key, v) in [
+        ("output.bulk_max_events", o.bulk_max_events),
+        ("output.max_requests_in_flight", o.max_requests_in_flight),
+    ] {
+        if v == 0 {
+            problems.push(format!("{key}: must be at least 1"));
+        }
+    }
+    // Elasticsearch refuses bodies over http.max_content_length (100 MB by default).
+    if o.bulk_max_bytes < 1024 || o.bulk_max_bytes > 100 * 1000 * 1000 {
+        problems.push(format!(
+            "output.bulk_max_bytes: {} is outside 1024..=100000000 (Elasticsearch's limit)",
+            o.bulk_max_bytes
+        ));
+    }
+    let auth = match (o.username.is_empty(), o.api_key.is_empty()) {
+        (true, true) => EsAuth::None,
+        (false, true) => EsAuth::Basic {
+            username: o.username.clone(),
+            password: o.password.clone(),
+        },
+        (true, false) => EsAuth::ApiKey(o.api_key.clone()),
+        (false, false) => {
+            problems.push("output.username and output.api_key: set one, not both".into());
+            EsAuth::None
+        }
+    };
+    if let Some(ca) = &o.ca_file {
+        if let Err(e) = std::fs::metadata(ca) {
+            problems.push(format!("output.ca_file: {}: {e}", ca.display()));
+        }
+    }
+    let retry_initial_backoff = duration(
+        "output.retry_initial_backoff",
+        &o.retry_initial_backoff,
+        problems,
+    );
+    let retry_max_backoff = duration("output.retry_max_backoff", &o.retry_max_backoff, problems);
+    if retry_max_backoff < retry_initial_backoff {
+        problems.push("output.retry_max_backoff: must be at least retry_initial_backoff".into());
+    }
+    let template = TemplateSettings {
+        name: o.template_name.clone(),
+        pattern: o.template_pattern.clone(),
+        priority: o.template_priority,
+        shards: o.template_shards.max(1),
+        replicas: o.template_replicas,
+        ilm_delete_after: duration("output.ilm_delete_after", &o.ilm_delete_after, problems),
+    };
+    if o.template && (template.name.is_empty() || !template.pattern.ends_with('*')) {
+        problems.push(
+            "output.template_name/template_pattern: a name and a pattern ending in * are needed"
+                .into(),
+        );
+    }
+    if o.dead_letter_prefix.is_empty() {
+        problems.push("output.dead_letter_prefix: must not be empty".into());
+    }
+    Some(EsSettings {
+        hosts,
+        bulk_max_events: o.bulk_max_events,
+        bulk_max_bytes: o.bulk_max_bytes,
+        flush_interval: duration("output.flush_interval", &o.flush_interval, problems),
+        max_requests_in_flight: o.max_requests_in_flight,
+        request_timeout: duration("output.request_timeout", &o.request_timeout, problems),
+        retry_initial_backoff,
+        retry_max_backoff,
+        ready_timeout: duration("output.ready_timeout", &o.ready_timeout, problems),
+        gzip: o.gzip,
+        auth,
+        ca_file: o.ca_file.clone(),
+        dead_letter_prefix: o.dead_letter_prefix.clone(),
+        template: o.template.then_some(template),
+    })
+}
+
 fn validate(
     s: RawServer,
     o: RawOutput,
@@ -560,6 +806,7 @@ fn validate(
     if stall_timeout <= keepalive_interval {
         problems.push("server.stall_timeout: must be longer than keepalive_interval".to_string());
     }
+    let elasticsearch = validate_es(&o, problems);
     for (key, v) in [
         ("server.max_connections", s.max_connections),
         ("server.max_pending_windows", s.max_pending_windows),
@@ -632,6 +879,7 @@ fn validate(
         output: OutputSettings {
             data_dir: o.data_dir,
             queue_batches: o.queue_batches,
+            elasticsearch,
         },
         log: LogSettings {
             level: l.level,
@@ -788,6 +1036,78 @@ mod tests {
     fn documented_example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lumberd.toml");
         Settings::load(Some(&path), env(&[])).expect("config/lumberd.toml must validate");
+    }
+
+    #[test]
+    fn documented_elasticsearch_keys_validate_and_match_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lumberd.toml");
+        let hosts = [("LUMBERD_OUTPUT_ELASTICSEARCH", "http://127.0.0.1:9200")];
+        let documented = Settings::load(Some(&path), env(&hosts))
+            .expect("config/lumberd.toml with a host must validate")
+            .output
+            .elasticsearch
+            .expect("a host selects the Elasticsearch output");
+        let built_in = Settings::load(None, env(&hosts))
+            .unwrap()
+            .output
+            .elasticsearch
+            .unwrap();
+        assert_eq!(format!("{documented:?}"), format!("{built_in:?}"));
+        assert_eq!(built_in.bulk_max_bytes, DEFAULT_BULK_MAX_BYTES);
+        assert!(
+            built_in.template.is_some(),
+            "the template is installed by default"
+        );
+    }
+
+    #[test]
+    fn no_elasticsearch_hosts_keeps_the_file_output() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert!(s.output.elasticsearch.is_none());
+        let s = Settings::load(None, env(&[("LUMBERD_OUTPUT_ELASTICSEARCH", "")])).unwrap();
+        assert!(s.output.elasticsearch.is_none());
+    }
+
+    #[test]
+    fn elasticsearch_hosts_from_the_environment_are_comma_separated() {
+        let s = Settings::load(
+            None,
+            env(&[(
+                "LUMBERD_OUTPUT_ELASTICSEARCH",
+                "http://a:9200, https://b:9200",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.output.elasticsearch.unwrap().hosts,
+            ["http://a:9200", "https://b:9200"]
+        );
+    }
+
+    #[test]
+    fn elasticsearch_settings_are_checked() {
+        let err = Settings::load(
+            None,
+            env(&[
+                ("LUMBERD_OUTPUT_ELASTICSEARCH", "not a url"),
+                ("LUMBERD_OUTPUT_USERNAME", "u"),
+                ("LUMBERD_OUTPUT_API_KEY", "k"),
+                ("LUMBERD_OUTPUT_BULK_MAX_BYTES", "200000000"),
+                ("LUMBERD_OUTPUT_MAX_REQUESTS_IN_FLIGHT", "0"),
+                ("LUMBERD_OUTPUT_RETRY_MAX_BACKOFF", "1ms"),
+            ]),
+        )
+        .unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "output.elasticsearch",
+            "api_key",
+            "bulk_max_bytes",
+            "max_requests_in_flight",
+            "retry_max_backoff",
+        ] {
+            assert!(all.contains(needle), "expected {needle} in:\n{all}");
+        }
     }
 
     #[test]

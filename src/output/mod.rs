@@ -2,13 +2,14 @@
 //! Knows nothing of Lumberjack, sockets or the receive side.
 
 mod delivery;
+pub mod elasticsearch;
 pub mod file;
 
 pub use delivery::{Delivery, DeliveryFailed, DeliveryReceiver};
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::event::Record;
+use crate::event::{DocId, Record};
 
 /// Appends a record's Elasticsearch bulk action line,
 /// `{"create":{"_index":..,"_id":..}}` and its newline; the document line follows it.
@@ -16,9 +17,14 @@ use crate::event::Record;
 /// document or an overwrite. The file output writes the same lines, so its files can be
 /// replayed into Elasticsearch with `curl --data-binary @file .../_bulk`.
 pub fn write_bulk_action(record: &Record, out: &mut Vec<u8>) {
+    write_create_action(&record.index, record.id.as_ref(), out)
+}
+
+/// [`write_bulk_action`] for an index other than the record's own (dead letters).
+pub fn write_create_action(index: &str, id: Option<&DocId>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"create\":{\"_index\":");
-    serde_json::to_writer(&mut *out, &*record.index).expect("writing to a Vec");
-    if let Some(id) = &record.id {
+    serde_json::to_writer(&mut *out, index).expect("writing to a Vec");
+    if let Some(id) = id {
         out.extend_from_slice(b",\"_id\":\"");
         out.extend_from_slice(id.as_str().as_bytes());
         out.push(b'"');

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod es;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -316,6 +317,14 @@ fn strip_ids(
         .into_iter()
         .map(|(k, v)| (k, v.into_iter().map(|(_, doc)| doc).collect()))
         .collect()
+}
+
+impl Lumberd {
+    /// SIGKILL: a crash, nothing flushed or acknowledged on the way out.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Lumberd {

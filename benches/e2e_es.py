@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark into a real Elasticsearch: lumberd's bulk output under
+Filebeat-shaped load, against the Elasticsearch 8.11.3 of tests/es/es.sh.
+
+Starts a node (tests/es/es.sh start, a temp dir), lumberd (release) writing into it,
+and benches/load (`lumberload`, go-lumber) with every window distinct (`-pool` covers
+the run, so every event has its own id and none is a duplicate). Measures lumberd's and
+Elasticsearch's CPU from /proc/PID/stat over the run, lumberd's peak RSS (VmHWM),
+events/s, and checks that Elasticsearch's `_count` equals the events acknowledged.
+Writes target/bench/e2e-es.json and prints a summary. Python 3 standard library only.
+
+Target (issue 4): lumberd's CPU under 15% of Elasticsearch's for the same events.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e  # noqa: E402  (the file benchmark's helpers: Lumberd, proc_*, build_lumberload)
+
+REPO = e2e.REPO
+ES_SH = os.path.join(REPO, "tests", "es", "es.sh")
+TARGET_CPU_SHARE = 0.15
+
+
+def es(cmd, node_dir, *extra):
+    r = subprocess.run(["bash", ES_SH, cmd, node_dir, *extra], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"es.sh {cmd} failed:\n{r.stderr[-3000:]}")
+    return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+
+
+def es_get(url, path, method="GET"):
+    req = urllib.request.Request(url + path, method=method)
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lumberd", default=os.path.join(REPO, "target", "release", "lumberd"))
+    ap.add_argument("--lumberload", default=None)
+    ap.add_argument("--events", type=int, default=400_000)
+    ap.add_argument("--conns", type=int, default=4)
+    ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--out", default=os.path.join(e2e.BENCH_DIR, "e2e-es.json"))
+    args = ap.parse_args()
+
+    # lumberload reuses one tail window per connection when the events do not fill whole
+    # windows: same ids, duplicates in Elasticsearch. Whole windows per connection only.
+    unit = args.conns * 2048
+    args.events = max(unit, (args.events + unit - 1) // unit * unit)
+    lumberload = args.lumberload or os.path.join(e2e.BENCH_DIR, "lumberload")
+    if args.lumberload is None:
+        e2e.build_lumberload(lumberload)
+    workdir = tempfile.mkdtemp(prefix="lumberd-e2e-es-")
+    node_dir = os.path.join(workdir, "es")
+    res = {"name": "es-4conns", "ok": False, "events": args.events, "conns": args.conns}
+    server = None
+    try:
+        e2e.log("starting Elasticsearch ...")
+        url = es("start", node_dir)
+        with open(os.path.join(node_dir, "es.pid")) as f:
+            es_pid = int(f.read().strip())
+        env = {"LUMBERD_OUTPUT_ELASTICSEARCH": url, "LUMBERD_OUTPUT_TEMPLATE_REPLICAS": "0"}
+        server = e2e.Lumberd(os.path.abspath(args.lumberd), env, workdir)
+        server.start(60)
+        pid = server.proc.pid
+        cpu0, es0 = e2e.proc_cpu_seconds(pid), e2e.proc_cpu_seconds(es_pid)
+        t0 = time.monotonic()
+        windows = args.events // 2048 + args.conns + 1
+        r = subprocess.run([lumberload, "-addr", server.addr, "-conns", str(args.conns),
+                            "-events", str(args.events), "-window", "2048", "-compress", "3",
+                            "-pipelining", "2", "-pool", str(windows),
+                            "-timeout", f"{args.timeout}s"],
+                           capture_output=True, text=True, timeout=args.timeout + 120)
+        wall = time.monotonic() - t0
+        cpu = e2e.proc_cpu_seconds(pid) - cpu0
+        es_cpu = e2e.proc_cpu_seconds(es_pid) - es0
+        hwm = e2e.proc_status_kib(pid, "VmHWM")
+        load = next((json.loads(l) for l in reversed(r.stdout.splitlines()) if l.startswith("{")), None)
+        if load is None:
+            raise RuntimeError(f"lumberload printed no result: {r.stderr[-2000:]}")
+        acked = load["events_acked"]
+        es_get(url, "/_refresh", "POST")
+        count = es_get(url, "/qwen-logs-*,-qwen-logs-deadletter-*/_count")["count"]
+        res.update({
+            "events_sent": load["events_sent"], "events_acked": acked, "es_count": count,
+            "wall_seconds": round(wall, 2), "events_per_sec": round(acked / wall),
+            "lumberd_cpu_seconds": round(cpu, 2), "es_cpu_seconds": round(es_cpu, 2),
+            "events_per_lumberd_cpu_second": round(acked / cpu) if cpu else None,
+            "lumberd_cpu_share_of_es": round(cpu / es_cpu, 4) if es_cpu else None,
+            "lumberd_peak_rss_mib": round(hwm / 1024, 1) if hwm else None,
+            "avg_event_bytes": load.get("avg_event_bytes"),
+        })
+        if acked != load["events_sent"] or count != acked:
+            raise RuntimeError(f"sent {load['events_sent']}, acked {acked}, in Elasticsearch {count}")
+        res["ok"] = True
+        share = res["lumberd_cpu_share_of_es"]
+        res["targets"] = [{"target": f"lumberd CPU < {TARGET_CPU_SHARE:.0%} of Elasticsearch's",
+                           "value": share, "pass": share is not None and share < TARGET_CPU_SHARE}]
+    except Exception as e:  # noqa: BLE001 - reported in the result
+        res["error"] = str(e)
+        if server is not None:
+            res["lumberd_stderr"] = server.stderr_tail()
+    finally:
+        if server is not None:
+            server.stop()
+        try:
+            es("stop", node_dir)
+        except RuntimeError as e:
+            e2e.log(str(e))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=2)
+        f.write("\n")
+    print(json.dumps(res, indent=2))
+    return 0 if res["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,455 @@
+//! The Elasticsearch bulk output: batches from the bounded queue become `_bulk` requests
+//! (a few in flight), each item's answer decides its fate ([`bulk::Outcome`]), and a batch
+//! is reported delivered only when every record of it is indexed, a duplicate, or stored
+//! as a dead letter. Knows nothing of Lumberjack or the receive side.
+//!
+//! Backpressure: the writer takes a batch from the queue only when a request slot is
+//! free, and every batch keeps its share of the in-flight byte budget until it is
+//! delivered; a slow Elasticsearch fills the queue and then the budget, and connections
+//! stop reading (keep-alives continue, they are the connections' own).
+
+pub mod bulk;
+pub mod setup;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use elasticsearch::http::transport::Transport;
+use elasticsearch::http::Method;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use self::bulk::{Item, Outcome, RequestOutcome};
+pub use self::setup::SetupError;
+use super::{Batch, OutputSender};
+use crate::config::EsSettings;
+
+/// The output's state as last seen, logged once per transition.
+#[derive(Debug)]
+pub struct Health(AtomicU8);
+
+impl Default for Health {
+    fn default() -> Self {
+        Health(AtomicU8::new(UNKNOWN))
+    }
+}
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+impl Health {
+    pub fn up(&self) {
+        if self.0.swap(UP, Ordering::AcqRel) != UP {
+            tracing::info!(state = "up", "Elasticsearch output is up");
+        }
+    }
+
+    pub fn down(&self, reason: &str) {
+        if self.0.swap(DOWN, Ordering::AcqRel) != DOWN {
+            tracing::warn!(
+                state = "down",
+                reason,
+                "Elasticsearch output is down; retrying"
+            );
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.0.load(Ordering::Acquire) == UP
+    }
+
+    #[cfg(test)]
+    fn state(&self) -> u8 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Items by outcome, for the log and the metrics.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    items: prometheus::IntCounterVec,
+}
+
+impl Counters {
+    pub fn new(registry: &prometheus::Registry) -> prometheus::Result<Counters> {
+        let items = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "lumberd_elasticsearch_items_total",
+                "Bulk items by final outcome: indexed, duplicate, dead_letter; retried counts attempts.",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(items.clone()))?;
+        Ok(Counters { items })
+    }
+
+    fn add(&self, outcome: &'static str, n: usize) {
+        if n > 0 {
+            self.items.with_label_values(&[outcome]).inc_by(n as u64);
+        }
+    }
+}
+
+/// The running output: the writer task and its requests.
+pub struct EsOutput {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EsOutput {
+    /// Builds the transport, waits until Elasticsearch answers (up to `ready_timeout`),
+    /// installs the templates, then starts the writer. Nothing is bound before this.
+    pub async fn start(
+        settings: &EsSettings,
+        queue_batches: usize,
+        counters: Counters,
+    ) -> Result<(OutputSender, EsOutput), SetupError> {
+        let transport = setup::transport(settings)?;
+        let health = Arc::new(Health::default());
+        setup::wait_ready(&transport, settings, &health).await?;
+        setup::install(&transport, settings).await?;
+        let (tx, rx) = mpsc::channel(queue_batches);
+        let writer = Arc::new(Writer {
+            transport,
+            settings: settings.clone(),
+            health,
+            counters,
+        });
+        let task = tokio::spawn(batch_loop(rx, writer));
+        Ok((tx, EsOutput { task }))
+    }
+
+    /// Waits for queued batches to be delivered once every sender is gone, at most
+    /// `grace`; batches still undelivered then are failed (their windows were not and
+    /// will not be acknowledged; clients resend them).
+    pub async fn join(self, grace: Duration) {
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(grace, self.task).await.is_err() {
+            tracing::warn!("Elasticsearch output did not drain within the grace period");
+            abort.abort();
+        }
+    }
+}
+
+/// Takes batches from the queue into requests of at most `bulk_max_events` events and
+/// `bulk_max_bytes` bytes, sending a partial one after `flush_interval`. A request needs a
+/// slot (`max_requests_in_flight`); while none is free the queue is not read.
+async fn batch_loop(mut rx: mpsc::Receiver<Batch>, writer: Arc<Writer>) {
+    let slots = Arc::new(Semaphore::new(writer.settings.max_requests_in_flight));
+    let tracker = TaskTracker::new();
+    let max_events = writer.settings.bulk_max_events;
+    let max_bytes = writer.settings.bulk_max_bytes as usize;
+    let mut pending: Vec<Batch> = Vec::new();
+    let (mut events, mut bytes) = (0usize, 0usize);
+    let mut deadline = Instant::now();
+    loop {
+        let next = if pending.is_empty() {
+            rx.recv().await
+        } else {
+            tokio::select! {
+                b = rx.recv() => b,
+                _ = tokio::time::sleep_until(deadline) => {
+                    flush(&mut pending, &slots, &tracker, &writer).await;
+                    (events, bytes) = (0, 0);
+                    continue;
+                }
+            }
+        };
+        let Some(batch) = next else { break };
+        let size: usize = batch
+            .records
+            .iter()
+            .map(|r| bulk::encoded_len(&r.doc, &r.index))
+            .sum();
+        if !pending.is_empty() && bytes + size > max_bytes {
+            flush(&mut pending, &slots, &tracker, &writer).await;
+            (events, bytes) = (0, 0);
+        }
+        if pending.is_empty() {
+            deadline = Instant::now() + writer.settings.flush_interval;
+        }
+        events += batch.records.len();
+        bytes += size;
+        pending.push(batch);
+        if events >= max_events || bytes >= max_bytes {
+            flush(&mut pending, &slots, &tracker, &writer).await;
+            (events, bytes) = (0, 0);
+        }
+    }
+    if !pending.is_empty() {
+        flush(&mut pending, &slots, &tracker, &writer).await;
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn flush(
+    pending: &mut Vec<Batch>,
+    slots: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+    writer: &Arc<Writer>,
+) {
+    let batches = std::mem::take(pending);
+    let slot = slots.clone().acquire_owned().await.expect("never closed");
+    let writer = writer.clone();
+    tracker.spawn(async move {
+        writer.deliver(batches).await;
+        drop(slot);
+    });
+}
+
+struct Writer {
+    transport: Transport,
+    settings: EsSettings,
+    health: Arc<Health>,
+    counters: Counters,
+}
+
+/// An item the cluster refused for good, with its answer.
+struct Rejected {
+    item: Item,
+    status: u16,
+    kind: String,
+    reason: String,
+}
+
+impl Writer {
+    /// Stores every record of `batches`, dead-lettering the rejected ones, then reports
+    /// the batches delivered (and releases their budget). Retries until done: only a
+    /// dead letter the cluster refuses too fails the batches.
+    async fn deliver(&self, batches: Vec<Batch>) {
+        let prefix = &self.settings.dead_letter_prefix;
+        let items: Vec<Item> = batches
+            .iter()
+            .flat_map(|b| b.records.iter().map(|r| Item::from_record(r, prefix)))
+            .collect();
+        let rejected = self.settle(items).await;
+        if !rejected.is_empty() {
+            let now = chrono::Utc::now();
+            let first = &rejected[0];
+            tracing::warn!(
+                count = rejected.len(),
+                status = first.status,
+                error_type = %first.kind,
+                reason = %first.reason,
+                index = %first.item.index,
+                "Elasticsearch rejected events; storing them as dead letters (first reason shown)"
+            );
+            let letters: Vec<Item> = rejected
+                .iter()
+                .map(|r| {
+                    r.item
+                        .dead_letter(r.status, &r.kind, &r.reason, prefix, now)
+                })
+                .collect();
+            let refused = self.settle(letters).await;
+            if let Some(r) = refused.first() {
+                tracing::error!(
+                    count = refused.len(),
+                    status = r.status,
+                    reason = %r.reason,
+                    "Elasticsearch refused dead letters too; their windows are not acknowledged"
+                );
+                let reason = format!("dead letter refused: {}", r.reason);
+                batches.into_iter().for_each(|b| b.delivery.fail(&reason));
+                return;
+            }
+            self.counters.add("dead_letter", rejected.len());
+        }
+        for b in batches {
+            b.delivery.delivered();
+        }
+    }
+
+    /// Sends `items` until each is indexed, a duplicate, or rejected; returns the
+    /// rejected. Retries (429, 5xx, connection errors) wait with capped exponential
+    /// backoff and jitter and resend only the items that failed.
+    async fn settle(&self, mut todo: Vec<Item>) -> Vec<Rejected> {
+        let s = &self.settings;
+        let mut rejected = Vec::new();
+        let mut attempt = 0u32;
+        // Shrinks when Elasticsearch answers 413; never below one item.
+        let mut max_bytes = s.bulk_max_bytes as usize;
+        let mut failovers = 0usize;
+        while !todo.is_empty() {
+            // The next request: a prefix of `todo` within the byte limit.
+            let mut n = 0;
+            let mut size = 0;
+            while n < todo.len() && (n == 0 || size + todo[n].encoded_len() <= max_bytes) {
+                size += todo[n].encoded_len();
+                n += 1;
+            }
+            let chunk: Vec<Item> = todo.drain(..n).collect();
+            let mut retry: Vec<Item> = Vec::new();
+            let mut first_retry: Option<String> = None;
+            match self.send(&chunk).await {
+                Ok(Answer::Items(answers)) if answers.len() == chunk.len() => {
+                    let (mut indexed, mut dup) = (0, 0);
+                    for (item, (status, error)) in chunk.into_iter().zip(answers) {
+                        match bulk::classify(status, item.id.is_some(), error.as_ref()) {
+                            Outcome::Indexed => indexed += 1,
+                            Outcome::Duplicate => dup += 1,
+                            Outcome::Retry { status, reason } => {
+                                first_retry.get_or_insert(format!("HTTP {status} {reason}"));
+                                retry.push(item);
+                            }
+                            Outcome::Reject {
+                                status,
+                                kind,
+                                reason,
+                            } => rejected.push(Rejected {
+                                item,
+                                status,
+                                kind,
+                                reason,
+                            }),
+                        }
+                    }
+                    self.health.up();
+                    self.counters.add("indexed", indexed);
+                    self.counters.add("duplicate", dup);
+                    if dup > 0 {
+                        tracing::debug!(duplicates = dup, "events already stored (resent)");
+                    }
+                }
+                Ok(Answer::Items(answers)) => {
+                    first_retry = Some(format!(
+                        "bulk answer has {} items for {} sent",
+                        answers.len(),
+                        chunk.len()
+                    ));
+                    retry = chunk;
+                }
+                Ok(Answer::Status(status, reason)) => match bulk::classify_request(status) {
+                    RequestOutcome::Split if chunk.len() > 1 => {
+                        max_bytes = (size / 2).max(1);
+                        tracing::info!(
+                            status,
+                            items = chunk.len(),
+                            "bulk request refused as a whole; sending it in halves"
+                        );
+                        todo.splice(0..0, chunk);
+                        continue;
+                    }
+                    RequestOutcome::Split => {
+                        let item = chunk.into_iter().next().expect("one item");
+                        rejected.push(Rejected {
+                            item,
+                            status,
+                            kind: format!("http_{status}"),
+                            reason,
+                        });
+                        continue;
+                    }
+                    RequestOutcome::Retry => {
+                        first_retry = Some(format!("HTTP {status} {reason}"));
+                        if status >= 500 || status == 401 || status == 403 {
+                            self.health.down(&format!("HTTP {status} {reason}"));
+                        }
+                        retry = chunk;
+                    }
+                },
+                Err(e) => {
+                    self.health.down(&e);
+                    first_retry = Some(e);
+                    retry = chunk;
+                    // Another host may be up: try each once before backing off.
+                    failovers += 1;
+                    if failovers < s.hosts.len() {
+                        todo.splice(0..0, retry);
+                        continue;
+                    }
+                }
+            }
+            failovers = 0;
+            if retry.is_empty() {
+                attempt = 0;
+                continue;
+            }
+            attempt += 1;
+            self.counters.add("retried", retry.len());
+            let wait = bulk::backoff(
+                attempt,
+                s.retry_initial_backoff,
+                s.retry_max_backoff,
+                bulk::random(),
+            );
+            // One line per failing round, with the first reason, not one per item.
+            tracing::warn!(
+                items = retry.len(),
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                reason = first_retry.as_deref().unwrap_or(""),
+                "bulk items not stored; retrying"
+            );
+            tokio::time::sleep(wait).await;
+            todo.splice(0..0, retry);
+        }
+        rejected
+    }
+
+    async fn send(&self, items: &[Item]) -> Result<Answer, String> {
+        let body = bytes::Bytes::from(bulk::encode(items));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        let r = self
+            .transport
+            .send(
+                Method::Post,
+                "/_bulk",
+                headers,
+                None::<&()>,
+                Some(body),
+                None,
+            )
+            .await
+            .map_err(|e| format!("connection: {e}"))?;
+        let status = r.status_code().as_u16();
+        let text = r
+            .bytes()
+            .await
+            .map_err(|e| format!("reading answer: {e}"))?;
+        if status != 200 {
+            let reason = String::from_utf8_lossy(&text[..text.len().min(300)]).into_owned();
+            return Ok(Answer::Status(status, reason));
+        }
+        let parsed: bulk::BulkResponse =
+            serde_json::from_slice(&text).map_err(|e| format!("unreadable bulk answer: {e}"))?;
+        Ok(Answer::Items(
+            parsed
+                .items
+                .into_iter()
+                .map(|i| (i.create.status, i.create.error))
+                .collect(),
+        ))
+    }
+}
+
+enum Answer {
+    /// HTTP 200: each item's status and error, in request order.
+    Items(Vec<(u16, Option<bulk::ItemError>)>),
+    /// Any other HTTP status, with the start of the body.
+    Status(u16, String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_state_changes_are_recorded_once_each() {
+        let h = Health::default();
+        assert_eq!(h.state(), UNKNOWN);
+        h.down("x");
+        h.down("y");
+        assert_eq!(h.state(), DOWN);
+        h.up();
+        assert!(h.is_up());
+    }
+}

@@ -151,7 +151,18 @@ fn mapping_conflict_becomes_a_dead_letter_and_the_window_is_acknowledged() {
     // "none" is left as it is by the integer conversion (tagged _mutate_error); the
     // template says integer, so Elasticsearch refuses the document with a 400.
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.ndjson");
+    let events = conflicting_events(dir.path());
+    let mut cmd = go_lumber();
+    cmd.arg("-events").arg(&events).arg("-window").arg("4");
+    let run = run_client(cmd, lumberd.addr());
+    assert_acked(&run, 4, &lumberd);
+    check_conflict_dead_letters(&node, &lumberd);
+}
+
+/// Four events for qwen-logs-2025.04.05: two that index, one whose `response_length` is
+/// "none" (a mapping conflict under the template), and a JSON array (not an event).
+fn conflicting_events(dir: &std::path::Path) -> std::path::PathBuf {
+    let events = dir.join("events.ndjson");
     let line = |n: usize, len: &str| {
         let msg = format!(
             r#"{{"timestamp":"2025-04-05T10:23:45Z","level":"INFO","request_id":"req_{n}","response_length":{len},"status":"success"}}"#
@@ -170,11 +181,10 @@ fn mapping_conflict_becomes_a_dead_letter_and_the_window_is_acknowledged() {
     .join("\n")
         + "\n";
     std::fs::write(&events, text).unwrap();
-    let mut cmd = go_lumber();
-    cmd.arg("-events").arg(&events).arg("-window").arg("4");
-    let run = run_client(cmd, lumberd.addr());
-    assert_acked(&run, 4, &lumberd);
+    events
+}
 
+fn check_conflict_dead_letters(node: &EsNode, lumberd: &Lumberd) {
     assert_eq!(node.count("qwen-logs-2025.04.05"), 2);
     let letters = node.docs(DEAD_LETTERS);
     assert_eq!(letters.len(), 2, "{letters:?}");
@@ -203,6 +213,51 @@ fn mapping_conflict_becomes_a_dead_letter_and_the_window_is_acknowledged() {
         1,
         "one log line per batch: {}",
         lumberd.logs()
+    );
+}
+
+#[test]
+fn rejected_items_go_to_the_dead_letter_file_when_one_is_set() {
+    let Some(node) = EsNode::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("letters").join("deadletters.ndjson");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let lumberd = lumberd_into(
+        &node,
+        &[("LUMBERD_OUTPUT_DEAD_LETTER_FILE", file.to_str().unwrap())],
+    );
+    let events = conflicting_events(dir.path());
+    let mut cmd = go_lumber();
+    cmd.arg("-events").arg(&events).arg("-window").arg("4");
+    let run = run_client(cmd, lumberd.addr());
+    assert_acked(&run, 4, &lumberd);
+
+    assert_eq!(node.count("qwen-logs-2025.04.05"), 2);
+    // The refused event is in the file (bulk form), not in a dead-letter index; the
+    // pipeline's own dead letter (the array) is an ordinary record and is indexed.
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", file.display(), lumberd.logs()));
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    assert_eq!(lines.len(), 2, "one action and one letter: {text}");
+    assert_eq!(
+        lines[0]["create"]["_index"],
+        format!("qwen-logs-deadletter-{}", utc_date(now_secs()))
+    );
+    assert_eq!(lines[1]["error"]["type"], "document_parsing_exception");
+    let original: Value = serde_json::from_str(lines[1]["event"]["original"].as_str().unwrap())
+        .expect("the original event, as a string");
+    assert_eq!(original["response_length"], "none");
+    let indexed: Vec<Value> = node.docs(DEAD_LETTERS);
+    assert!(
+        indexed
+            .iter()
+            .all(|l| l["_source"]["original_index"].is_null()),
+        "refused items must not be indexed when a file is set: {indexed:?}"
     );
 }
 

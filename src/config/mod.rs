@@ -220,6 +220,7 @@ struct RawOutput {
     api_key: String,
     ca_file: Option<PathBuf>,
     dead_letter_prefix: String,
+    dead_letter_file: Option<PathBuf>,
     template: bool,
     template_name: String,
     template_pattern: String,
@@ -276,6 +277,7 @@ impl Default for RawOutput {
             api_key: String::new(),
             ca_file: None,
             dead_letter_prefix: DEFAULT_DEAD_LETTER_PREFIX.into(),
+            dead_letter_file: None,
             template: true,
             template_name: DEFAULT_TEMPLATE_NAME.into(),
             template_pattern: DEFAULT_TEMPLATE_PATTERN.into(),
@@ -392,6 +394,9 @@ pub struct EsSettings {
     pub auth: EsAuth,
     pub ca_file: Option<PathBuf>,
     pub dead_letter_prefix: String,
+    /// When set, rejected items are appended here (bulk form, fsynced) instead of being
+    /// indexed into `dead_letter_prefix` indices.
+    pub dead_letter_file: Option<PathBuf>,
     /// `None` when `template = false`.
     pub template: Option<TemplateSettings>,
 }
@@ -774,6 +779,11 @@ fn validate_es(o: &RawOutput, problems: &mut Vec<String>) -> Option<EsSettings> 
         auth,
         ca_file: o.ca_file.clone(),
         dead_letter_prefix: o.dead_letter_prefix.clone(),
+        // An empty value (e.g. from the environment) means "not set".
+        dead_letter_file: o
+            .dead_letter_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty()),
         template: o.template.then_some(template),
     })
 }

@@ -216,6 +216,30 @@ struct Rejected {
     reason: String,
 }
 
+/// Appends dead letters to the local file in bulk form and fsyncs it, off the runtime.
+async fn append_dead_letters(path: std::path::PathBuf, letters: Vec<Item>) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let created = !path.exists();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        file.write_all(&bulk::encode(letters.iter()))?;
+        file.sync_data()?;
+        // A new file's directory entry must be durable too.
+        match path
+            .parent()
+            .filter(|d| created && !d.as_os_str().is_empty())
+        {
+            Some(dir) => std::fs::File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 impl Writer {
     /// Stores every record of `batches`, dead-lettering the rejected ones, then reports
     /// the batches delivered (and releases their budget). Retries until done: only a
@@ -245,7 +269,19 @@ impl Writer {
                         .dead_letter(r.status, &r.kind, &r.reason, prefix, now)
                 })
                 .collect();
-            let refused = self.settle(letters).await;
+            let refused = match &self.settings.dead_letter_file {
+                Some(path) => match append_dead_letters(path.clone(), letters).await {
+                    Ok(()) => Vec::new(),
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e,
+                            "cannot write dead letters; their windows are not acknowledged");
+                        let reason = format!("dead letter file {}: {e}", path.display());
+                        batches.into_iter().for_each(|b| b.delivery.fail(&reason));
+                        return;
+                    }
+                },
+                None => self.settle(letters).await,
+            };
             if let Some(r) = refused.first() {
                 tracing::error!(
                     count = refused.len(),

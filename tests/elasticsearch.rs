@@ -524,6 +524,40 @@ fn basic_auth_credentials_reach_a_secured_elasticsearch() {
 }
 
 #[test]
+fn https_elasticsearch_is_verified_against_the_configured_ca() {
+    let Some((node, ca)) = EsNode::start_https("lumberd", "s3cret-pass") else {
+        return;
+    };
+    assert!(node.url().starts_with("https://"), "{}", node.url());
+    let creds = [
+        ("LUMBERD_OUTPUT_USERNAME", "lumberd"),
+        ("LUMBERD_OUTPUT_PASSWORD", "s3cret-pass"),
+    ];
+    // Without the CA the node's certificate is not trusted: lumberd never gets ready.
+    let mut env = vec![
+        ("LUMBERD_OUTPUT_ELASTICSEARCH", node.url()),
+        ("LUMBERD_OUTPUT_READY_TIMEOUT", "3s"),
+    ];
+    env.extend(creds);
+    let (status, logs) = serve_until_exit(&env);
+    assert!(
+        !status.success() && !logs.contains("listening addr="),
+        "an untrusted Elasticsearch certificate must not be accepted:\n{logs}"
+    );
+    assert!(
+        logs.to_ascii_lowercase().contains("certificate"),
+        "the log must say the certificate is the problem:\n{logs}"
+    );
+
+    let mut with_ca = creds.to_vec();
+    with_ca.push(("LUMBERD_OUTPUT_CA_FILE", ca.to_str().unwrap()));
+    let lumberd = lumberd_into(&node, &with_ca);
+    let run = run_client(generated_client(100, 3), lumberd.addr());
+    assert_acked(&run, 300, &lumberd);
+    assert_eq!(node.count(EVENTS), 300, "{}", lumberd.logs());
+}
+
+#[test]
 fn request_too_large_413_is_split_until_it_fits() {
     // The node refuses bodies over 64 KiB; lumberd's own limit is 20 MiB.
     let Some(node) = EsNode::start(&["http.max_content_length=64kb"]) else {

@@ -5,6 +5,7 @@
 #
 #   es.sh fetch                     download + verify + unpack (cached); prints ES home
 #   es.sh start DIR [-E k=v ...]    start a node under DIR; prints http://127.0.0.1:PORT last
+#                                   (https:// with -E xpack.security.http.ssl.enabled=true)
 #   es.sh stop DIR                  SIGTERM, wait (deadline), then SIGKILL
 #   es.sh kill DIR                  SIGKILL (simulated crash); data stays in DIR
 #   es.sh restart DIR [-E k=v ...]  stop + start on the same port and data dir
@@ -263,7 +264,9 @@ node_url() { # DIR -> URL of the running node, or fail
   local dir=$1
   [[ -n "$(node_pids "$dir")" ]] || return 1
   [[ -s "$dir/es.port" ]] || return 1
-  printf 'http://127.0.0.1:%s\n' "$(<"$dir/es.port")"
+  local scheme=http
+  [[ -s "$dir/es.scheme" ]] && scheme=$(<"$dir/es.scheme")
+  printf '%s://127.0.0.1:%s\n' "$scheme" "$(<"$dir/es.port")"
 }
 
 # ---------------------------------------------------------------- start ---
@@ -389,6 +392,12 @@ do_start() {
   fi
   for kv in "${extras[@]}"; do add_setting "$kv"; done
 
+  # HTTPS when the node serves TLS (-E xpack.security.http.ssl.enabled=true); the health
+  # probe then trusts $LUMBERD_ES_CACERT, or skips verification without it.
+  local scheme=http
+  [[ "${settings[xpack.security.http.ssl.enabled]:-false}" == true ]] && scheme=https
+  printf '%s\n' "$scheme" >"$dir/es.scheme"
+
   {
     echo "# written by tests/es/es.sh; rewritten on every start"
     for k in "${order[@]}"; do printf '%s: %s\n' "$k" "$(yaml_quote "${settings[$k]}")"; done
@@ -449,13 +458,17 @@ do_start() {
     sleep 0.2
   done
   printf '%s\n' "$port" >"$dir/es.port"
-  local url="http://127.0.0.1:$port"
+  local url="$scheme://127.0.0.1:$port"
   # the server waits up to 5s per request for yellow; the pause only matters
   # when the connection is refused outright
   local code auth=()
   [[ -n "${LUMBERD_ES_AUTH:-}" ]] && auth=(-u "$LUMBERD_ES_AUTH")
+  local tls=()
+  if [[ $scheme == https ]]; then
+    if [[ -n "${LUMBERD_ES_CACERT:-}" ]]; then tls=(--cacert "$LUMBERD_ES_CACERT"); else tls=(-k); fi
+  fi
   while :; do
-    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 6 "${auth[@]}" \
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 6 "${auth[@]}" "${tls[@]}" \
       "$url/_cluster/health?wait_for_status=yellow&timeout=5s" 2>/dev/null) || true
     [[ "$code" == 200 ]] && break
     if [[ "$code" == 401 && ${#auth[@]} -eq 0 ]]; then

@@ -17,6 +17,8 @@ pub struct EsNode {
     url: String,
     /// `user:pass` when security is on.
     auth: Option<String>,
+    /// The CA that signed the node's HTTPS certificate, when it serves TLS.
+    cacert: Option<PathBuf>,
 }
 
 fn es_sh() -> Command {
@@ -57,7 +59,20 @@ impl EsNode {
         Self::start_with(&["xpack.security.enabled=true"], Some((user, pass)))
     }
 
+    /// A node with security on, a file-realm superuser `user:pass`, and HTTPS with a
+    /// certificate for 127.0.0.1 signed by a fresh CA; returns the CA's PEM path too.
+    pub fn start_https(user: &str, pass: &str) -> Option<(EsNode, PathBuf)> {
+        Self::start_inner(&[], Some((user, pass)), true).map(|n| {
+            let ca = n.cacert.clone().expect("an https node has a CA");
+            (n, ca)
+        })
+    }
+
     fn start_with(settings: &[&str], user: Option<(&str, &str)>) -> Option<EsNode> {
+        Self::start_inner(settings, user, false)
+    }
+
+    fn start_inner(settings: &[&str], user: Option<(&str, &str)>, https: bool) -> Option<EsNode> {
         if !available() {
             return None;
         }
@@ -69,6 +84,7 @@ impl EsNode {
             dir,
             url: String::new(),
             auth: user.map(|(u, p)| format!("{u}:{p}")),
+            cacert: None,
         };
         if let Some((u, p)) = user {
             let out = es_sh()
@@ -84,7 +100,31 @@ impl EsNode {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        node.url = node.run("start", settings);
+        let mut settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+        if https {
+            // Elasticsearch reads certificates from inside its config directory, which
+            // `adduser` (above) has created.
+            let certs = node.dir.path().join("config/certs");
+            std::fs::create_dir_all(&certs).expect("config/certs");
+            let ca = super::certs::Ca::new("lumberd test ES CA");
+            let ca_pem = ca.write(node.dir.path(), "es-ca.pem");
+            let issued = ca.server(&certs, "node", super::certs::Validity::Current);
+            node.cacert = Some(ca_pem);
+            settings.extend([
+                "xpack.security.enabled=true".to_string(),
+                "xpack.security.http.ssl.enabled=true".to_string(),
+                format!(
+                    "xpack.security.http.ssl.certificate=certs/{}",
+                    file_name(&issued.cert)
+                ),
+                format!(
+                    "xpack.security.http.ssl.key=certs/{}",
+                    file_name(&issued.key)
+                ),
+            ]);
+        }
+        let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+        node.url = node.run("start", &settings);
         Some(node)
     }
 
@@ -93,6 +133,9 @@ impl EsNode {
         cmd.arg(what).arg(self.dir.path());
         if let Some(a) = &self.auth {
             cmd.env("LUMBERD_ES_AUTH", a);
+        }
+        if let Some(ca) = &self.cacert {
+            cmd.env("LUMBERD_ES_CACERT", ca);
         }
         for s in settings {
             cmd.arg("-E").arg(s);
@@ -142,6 +185,9 @@ impl EsNode {
         if let Some(a) = &self.auth {
             cmd.arg("-u").arg(a);
         }
+        if let Some(ca) = &self.cacert {
+            cmd.arg("--cacert").arg(ca);
+        }
         if let Some(b) = body {
             cmd.arg("--data-binary").arg(b);
         }
@@ -154,27 +200,57 @@ impl EsNode {
         )
     }
 
-    /// Refreshes, then counts the documents of `indices` (a comma list, wildcards ok).
-    pub fn count(&self, indices: &str) -> u64 {
-        self.request("POST", "/_refresh", None);
+    /// Waits until no shard is initializing (an index created by the last bulk request
+    /// may not be searchable yet: 503 no_shard_available), then refreshes.
+    fn settle(&self) {
         let (status, body) = self.request(
             "GET",
-            &format!("/{indices}/_count?ignore_unavailable=true&allow_no_indices=true"),
+            "/_cluster/health?wait_for_status=yellow&wait_for_no_initializing_shards=true&timeout=30s",
             None,
         );
-        assert_eq!(status, 200, "_count {indices}: {body}");
-        body["count"].as_u64().expect("count")
+        assert!(
+            status == 200 && body["timed_out"] == false,
+            "shards did not settle within 30 s: {status} {body}"
+        );
+        self.request("POST", "/_refresh", None);
+    }
+
+    /// Refreshes, then counts the documents of `indices` (a comma list, wildcards ok).
+    pub fn count(&self, indices: &str) -> u64 {
+        let path = format!("/{indices}/_count?ignore_unavailable=true&allow_no_indices=true");
+        self.query(&path)["count"].as_u64().expect("count")
+    }
+
+    /// A search-side GET after the shards settle. A shard can still be unavailable
+    /// (503 `no_shard_available_action_exception`) just after its index was created by
+    /// a bulk request cut short; each retry waits on the cluster's health again.
+    fn query(&self, path: &str) -> Value {
+        let mut last = (0, Value::Null);
+        for _ in 0..5 {
+            self.settle();
+            last = self.request("GET", path, None);
+            if last.0 == 200 {
+                return last.1;
+            }
+            // Bounded wait for the shard to be assigned before asking again.
+            self.request(
+                "GET",
+                "/_cluster/health?wait_for_status=green&timeout=10s",
+                None,
+            );
+        }
+        let (_, explain) = self.request("GET", "/_cluster/allocation/explain", None);
+        panic!(
+            "GET {path}: {} {}\nallocation explain: {explain}",
+            last.0, last.1
+        );
     }
 
     /// Every document (`_index`, `_id`, `_source`) of `indices`, up to 10 000.
     pub fn docs(&self, indices: &str) -> Vec<Value> {
-        self.request("POST", "/_refresh", None);
-        let (status, body) = self.request(
-            "GET",
-            &format!("/{indices}/_search?size=10000&ignore_unavailable=true&allow_no_indices=true"),
-            None,
-        );
-        assert_eq!(status, 200, "_search {indices}: {body}");
+        let body = self.query(&format!(
+            "/{indices}/_search?size=10000&ignore_unavailable=true&allow_no_indices=true"
+        ));
         body["hits"]["hits"].as_array().cloned().unwrap_or_default()
     }
 }
@@ -189,4 +265,11 @@ impl Drop for EsNode {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name()
+        .expect("a file")
+        .to_string_lossy()
+        .into_owned()
 }

@@ -445,12 +445,12 @@ impl Writer {
                 None,
             )
             .await
-            .map_err(|e| format!("connection: {e}"))?;
+            .map_err(|e| format!("connection: {}", setup::error_chain(&e)))?;
         let status = r.status_code().as_u16();
         let text = r
             .bytes()
             .await
-            .map_err(|e| format!("reading answer: {e}"))?;
+            .map_err(|e| format!("reading answer: {}", setup::error_chain(&e)))?;
         if status != 200 {
             let reason = String::from_utf8_lossy(&text[..text.len().min(300)]).into_owned();
             return Ok(Answer::Status(status, reason));

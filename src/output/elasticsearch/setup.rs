@@ -92,10 +92,26 @@ async fn call_once(
     let r = t
         .send(method, path, HeaderMap::new(), None::<&()>, body, None)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| error_chain(&e))?;
     let status = r.status_code().as_u16();
-    let text = r.text().await.map_err(|e| e.to_string())?;
+    let text = r.text().await.map_err(|e| error_chain(&e))?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// An error with its causes ("error sending request: ...: invalid peer certificate:
+/// UnknownIssuer"): the top-level message alone does not say what went wrong.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Polls until Elasticsearch answers 2xx (this distribution has no `GET /`, so the

@@ -9,13 +9,7 @@ use std::process::Command;
 use support::Lumberd;
 
 fn lumberd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lumberd"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("LUMBERD_") {
-            c.env_remove(k);
-        }
-    }
-    c
+    support::lumberd_command()
 }
 
 #[test]

@@ -450,17 +450,7 @@ fn lumberd_killed_mid_stream_and_restarted_while_the_client_resends_loses_and_do
 /// Runs `lumberd serve` with `env` until it exits (at most 60 s): (status, stderr).
 fn serve_until_exit(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lumberd"));
-    cmd.arg("serve");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("LUMBERD_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("LUMBERD_SERVER_LISTEN", "127.0.0.1:0")
-        .env("LUMBERD_OUTPUT_DATA_DIR", dir.path())
-        .env("LUMBERD_LOG_FORMAT", "text")
-        .env("NO_COLOR", "1");
+    let mut cmd = serve_command(dir.path());
     for (k, v) in env {
         cmd.env(k, v);
     }

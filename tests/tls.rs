@@ -143,13 +143,7 @@ fn expect_one_failure(lumberd: &Lumberd, reason: &str) -> String {
 }
 
 fn lumberd_cmd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lumberd"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("LUMBERD_") {
-            c.env_remove(k);
-        }
-    }
-    c
+    support::lumberd_command()
 }
 
 /// `lumberd send --host addr <args> <file of three lines>`.

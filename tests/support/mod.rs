@@ -80,23 +80,13 @@ impl LumberdBuilder {
             .prefix("lumberd-test-")
             .tempdir()
             .expect("create a temp data dir");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lumberd"));
-        cmd.arg("serve").args(&self.args);
+        let mut cmd = serve_command(data_dir.path());
+        cmd.args(&self.args);
         if let Some(text) = &self.config {
             let path = data_dir.path().join("lumberd-test.toml");
             fs::write(&path, text).expect("write the test config");
             cmd.arg("--config").arg(&path);
         }
-        // hermetic: no LUMBERD_* setting leaks in from the environment running the tests
-        for (k, _) in std::env::vars() {
-            if k.starts_with("LUMBERD_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("LUMBERD_SERVER_LISTEN", "127.0.0.1:0")
-            .env("LUMBERD_OUTPUT_DATA_DIR", data_dir.path())
-            .env("LUMBERD_LOG_FORMAT", "text")
-            .env("NO_COLOR", "1");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -139,6 +129,29 @@ impl LumberdBuilder {
             logs,
         }
     }
+}
+
+/// The lumberd binary, hermetic: no `LUMBERD_*` setting leaks in from the environment
+/// running the tests.
+pub fn lumberd_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lumberd"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LUMBERD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// `lumberd serve` on a free loopback port, its file output in `data_dir`, text logs.
+pub fn serve_command(data_dir: &Path) -> Command {
+    let mut cmd = lumberd_command();
+    cmd.arg("serve")
+        .env("LUMBERD_SERVER_LISTEN", "127.0.0.1:0")
+        .env("LUMBERD_OUTPUT_DATA_DIR", data_dir)
+        .env("LUMBERD_LOG_FORMAT", "text")
+        .env("NO_COLOR", "1");
+    cmd
 }
 
 /// Copies `from` line by line into `into` until EOF.

@@ -86,7 +86,7 @@ fn convert_scalar<'a>(value: &Value<'a>, to: Conversion, bump: &'a Bump) -> Conv
         Conversion::Integer => to_integer(value, bump),
         Conversion::Float => to_float(value, bump),
         Conversion::String => to_string(value, bump),
-        Conversion::Boolean => to_boolean(value, bump),
+        Conversion::Boolean => to_boolean(value),
     }
 }
 
@@ -370,7 +370,7 @@ pub fn ruby_float_to_s(f: f64) -> String {
     }
 }
 
-fn to_boolean<'a>(value: &Value<'a>, bump: &'a Bump) -> Converted<'a> {
+fn to_boolean<'a>(value: &Value<'a>) -> Converted<'a> {
     let text: String = match value {
         Value::Bool(_) => return Converted::Unchanged,
         Value::Str(s) => (*s).to_owned(),
@@ -381,7 +381,6 @@ fn to_boolean<'a>(value: &Value<'a>, bump: &'a Bump) -> Converted<'a> {
         },
         _ => return Converted::Unchanged,
     };
-    let _ = bump;
     // TRUE_REGEX /^(true|t|yes|y|1|1.0)$/i and FALSE_REGEX, where `.` is any character.
     let matches = |words: &[&str], one_x_zero: char| {
         words.iter().any(|w| text.eq_ignore_ascii_case(w)) || {

@@ -290,11 +290,9 @@ impl Pattern {
     /// A Joda pattern (`yyyy-MM-dd'T'HH:mm:ss.SSSZ`), or strftime when it contains `%`.
     pub fn parse(source: &str) -> Result<Pattern, String> {
         let items = if source.contains('%') {
-            let items: Vec<Item<'static>> = StrftimeItems::new(leak(source)).collect();
-            if items.iter().any(|i| matches!(i, Item::Error)) {
-                return Err(format!("`{source}`: invalid strftime pattern"));
-            }
-            items
+            StrftimeItems::new(source)
+                .parse_to_owned()
+                .map_err(|_| format!("`{source}`: invalid strftime pattern"))?
         } else {
             joda_items(source)?
         };
@@ -352,12 +350,6 @@ impl Pattern {
     }
 }
 
-/// Patterns are compiled once per configuration load; leaking the text gives the items
-/// the `'static` lifetime chrono's borrowed items need, at a few bytes per pattern.
-fn leak(s: &str) -> &'static str {
-    Box::leak(s.to_owned().into_boxed_str())
-}
-
 /// Items chrono only builds from strftime (fixed-width fractions are internal to it).
 fn strftime_item(spec: &'static str) -> Item<'static> {
     StrftimeItems::new(spec)
@@ -381,7 +373,7 @@ fn joda_items(source: &str) -> Result<Vec<Item<'static>>, String> {
         if c == '\'' {
             // Quoted literal; '' is a single quote.
             if n >= 2 && n % 2 == 0 {
-                items.push(Item::Literal(leak(&"'".repeat(n / 2))));
+                items.push(Item::OwnedLiteral("'".repeat(n / 2).into()));
                 i += n;
                 continue;
             }
@@ -390,7 +382,7 @@ fn joda_items(source: &str) -> Result<Vec<Item<'static>>, String> {
                 .position(|&ch| ch == '\'')
                 .ok_or_else(|| format!("`{source}`: unterminated quote"))?;
             let lit: String = chars[i + 1..i + 1 + end].iter().collect();
-            items.push(Item::Literal(leak(&lit)));
+            items.push(Item::OwnedLiteral(lit.into()));
             i += end + 2;
             continue;
         }
@@ -426,7 +418,7 @@ fn joda_items(source: &str) -> Result<Vec<Item<'static>>, String> {
                     "`{source}`: unknown pattern letter `{c}` (quote literal text: 'T')"
                 ))
             }
-            (c, _) => Item::Literal(leak(&c.to_string().repeat(n))),
+            (c, _) => Item::OwnedLiteral(c.to_string().repeat(n).into()),
         };
         items.push(item);
         i += n;

@@ -109,6 +109,19 @@ pub struct Scratch {
     names: Names,
 }
 
+/// Arena bytes a connection keeps between events. One huge event (a 10 MiB prompt) must
+/// not leave its arena pinned to the connection for its lifetime, outside the in-flight
+/// budget; ordinary events fit in far less.
+const ARENA_RETAIN_BYTES: usize = 1024 * 1024;
+
+fn reset_arena(bump: &mut Bump) {
+    if bump.allocated_bytes() > ARENA_RETAIN_BYTES {
+        *bump = Bump::new();
+    } else {
+        bump.reset();
+    }
+}
+
 /// Recent index names and a buffer to render names and label values in.
 #[derive(Default)]
 struct Names {
@@ -199,7 +212,7 @@ impl Pipeline {
         let Ok(text) = simdutf8::basic::from_utf8(&payload) else {
             return Some(dead_letter(&payload, PayloadError::NotUtf8, origin, names));
         };
-        bump.reset();
+        reset_arena(bump);
         let root = match parse_object(text, bump) {
             Ok(root) => root,
             Err(e) => {
@@ -218,7 +231,7 @@ impl Pipeline {
         scratch: &mut Scratch,
     ) -> Option<Record> {
         let Scratch { bump, names } = scratch;
-        bump.reset();
+        reset_arena(bump);
         let mut root = Object::new_in(bump);
         for (k, v) in pairs {
             match (std::str::from_utf8(k), std::str::from_utf8(v)) {
@@ -390,6 +403,23 @@ mod tests {
     }
 
     const FILEBEAT_EVENT: &str = r#"{"@timestamp":"2025-04-05T10:23:46.789Z","@metadata":{"beat":"filebeat","type":"_doc","version":"8.11.3"},"log":{"offset":1234,"file":{"path":"/var/log/qwen/inference.log"}},"message":"{\"timestamp\":\"2025-04-05T10:23:45Z\",\"level\":\"INFO\",\"request_id\":\"req_abc123xyz\",\"prompt\":\"你好，请介绍一下你自己\",\"response_length\":\"156\",\"inference_time_ms\":892.7,\"status\":\"success\"}","input":{"type":"filestream"},"ecs":{"version":"8.0.0"},"host":{"name":"gpu-node-1"},"agent":{"id":"0b8f3f5e-3c1e-4d7a-9d55-5a7f0c2b9e11","name":"gpu-node-1","type":"filebeat","version":"8.11.3"}}"#;
+
+    #[test]
+    fn a_huge_event_does_not_leave_its_arena_pinned_to_the_connection() {
+        let mut scratch = Scratch::default();
+        let huge = format!(r#"{{"message":"{}"}}"#, "x\\n".repeat(1 << 20));
+        Pipeline::default().process_json(Bytes::from(huge), &origin(), &mut scratch);
+        Pipeline::default().process_json(
+            Bytes::from_static(br#"{"message":"small"}"#),
+            &origin(),
+            &mut scratch,
+        );
+        assert!(
+            scratch.bump.allocated_bytes() <= ARENA_RETAIN_BYTES,
+            "arena still holds {} bytes after a small event",
+            scratch.bump.allocated_bytes()
+        );
+    }
 
     #[test]
     fn qwen_pipeline_reproduces_the_logstash_filter_on_a_filebeat_event() {

@@ -7,7 +7,7 @@
 //! and the client resends it (PROTOCOL.md rule 5).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerSettings;
 use crate::event::{Origin, Record, TlsPeer};
+use crate::metrics::{FrameType, ReceiveMetrics};
 use crate::output::{Batch, Delivery, DeliveryReceiver, OutputSender};
 use crate::pipeline::{Pipeline, Scratch};
 use crate::protocol::{encode_ack, Codec, CompletedWindow, DecodeError, Frame, WindowTracker};
@@ -46,6 +47,7 @@ pub struct Shared {
     pub budget: Arc<Semaphore>,
     /// Cancelled on shutdown: stop reading new windows, finish what is pending.
     pub shutdown: CancellationToken,
+    pub metrics: ReceiveMetrics,
 }
 
 /// Why a connection ended.
@@ -74,9 +76,49 @@ pub enum ConnectionEnd {
     Shutdown,
 }
 
+impl ConnectionEnd {
+    /// The fixed `reason` label of `lumberd_connections_closed_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ConnectionEnd::Closed => "closed",
+            ConnectionEnd::Probe => "probe",
+            ConnectionEnd::Protocol(_) => "protocol_error",
+            ConnectionEnd::Io(_) => "io_error",
+            ConnectionEnd::Handshake { .. } => "tls_handshake_failed",
+            ConnectionEnd::Idle(_) => "idle",
+            ConnectionEnd::Stalled(_) => "stalled",
+            ConnectionEnd::DeliveryFailed(_) => "delivery_failed",
+            ConnectionEnd::Shutdown => "shutdown",
+        }
+    }
+}
+
 struct Pending {
     window: CompletedWindow,
     delivery: DeliveryReceiver,
+    /// When the window's last frame arrived: the ACK latency starts here.
+    completed_at: Instant,
+}
+
+/// Events this connection received and has not acknowledged, mirrored in the
+/// `lumberd_inflight_events` gauge; what is left when the connection ends (windows that
+/// will be resent) is taken off the gauge then.
+struct HeldEvents {
+    gauge: prometheus::IntGauge,
+    count: AtomicI64,
+}
+
+impl HeldEvents {
+    fn add(&self, n: i64) {
+        self.count.fetch_add(n, Ordering::Relaxed);
+        self.gauge.add(n);
+    }
+}
+
+impl Drop for HeldEvents {
+    fn drop(&mut self) {
+        self.gauge.sub(self.count.load(Ordering::Relaxed));
+    }
 }
 
 /// A freshly accepted connection: the TLS handshake first when the port speaks TLS, then
@@ -162,6 +204,10 @@ where
     let (pending_tx, pending_rx) = mpsc::channel(shared.settings.max_pending_windows);
     let waiting = Arc::new(AtomicUsize::new(0));
     let stop = CancellationToken::new();
+    let held = Arc::new(HeldEvents {
+        gauge: shared.metrics.inflight_events.clone(),
+        count: AtomicI64::new(0),
+    });
 
     let reader = Reader {
         shared: shared.clone(),
@@ -170,11 +216,13 @@ where
         pending: pending_tx,
         waiting: waiting.clone(),
         stop: stop.clone(),
+        held: held.clone(),
     };
     let acker = Acker {
         shared: shared.clone(),
         waiting,
         stop: stop.clone(),
+        held,
     };
     let (read_end, ack_end) = tokio::join!(
         // Whatever ended the reader, the windows it completed before are still
@@ -202,6 +250,7 @@ struct Reader {
     pending: mpsc::Sender<Pending>,
     waiting: Arc<AtomicUsize>,
     stop: CancellationToken,
+    held: Arc<HeldEvents>,
 }
 
 /// The window being received: its delivery handle and its events not yet queued.
@@ -213,9 +262,21 @@ struct OpenWindow {
 }
 
 impl Reader {
-    async fn run<R: AsyncRead + Unpin>(self, mut socket: R) -> ConnectionEnd {
+    async fn run<R: AsyncRead + Unpin>(self, socket: R) -> ConnectionEnd {
+        let mut codec = Codec::new(self.shared.settings.limits);
+        let mut stats = CodecStats::default();
+        let end = self.receive(socket, &mut codec, &mut stats).await;
+        stats.report(&codec, &self.shared.metrics);
+        end
+    }
+
+    async fn receive<R: AsyncRead + Unpin>(
+        &self,
+        mut socket: R,
+        codec: &mut Codec,
+        stats: &mut CodecStats,
+    ) -> ConnectionEnd {
         let settings = &self.shared.settings;
-        let mut codec = Codec::new(settings.limits);
         let mut windows = WindowTracker::new(settings.limits.max_window_events);
         // Allocated at the first read: health-check connects cost no buffer.
         let mut buf = BytesMut::new();
@@ -247,6 +308,7 @@ impl Reader {
                     };
                 }
                 Ok(None) => {
+                    stats.report(codec, &self.shared.metrics);
                     let demand = codec.buffer_demand(&buf);
                     if demand > RESERVE_THRESHOLD && reserved.is_none() {
                         match self.acquire(demand, &mut open).await {
@@ -254,7 +316,7 @@ impl Reader {
                             None => return ConnectionEnd::Shutdown,
                         }
                     }
-                    match self.read(&mut socket, &mut buf).await {
+                    match self.read(&mut socket, &mut buf, windows.is_open()).await {
                         Ok(0) => eof = true,
                         Ok(_) => {}
                         Err(end) => return end,
@@ -275,8 +337,14 @@ impl Reader {
                 }
             };
             let origin = Origin::new(self.peer, Utc::now(), self.tls.clone());
+            let metrics = &self.shared.metrics;
+            if !matches!(frame, Frame::Window { .. }) {
+                metrics.events.inc();
+                self.held.add(1);
+            }
             let record = match &frame {
                 Frame::Window { .. } => {
+                    metrics.frame(FrameType::Window);
                     let (delivery, receiver) = Delivery::new();
                     open = Some(OpenWindow {
                         delivery,
@@ -287,11 +355,13 @@ impl Reader {
                     continue;
                 }
                 Frame::Json { payload, .. } => {
+                    metrics.frame(FrameType::Json);
                     self.shared
                         .pipeline
                         .process_json(payload.clone(), &origin, &mut scratch)
                 }
                 Frame::Data { pairs, .. } => {
+                    metrics.frame(FrameType::Data);
                     self.shared
                         .pipeline
                         .process_pairs(pairs, &origin, &mut scratch)
@@ -332,6 +402,7 @@ impl Reader {
                     .send(Pending {
                         window,
                         delivery: receiver,
+                        completed_at: Instant::now(),
                     })
                     .await
                     .is_err()
@@ -352,10 +423,11 @@ impl Reader {
             budget: win.budget.take(),
             delivery: win.delivery.share(),
         };
+        // Not cancelled by shutdown: a window being received is finished and delivered
+        // during the drain (the grace period bounds it).
         tokio::select! {
             sent = self.shared.output.send(batch) => sent.is_ok(),
             _ = self.stop.cancelled() => false,
-            _ = self.shared.shutdown.cancelled() => false,
         }
     }
 
@@ -383,24 +455,38 @@ impl Reader {
         tokio::select! {
             p = self.shared.budget.clone().acquire_many_owned(n) => p.ok(),
             _ = self.stop.cancelled() => None,
-            _ = self.shared.shutdown.cancelled() => None,
         }
     }
 
     /// One read; `Err` ends the connection (I/O error, idle, shutdown, acker stopped).
+    /// On shutdown a connection stops reading between windows; inside one
+    /// (`mid_window`) it reads on until the window is complete, so that what the client
+    /// has started sending is acknowledged rather than resent.
     async fn read<R: AsyncRead + Unpin>(
         &self,
         socket: &mut R,
         buf: &mut BytesMut,
+        mid_window: bool,
     ) -> Result<usize, ConnectionEnd> {
         let idle = self.shared.settings.idle_timeout;
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
+        let shutdown = async {
+            if mid_window {
+                std::future::pending::<()>().await
+            } else {
+                self.shared.shutdown.cancelled().await
+            }
+        };
+        tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 r = tokio::time::timeout(idle, socket.read_buf(buf)) => match r {
-                    Ok(Ok(n)) => return Ok(n),
+                    Ok(Ok(n)) => {
+                        self.shared.metrics.received_bytes.inc_by(n as u64);
+                        return Ok(n);
+                    }
                     // rustls reports a TCP close without close_notify as UnexpectedEof;
                     // the framing already tells a truncated window from a clean end, so
                     // this is an end of stream like any other (plain TCP never says it).
@@ -411,9 +497,27 @@ impl Reader {
                     Err(_) => return Err(ConnectionEnd::Idle(idle)),
                 },
                 _ = self.stop.cancelled() => return Err(ConnectionEnd::Closed),
-                _ = self.shared.shutdown.cancelled() => return Err(ConnectionEnd::Shutdown),
+                _ = &mut shutdown => return Err(ConnectionEnd::Shutdown),
             }
         }
+    }
+}
+
+/// What the codec counted, reported to the metrics as it grows.
+#[derive(Default)]
+struct CodecStats {
+    compressed_frames: u64,
+    inflated_bytes: u64,
+}
+
+impl CodecStats {
+    fn report(&mut self, codec: &Codec, metrics: &ReceiveMetrics) {
+        let (frames, bytes) = (codec.compressed_frames(), codec.inflated_bytes());
+        metrics.frames(FrameType::Compressed, frames - self.compressed_frames);
+        if bytes > self.inflated_bytes {
+            metrics.inflated_bytes.inc_by(bytes - self.inflated_bytes);
+        }
+        (self.compressed_frames, self.inflated_bytes) = (frames, bytes);
     }
 }
 
@@ -421,6 +525,7 @@ struct Acker {
     shared: Arc<Shared>,
     waiting: Arc<AtomicUsize>,
     stop: CancellationToken,
+    held: Arc<HeldEvents>,
 }
 
 impl Acker {
@@ -442,8 +547,10 @@ impl Acker {
             let Pending {
                 window,
                 mut delivery,
+                completed_at,
             } = next?;
             let since = Instant::now();
+            let metrics = &self.shared.metrics;
             let result = loop {
                 tokio::select! {
                     r = &mut delivery => break r.unwrap_or_else(|_| Err(crate::output::DeliveryFailed("output stopped".into()))),
@@ -458,6 +565,7 @@ impl Acker {
                         if self.write(&mut socket, &mut out).await.is_err() {
                             return None;
                         }
+                        metrics.keepalives.inc();
                     }
                 }
             };
@@ -468,6 +576,11 @@ impl Acker {
             if self.write(&mut socket, &mut out).await.is_err() {
                 return None;
             }
+            metrics.windows_acknowledged.inc();
+            metrics
+                .ack_latency
+                .observe(completed_at.elapsed().as_secs_f64());
+            self.held.add(-i64::from(window.count));
             self.waiting.fetch_sub(1, Ordering::AcqRel);
         }
     }

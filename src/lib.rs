@@ -21,27 +21,40 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod connection;
 pub mod event;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod protocol;
 pub mod server;
+pub mod throttle;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{Admin, Status};
 use crate::config::Settings;
-use crate::output::elasticsearch::{Counters as ElasticsearchCounters, EsOutput};
+use crate::metrics::Metrics;
+use crate::output::elasticsearch::EsOutput;
 use crate::output::file::FileOutput;
+use crate::output::OutputSender;
 use crate::pipeline::Pipeline;
-use crate::server::Server;
+use crate::server::{Reporting, Server};
+use crate::throttle::LogThrottle;
 use crate::tls::TlsServer;
+
+/// The output gets at least this long to flush after the connections' drain, even when
+/// the drain used all of `server.shutdown_grace`.
+const MIN_OUTPUT_FLUSH: Duration = Duration::from_secs(1);
 
 /// Runs lumberd until `shutdown` is cancelled, then drains: stop accepting, stop reading
 /// new windows, acknowledge what the output delivers within the grace period, flush the
@@ -53,6 +66,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 /// A started lumberd: listening, output running.
 pub struct Running {
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -60,6 +74,11 @@ impl Running {
     /// The bound Beats address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound admin address, unless `admin.listen` is empty.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// Waits until shutdown has drained the connections and flushed the output.
@@ -73,28 +92,82 @@ enum Output {
     Elasticsearch(EsOutput),
 }
 
-/// Starts the output, then binds the listener; errors here are configuration-level
-/// (unusable TLS files, unusable data directory, address in use) and nothing has been
-/// accepted yet.
+/// Starts the admin port, the output, then binds the Beats listener; errors here are
+/// configuration-level (unusable TLS files, unusable data directory, address in use)
+/// and nothing has been accepted yet.
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let tls = match &settings.tls {
         None => None,
-        Some(t) => Some(std::sync::Arc::new(TlsServer::load(t)?)),
+        Some(t) => Some(Arc::new(TlsServer::load(t)?)),
     };
-    // The registry every metric is registered in; served by the admin endpoint.
-    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new().context("cannot register the metrics")?;
+    let log = Arc::new(LogThrottle::new(
+        settings.log.repeat_interval,
+        metrics.log_suppressed.clone(),
+    ));
+    let status = Status::new(&metrics, shutdown.clone());
+    {
+        // `lumberd_ready` says what /readyz would answer at the time of the scrape.
+        let status = status.clone();
+        metrics.on_scrape(move || {
+            let _ = status.ready();
+        });
+    }
+    // The admin port comes first: while lumberd waits for Elasticsearch, /healthz says
+    // alive and /readyz says why it is not ready yet.
+    let admin_stop = CancellationToken::new();
+    let admin = match settings.admin.listen {
+        None => None,
+        Some(addr) => {
+            let admin = Admin::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
+            let bound = admin.local_addr()?;
+            tracing::info!(admin = %bound, "admin port serving /metrics /healthz /readyz");
+            tokio::spawn(admin.run(
+                metrics.clone(),
+                status.clone(),
+                settings.admin.max_connections,
+                admin_stop.clone(),
+            ));
+            Some(bound)
+        }
+    };
+    if let Some(t) = &tls {
+        t.counters
+            .register(metrics.registry())
+            .context("cannot register the TLS metrics")?;
+        let expiry = prometheus::IntGauge::new(
+            "lumberd_tls_certificate_expiry_timestamp_seconds",
+            "Unix time the served certificate expires (it is re-read every tls.reload_interval).",
+        )?;
+        metrics.registry().register(Box::new(expiry.clone()))?;
+        let t = t.clone();
+        metrics.on_scrape(move || expiry.set(t.summary().not_after_unix));
+    }
     // With Elasticsearch configured, the Beats port is bound only once it has answered.
+    let output_alive = status.task("output");
     let (output, running_output, destination) = match &settings.output.elasticsearch {
         Some(es) => {
-            let counters = ElasticsearchCounters::new(&registry)
-                .context("cannot register the output's metrics")?;
-            let (tx, out) = EsOutput::start(es, settings.output.queue_batches, counters)
-                .await
-                .context("Elasticsearch output")?;
+            let (tx, out) = EsOutput::start(
+                es,
+                settings.output.queue_batches,
+                metrics.output.clone(),
+                log.clone(),
+                output_alive,
+            )
+            .await
+            .context("Elasticsearch output")?;
             (tx, Output::Elasticsearch(out), es.hosts.join(","))
         }
         None => {
-            let (tx, out) = FileOutput::start(&settings.output).with_context(|| {
+            let (tx, out) = FileOutput::start(
+                &settings.output,
+                metrics.output.clone(),
+                log.clone(),
+                output_alive,
+            )
+            .with_context(|| {
                 format!(
                     "cannot use data directory {}",
                     settings.output.data_dir.display()
@@ -107,7 +180,8 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             )
         }
     };
-    let pipeline = Pipeline::new(&settings.pipeline, &registry)
+    watch_queue(&metrics, &output);
+    let pipeline = Pipeline::new(&settings.pipeline, metrics.registry())
         .context("cannot register the pipeline's metrics")?;
     let listen = settings.server.listen;
     let grace = settings.server.shutdown_grace;
@@ -117,27 +191,72 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         tls.clone(),
         output,
         shutdown.clone(),
+        Reporting {
+            metrics: metrics.receive.clone(),
+            log,
+        },
     )
     .await
     .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = server.local_addr()?;
+    watch_budget(&metrics, &server);
+    let admin_text = admin.map_or_else(|| "none".to_string(), |a| a.to_string());
     match &tls {
-        None => tracing::info!(%addr, output = %destination, tls = false, "listening"),
+        None => tracing::info!(%addr, admin = %admin_text, output = %destination, tls = false,
+            "listening"),
         Some(t) => {
             let cert = t.summary();
-            tracing::info!(%addr, output = %destination, tls = true,
+            tracing::info!(%addr, admin = %admin_text, output = %destination, tls = true,
                 subject = %cert.subject, not_after = %cert.not_after, "listening");
-            tokio::spawn(t.clone().watch(shutdown));
+            let alive = status.task("TLS reloader");
+            let t = t.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                t.watch(shutdown).await;
+                drop(alive);
+            });
         }
     }
+    status.set_listening(true);
+    let accepting = status.task("accept loop");
     let task = tokio::spawn(async move {
-        server.run().await;
+        let drain_started = server.run().await;
+        drop(accepting);
+        status.set_listening(false);
+        let flush = grace
+            .saturating_sub(drain_started.elapsed())
+            .max(MIN_OUTPUT_FLUSH);
         match running_output {
             Output::File(f) => tokio::task::spawn_blocking(move || f.join()).await?,
-            Output::Elasticsearch(es) => es.join(grace).await,
+            Output::Elasticsearch(es) => es.join(flush).await,
         }
         tracing::info!("stopped");
+        admin_stop.cancel();
         Ok(())
     });
-    Ok(Running { addr, task })
+    Ok(Running { addr, admin, task })
+}
+
+/// `lumberd_queue_batches`: read from the queue at scrape time. A weak handle, so that
+/// the metrics never keep the queue open after the connections are gone.
+fn watch_queue(metrics: &Arc<Metrics>, output: &OutputSender) {
+    let queue = output.downgrade();
+    let depth = metrics.receive.queue_batches.clone();
+    metrics
+        .receive
+        .queue_batches_capacity
+        .set(output.max_capacity() as i64);
+    metrics.on_scrape(move || {
+        if let Some(tx) = queue.upgrade() {
+            depth.set((tx.max_capacity() - tx.capacity()) as i64);
+        }
+    });
+}
+
+/// `lumberd_inflight_bytes`: the budget in use, read at scrape time.
+fn watch_budget(metrics: &Arc<Metrics>, server: &Server) {
+    let (limit, budget) = server.budget();
+    metrics.receive.inflight_bytes_limit.set(limit as i64);
+    let used = metrics.receive.inflight_bytes.clone();
+    metrics.on_scrape(move || used.set(limit as i64 - budget.available_permits() as i64));
 }

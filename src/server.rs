@@ -12,17 +12,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerSettings;
 use crate::connection::{self, ConnectionEnd, Shared};
+use crate::metrics::ReceiveMetrics;
 use crate::output::OutputSender;
 use crate::pipeline::Pipeline;
+use crate::throttle::LogThrottle;
 use crate::tls::TlsServer;
-
-/// Repeated warnings about refused connections are summarised at most this often.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
     connections: Arc<Semaphore>,
+    log: Arc<LogThrottle>,
+}
+
+/// What the server reports into.
+pub struct Reporting {
+    pub metrics: ReceiveMetrics,
+    /// Rate-limits the per-connection warnings.
+    pub log: Arc<LogThrottle>,
 }
 
 impl Server {
@@ -33,6 +40,7 @@ impl Server {
         tls: Option<Arc<TlsServer>>,
         output: OutputSender,
         shutdown: CancellationToken,
+        reporting: Reporting,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(settings.listen).await?;
         let connections = Arc::new(Semaphore::new(settings.max_connections));
@@ -44,12 +52,22 @@ impl Server {
             output,
             budget,
             shutdown,
+            metrics: reporting.metrics,
         });
         Ok(Server {
             listener,
             shared,
             connections,
+            log: reporting.log,
         })
+    }
+
+    /// The in-flight budget's size and what is in use now.
+    pub fn budget(&self) -> (u64, Arc<Semaphore>) {
+        (
+            self.shared.settings.max_inflight_bytes,
+            self.shared.budget.clone(),
+        )
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -58,11 +76,11 @@ impl Server {
 
     /// Accepts until shutdown, then gives open connections `shutdown_grace` to have their
     /// pending windows delivered and acknowledged; what is left is dropped unacknowledged.
-    pub async fn run(self) {
+    /// Returns when the drain started, so the output's flush fits in the same grace.
+    pub async fn run(self) -> Instant {
         let mut tasks = JoinSet::new();
-        let mut refused = 0u64;
-        let mut last_refusal_log: Option<Instant> = None;
         let shutdown = self.shared.shutdown.clone();
+        let metrics = self.shared.metrics.clone();
         loop {
             let accepted = tokio::select! {
                 a = self.listener.accept() => a,
@@ -73,33 +91,45 @@ impl Server {
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    if let Some(suppressed) = self.log.allow(("accept", "error")) {
+                        tracing::warn!(error = %e, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                refused += 1;
-                if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
-                    tracing::warn!(%peer, refused, limit = self.shared.settings.max_connections,
+                metrics.connections_rejected_max.inc();
+                if let Some(suppressed) = self.log.allow(("refused", "max_connections")) {
+                    tracing::warn!(%peer, suppressed, limit = self.shared.settings.max_connections,
                         "connection refused: server.max_connections reached");
-                    last_refusal_log = Some(Instant::now());
-                    refused = 0;
                 }
                 continue;
             };
+            metrics.connections.inc();
+            metrics.connections_active.inc();
             // ACKs are 6 bytes; Nagle would hold them back.
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
+            let log = self.log.clone();
             // The TLS handshake, if any, runs in the connection's task under its own
             // timeout: a slow or silent client never holds up the accept loop.
             tasks.spawn(async move {
-                let end = connection::accepted(stream, peer, shared).await;
-                log_end(peer, &end);
+                // Counted even when the task is aborted at the end of the grace period.
+                let _active = ActiveGuard(shared.metrics.connections_active.clone());
+                let end = connection::accepted(stream, peer, shared.clone()).await;
+                shared.metrics.closed(end.label());
+                if let ConnectionEnd::Protocol(e) = &end {
+                    shared.metrics.decode_error(e.error.kind());
+                }
+                log_end(peer, &end, &log);
                 drop(permit);
             });
         }
         drop(self.listener);
+        let drain_started = Instant::now();
+        // Collect the connections that already ended, so the count logged is the drain's.
+        while tasks.try_join_next().is_some() {}
         let grace = self.shared.settings.shutdown_grace;
         tracing::info!(
             connections = tasks.len(),
@@ -113,27 +143,47 @@ impl Server {
                 "shutdown grace elapsed; closing connections with windows unacknowledged (clients will resend)");
             tasks.shutdown().await;
         }
+        drain_started
     }
 }
 
-/// One line per connection, at a level that says whether anyone needs to act.
-fn log_end(peer: SocketAddr, end: &ConnectionEnd) {
-    match end {
+struct ActiveGuard(prometheus::IntGauge);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// One line per connection end, at a level that says whether anyone needs to act; the
+/// same kind of line at most once per `log.repeat_interval` (a fleet of misconfigured
+/// clients must not flood the log), with the count of those suppressed in between.
+fn log_end(peer: SocketAddr, end: &ConnectionEnd, log: &LogThrottle) {
+    let kind = match end {
         ConnectionEnd::Closed | ConnectionEnd::Probe | ConnectionEnd::Shutdown => {
-            tracing::debug!(%peer, "connection ended: {end}")
+            tracing::debug!(%peer, "connection ended: {end}");
+            return;
         }
+        ConnectionEnd::Protocol(e) => e.error.kind(),
+        ConnectionEnd::Handshake { error, .. } => error.reason.label(),
+        _ => end.label(),
+    };
+    let Some(suppressed) = log.allow((end.label(), kind)) else {
+        return;
+    };
+    match end {
         ConnectionEnd::Protocol(e) => {
-            tracing::warn!(%peer, kind = %e.error.kind(), offset = e.offset,
+            tracing::warn!(%peer, kind, offset = e.offset, suppressed,
             "closing connection: {}", e.error)
         }
-        ConnectionEnd::Io(e) => tracing::info!(%peer, "connection ended: read error: {e}"),
+        ConnectionEnd::Io(e) => {
+            tracing::info!(%peer, suppressed, "connection ended: read error: {e}")
+        }
         ConnectionEnd::Handshake { error, count } => {
-            tracing::warn!(%peer, reason = %error.reason, count,
+            tracing::warn!(%peer, reason = %error.reason, count, suppressed,
             "TLS handshake failed: {}", error.detail)
         }
-        ConnectionEnd::Idle(_) => tracing::info!(%peer, "closing connection: {end}"),
-        ConnectionEnd::Stalled(_) | ConnectionEnd::DeliveryFailed(_) => {
-            tracing::warn!(%peer, "closing connection: {end}")
-        }
+        ConnectionEnd::Idle(_) => tracing::info!(%peer, suppressed, "closing connection: {end}"),
+        _ => tracing::warn!(%peer, suppressed, "closing connection: {end}"),
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use lumberd::config::{ServerSettings, Settings};
 use lumberd::connection::{serve, ConnectionEnd, Shared};
+use lumberd::metrics::Metrics;
 use lumberd::output::Batch;
 use lumberd::pipeline::Pipeline;
 use lumberd::protocol::{encode_window, Compression};
@@ -21,6 +22,8 @@ struct Conn {
     output: mpsc::Receiver<Batch>,
     budget: Arc<Semaphore>,
     task: JoinHandle<ConnectionEnd>,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 fn start(tweak: impl FnOnce(&mut ServerSettings)) -> Conn {
@@ -28,13 +31,16 @@ fn start(tweak: impl FnOnce(&mut ServerSettings)) -> Conn {
     tweak(&mut settings);
     let (tx, output) = mpsc::channel(64);
     let budget = Arc::new(Semaphore::new(settings.max_inflight_bytes as usize));
+    let shutdown = CancellationToken::new();
+    let metrics = Metrics::new().unwrap();
     let shared = Arc::new(Shared {
         settings,
         tls: None,
         pipeline: Pipeline::passthrough(),
         output: tx,
         budget: budget.clone(),
-        shutdown: CancellationToken::new(),
+        shutdown: shutdown.clone(),
+        metrics: metrics.receive.clone(),
     });
     let (client, server) = tokio::io::duplex(256 * 1024);
     let task = tokio::spawn(serve(
@@ -48,6 +54,8 @@ fn start(tweak: impl FnOnce(&mut ServerSettings)) -> Conn {
         output,
         budget,
         task,
+        shutdown,
+        metrics,
     }
 }
 
@@ -340,4 +348,115 @@ async fn closing_without_a_byte_is_a_probe_not_an_error() {
     let c = start(|_| {});
     drop(c.client);
     assert!(matches!(c.task.await.unwrap(), ConnectionEnd::Probe));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_inside_a_window_reads_it_to_the_end_and_acknowledges_it() {
+    let mut c = start(|_| {});
+    let wire = window(4, Compression::None);
+    let half = wire.len() / 2;
+    c.client.write_all(&wire[..half]).await.unwrap();
+    // Let the reader take the first half in before the shutdown.
+    assert_eq!(
+        next_ack(&mut c.client, Duration::from_millis(10)).await,
+        None
+    );
+    c.shutdown.cancel();
+    c.client.write_all(&wire[half..]).await.unwrap();
+    let batch = c
+        .output
+        .recv()
+        .await
+        .expect("the window begun before the shutdown is read to its end");
+    assert_eq!(batch.records.len(), 4);
+    batch.delivery.delivered();
+    expect_ack(&mut c.client, 1, 4).await;
+    assert!(
+        closed(&mut c.client).await,
+        "the connection closes once the window is acknowledged"
+    );
+    assert!(matches!(c.task.await.unwrap(), ConnectionEnd::Shutdown));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_between_windows_stops_reading_but_acknowledges_what_is_pending() {
+    let mut c = start(|_| {});
+    c.client
+        .write_all(&window(2, Compression::None))
+        .await
+        .unwrap();
+    let batch = c.output.recv().await.unwrap();
+    c.shutdown.cancel();
+    // A window sent after the shutdown is not read: the client resends it elsewhere.
+    c.client
+        .write_all(&window(3, Compression::None))
+        .await
+        .unwrap();
+    batch.delivery.delivered();
+    expect_ack(&mut c.client, 1, 2).await;
+    assert!(closed(&mut c.client).await);
+    assert!(matches!(c.task.await.unwrap(), ConnectionEnd::Shutdown));
+    assert!(
+        c.output.try_recv().is_err(),
+        "no event of the window sent after the shutdown reached the output"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_count_frames_events_acks_and_release_held_events() {
+    let mut c = start(|s| s.keepalive_interval = Duration::from_secs(5));
+    let m = &c.metrics.receive;
+    let mut wire = window(3, Compression::Level(3));
+    wire.extend_from_slice(&window(2, Compression::None));
+    c.client.write_all(&wire).await.unwrap();
+    let first = c.output.recv().await.unwrap();
+    let second = c.output.recv().await.unwrap();
+    assert_eq!(m.events.get(), 5);
+    assert_eq!(
+        m.inflight_events.get(),
+        5,
+        "events are held until their window is acknowledged"
+    );
+    expect_ack(&mut c.client, 6, 0).await;
+    assert_eq!(m.keepalives.get(), 1);
+    first.delivery.delivered();
+    expect_ack(&mut c.client, 1, 3).await;
+    assert_eq!(m.inflight_events.get(), 2);
+    second.delivery.delivered();
+    expect_ack(&mut c.client, 1, 2).await;
+    assert_eq!(m.windows_acknowledged.get(), 2);
+    assert_eq!(m.inflight_events.get(), 0);
+    assert_eq!(m.ack_latency.get_sample_count(), 2);
+    assert_eq!(m.received_bytes.get(), wire.len() as u64);
+    let text = String::from_utf8(c.metrics.render()).unwrap();
+    for series in [
+        "lumberd_frames_received_total{type=\"window\"} 2",
+        "lumberd_frames_received_total{type=\"compressed\"} 1",
+        "lumberd_frames_received_total{type=\"json\"} 5",
+    ] {
+        assert!(text.contains(series), "missing {series}");
+    }
+    assert!(
+        m.inflated_bytes.get() > 0,
+        "the C frame's inflated bytes are counted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_ending_with_unacknowledged_events_stops_holding_them() {
+    let mut c = start(|_| {});
+    c.client
+        .write_all(&window(4, Compression::None))
+        .await
+        .unwrap();
+    let batch = c.output.recv().await.unwrap();
+    assert_eq!(c.metrics.receive.inflight_events.get(), 4);
+    drop(batch);
+    drop(c.client);
+    c.task.await.unwrap();
+    assert_eq!(
+        c.metrics.receive.inflight_events.get(),
+        0,
+        "a failed window's events are no longer held once its connection is gone"
+    );
 }

@@ -88,6 +88,13 @@ pub const DEFAULT_ILM_DELETE_AFTER: &str = "30d";
 /// Time given to in-flight windows to be delivered and acknowledged after SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "20s";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// The same warning (a bad client, a failing output) is logged at most once per this
+/// interval; the next line carries how many were suppressed in between.
+pub const DEFAULT_LOG_REPEAT_INTERVAL: &str = "10s";
+/// Prometheus metrics, /healthz and /readyz: Logstash's monitoring API port.
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9600";
+/// Scrapers and probes served at once; a handful is the normal load.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 16;
 /// `auto`: human-readable on a terminal, JSON otherwise (containers).
 pub const DEFAULT_LOG_FORMAT: &str = "auto";
 
@@ -106,7 +113,7 @@ pub const DEFAULT_TLS_RELOAD_INTERVAL: &str = "30s";
 /// when `ssl.certificate` is set.
 pub const DEFAULT_TLS_CLIENT_AUTH: &str = "none";
 
-const SECTIONS: [&str; 5] = ["server", "tls", "output", "log", "pipeline"];
+const SECTIONS: [&str; 6] = ["server", "tls", "output", "log", "admin", "pipeline"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -294,6 +301,7 @@ impl Default for RawOutput {
 struct RawLog {
     level: String,
     format: String,
+    repeat_interval: String,
 }
 
 impl Default for RawLog {
@@ -301,6 +309,23 @@ impl Default for RawLog {
         RawLog {
             level: DEFAULT_LOG_LEVEL.into(),
             format: DEFAULT_LOG_FORMAT.into(),
+            repeat_interval: DEFAULT_LOG_REPEAT_INTERVAL.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    listen: String,
+    max_connections: usize,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: DEFAULT_ADMIN_LISTEN.into(),
+            max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
         }
     }
 }
@@ -313,7 +338,16 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     pub output: OutputSettings,
     pub log: LogSettings,
+    pub admin: AdminSettings,
     pub pipeline: PipelineSettings,
+}
+
+/// The `[admin]` section: the HTTP port of /metrics, /healthz and /readyz.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// `None` when `listen = ""`: no admin port.
+    pub listen: Option<SocketAddr>,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -433,6 +467,7 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub level: String,
     pub format: LogFormat,
+    pub repeat_interval: Duration,
 }
 
 /// Every problem found in a configuration, one per line.
@@ -484,10 +519,11 @@ impl Settings {
         let tls: RawTls = section(&mut table, "tls", &mut problems);
         let output: RawOutput = section(&mut table, "output", &mut problems);
         let log: RawLog = section(&mut table, "log", &mut problems);
+        let admin: RawAdmin = section(&mut table, "admin", &mut problems);
         let tls = validate_tls(tls, &mut problems);
         let pipeline = pipeline::load(text.as_deref(), table.get("pipeline"), &mut problems);
-        let settings =
-            validate(server, output, log, pipeline, &mut problems).map(|s| Settings { tls, ..s });
+        let settings = validate(server, output, log, admin, pipeline, &mut problems)
+            .map(|s| Settings { tls, ..s });
         match settings {
             Some(s) if problems.is_empty() => Ok(s),
             _ => Err(ConfigError { problems }),
@@ -792,9 +828,22 @@ fn validate(
     s: RawServer,
     o: RawOutput,
     l: RawLog,
+    a: RawAdmin,
     pipeline: PipelineSettings,
     problems: &mut Vec<String>,
 ) -> Option<Settings> {
+    let admin_listen = match a.listen.as_str() {
+        "" => Some(None),
+        text => match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(Some(addr)),
+            Err(_) => {
+                problems.push(format!(
+                    "admin.listen: `{text}` is not an address like 0.0.0.0:9600 (or \"\" for none)"
+                ));
+                None
+            }
+        },
+    };
     let listen = match s.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -809,6 +858,7 @@ fn validate(
     let stall_timeout = duration("server.stall_timeout", &s.stall_timeout, problems);
     let idle_timeout = duration("server.idle_timeout", &s.idle_timeout, problems);
     let shutdown_grace = duration("server.shutdown_grace", &s.shutdown_grace, problems);
+    let repeat_interval = duration("log.repeat_interval", &l.repeat_interval, problems);
     if keepalive_interval >= Duration::from_secs(30) {
         problems
             .push("server.keepalive_interval: must be under Filebeat's 30 s timeout".to_string());
@@ -822,6 +872,7 @@ fn validate(
         ("server.max_pending_windows", s.max_pending_windows),
         ("server.batch_events", s.batch_events),
         ("output.queue_batches", o.queue_batches),
+        ("admin.max_connections", a.max_connections),
     ] {
         if v == 0 {
             problems.push(format!("{key}: must be at least 1"));
@@ -894,6 +945,11 @@ fn validate(
         log: LogSettings {
             level: l.level,
             format,
+            repeat_interval,
+        },
+        admin: AdminSettings {
+            listen: admin_listen?,
+            max_connections: a.max_connections,
         },
         pipeline,
     })

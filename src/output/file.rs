@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 
 use super::{write_bulk_action, Batch, OutputSender};
 use crate::config::OutputSettings;
+use crate::metrics::{EventOutcome, OutputMetrics};
+use crate::throttle::LogThrottle;
 
 /// Batches written per fsync round at most, so one round's latency stays bounded.
 const MAX_BATCHES_PER_ROUND: usize = 256;
@@ -31,14 +33,21 @@ pub struct FileOutput {
 }
 
 impl FileOutput {
-    /// Creates `data_dir` and starts the writer; fails if the directory is unusable.
-    pub fn start(settings: &OutputSettings) -> std::io::Result<(OutputSender, FileOutput)> {
+    /// Creates `data_dir` and starts the writer thread, which holds `alive` until it
+    /// ends; fails if the directory is unusable.
+    pub fn start(
+        settings: &OutputSettings,
+        metrics: OutputMetrics,
+        log: Arc<LogThrottle>,
+        alive: impl Send + 'static,
+    ) -> std::io::Result<(OutputSender, FileOutput)> {
         std::fs::create_dir_all(&settings.data_dir)?;
         let dir = settings.data_dir.canonicalize()?;
         // Fail at start, not at the first window, when the directory is not writable.
         let probe = dir.join(".lumberd-write-test");
         File::create(&probe)?;
         std::fs::remove_file(&probe)?;
+        metrics.up.set(1);
         let (tx, rx) = mpsc::channel(settings.queue_batches);
         let thread = std::thread::Builder::new()
             .name("file-output".into())
@@ -46,8 +55,11 @@ impl FileOutput {
                 Writer {
                     dir,
                     files: HashMap::new(),
+                    metrics,
+                    log,
                 }
-                .run(rx)
+                .run(rx);
+                drop(alive);
             })?;
         Ok((tx, FileOutput { thread }))
     }
@@ -63,6 +75,8 @@ impl FileOutput {
 struct Writer {
     dir: PathBuf,
     files: HashMap<Arc<str>, BufWriter<File>>,
+    metrics: OutputMetrics,
+    log: Arc<LogThrottle>,
 }
 
 impl Writer {
@@ -77,10 +91,18 @@ impl Writer {
                 }
             }
             match self.write_round(&mut round) {
-                Ok(()) => round.drain(..).for_each(|b| b.delivery.delivered()),
+                Ok(()) => {
+                    let events = round.iter().map(|b| b.records.len()).sum();
+                    self.metrics.events(EventOutcome::Indexed, events);
+                    self.metrics.succeeded();
+                    round.drain(..).for_each(|b| b.delivery.delivered());
+                }
                 Err(e) => {
-                    tracing::error!(dir = %self.dir.display(), error = %e,
-                        "file output failed; {} batches not acknowledged, clients will resend", round.len());
+                    self.metrics.up.set(0);
+                    if let Some(suppressed) = self.log.allow(("file_output", "error")) {
+                        tracing::error!(dir = %self.dir.display(), error = %e, suppressed,
+                            "file output failed; {} batches not acknowledged, clients will resend", round.len());
+                    }
                     // Reopen files next round: a failed BufWriter may hold partial data.
                     self.files.clear();
                     let reason = format!("file output: {e}");

@@ -23,6 +23,44 @@ pub struct Doc<'a> {
     pub modified: bool,
     /// `@timestamp` as an instant, while the field is untouched.
     instant: Option<DateTime<Utc>>,
+    /// The [`Failure`]s met so far, one bit each, for the failure counters.
+    pub failures: u8,
+}
+
+/// Why an event was tagged as a failure: the `kind` label of
+/// `lumberd_pipeline_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A `json` filter's source was not a JSON object (`_jsonparsefailure`).
+    Json = 0,
+    /// A `date` filter matched no format (`_dateparsefailure`).
+    Date = 1,
+    /// A `convert` failed (`_mutate_error`).
+    Convert = 2,
+    /// An unusable `@timestamp` (`_timestampparsefailure`).
+    Timestamp = 3,
+    /// An unusable `tags` (`_tagsparsefailure`).
+    Tags = 4,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 5] = [
+        Failure::Json,
+        Failure::Date,
+        Failure::Convert,
+        Failure::Timestamp,
+        Failure::Tags,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::Json => "json",
+            Failure::Date => "date",
+            Failure::Convert => "convert",
+            Failure::Timestamp => "timestamp",
+            Failure::Tags => "tags",
+        }
+    }
 }
 
 impl<'a> Doc<'a> {
@@ -53,6 +91,7 @@ impl<'a> Doc<'a> {
             received,
             modified,
             instant: None,
+            failures: 0,
         };
         let decoded = match doc.root.get_mut(MESSAGE) {
             Some(m) => {
@@ -87,6 +126,7 @@ impl<'a> Doc<'a> {
                 doc.set_timestamp(received);
                 doc.set_root("_@timestamp", to_string_value(bad, bump));
                 doc.tag("_timestampparsefailure");
+                doc.failed(Failure::Timestamp);
             }
             None => doc.set_timestamp(received),
         }
@@ -202,6 +242,10 @@ impl<'a> Doc<'a> {
         }
     }
 
+    pub fn failed(&mut self, failure: Failure) {
+        self.failures |= 1 << failure as u8;
+    }
+
     /// Logstash 8's rule for a `tags` field set from parsed JSON: it must be a string or
     /// an array of strings; anything else moves to `_tags` with `_tagsparsefailure`.
     pub fn check_tags(&mut self) {
@@ -219,6 +263,7 @@ impl<'a> Doc<'a> {
             let bad = self.root.remove(TAGS).expect("present");
             self.set_root("_tags", bad);
             self.tag("_tagsparsefailure");
+            self.failed(Failure::Tags);
         }
     }
 }

@@ -6,7 +6,7 @@ use bumpalo::collections::Vec as BVec;
 
 use super::convert::{convert, Conversion, Converted};
 use super::date::{parse_date, DateFormat, DateInput, Zone};
-use super::doc::{Doc, METADATA, TAGS, TIMESTAMP};
+use super::doc::{Doc, Failure, METADATA, TAGS, TIMESTAMP};
 use super::path::FieldPath;
 use super::template::Template;
 use super::value::{parse_any, parse_object, Kind, Value};
@@ -84,6 +84,7 @@ impl Filter {
                 tag_on_failure,
             } => {
                 if !json(doc, source, target.as_ref()) {
+                    doc.failed(Failure::Json);
                     tag_all(doc, tag_on_failure);
                 }
             }
@@ -95,6 +96,7 @@ impl Filter {
                 tag_on_failure,
             } => {
                 if !date(doc, field, formats, target, *timezone) {
+                    doc.failed(Failure::Date);
                     tag_all(doc, tag_on_failure);
                 }
             }
@@ -112,6 +114,7 @@ impl Filter {
                         }
                         Converted::Unchanged => {}
                         Converted::Failed => {
+                            doc.failed(Failure::Convert);
                             tag_all(doc, tag_on_failure);
                             if *to != Conversion::Boolean {
                                 break;
@@ -250,6 +253,7 @@ fn json(doc: &mut Doc, source: &FieldPath, target: Option<&FieldPath>) -> bool {
                 ts.render(&mut s);
                 doc.set_root("_@timestamp", Value::Str(bump.alloc_str(&s)));
                 doc.tag("_timestampparsefailure");
+                doc.failed(Failure::Timestamp);
             }
         }
     }

@@ -26,6 +26,10 @@ pub struct Codec {
     /// Wire bytes consumed so far: the offset reported with errors.
     consumed: u64,
     inflating: Option<Inflating>,
+    /// `C` frames started so far.
+    compressed_frames: u64,
+    /// Bytes inflated so far, over every `C` frame.
+    inflated_total: u64,
 }
 
 struct Inflating {
@@ -64,12 +68,24 @@ impl Codec {
             limits,
             consumed: 0,
             inflating: None,
+            compressed_frames: 0,
+            inflated_total: 0,
         }
     }
 
     /// Wire bytes consumed so far.
     pub fn offset(&self) -> u64 {
         self.consumed
+    }
+
+    /// `C` frames met so far (their inner frames come out as frames of their own).
+    pub fn compressed_frames(&self) -> u64 {
+        self.compressed_frames
+    }
+
+    /// Bytes inflated so far, over every `C` frame.
+    pub fn inflated_bytes(&self) -> u64 {
+        self.inflated_total
     }
 
     /// Bytes the codec must hold in one piece to finish the frame it is in, when that
@@ -142,6 +158,7 @@ impl Codec {
                 self.consumed += consumed as u64;
                 inf.remaining -= consumed;
                 inf.inflated += produced as u64;
+                self.inflated_total += produced as u64;
                 match status {
                     Ok(Status::StreamEnd) => inf.ended = true,
                     Ok(_) => {}
@@ -178,6 +195,7 @@ impl Codec {
                 None => return Ok(None),
                 Some(Parsed::Frame(frame)) => return Ok(Some(frame)),
                 Some(Parsed::Compressed(len)) => {
+                    self.compressed_frames += 1;
                     self.inflating = Some(Inflating {
                         frame_offset: at,
                         remaining: len,

@@ -117,6 +117,27 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
+    /// Every [`ProtocolError::kind`], for metrics created at 0.
+    pub const KINDS: [&'static str; 17] = [
+        "tls_on_plain_port",
+        "http_request",
+        "bad_version",
+        "unknown_frame_type",
+        "frame_too_large",
+        "inflated_too_large",
+        "zlib",
+        "truncated_compressed",
+        "trailing_compressed",
+        "nested_compressed",
+        "window_too_large",
+        "empty_window",
+        "premature_window",
+        "data_outside_window",
+        "truncated",
+        "truncated_window",
+        "io",
+    ];
+
     /// A short, fixed name for logs and metric labels (bounded cardinality).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -156,5 +177,45 @@ impl From<std::io::Error> for DecodeError {
             offset: 0,
             error: ProtocolError::Io(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_lists_the_kind_of_every_error_once() {
+        let every = [
+            ProtocolError::TlsOnPlainPort,
+            ProtocolError::HttpOnBeatsPort(String::new()),
+            ProtocolError::UnsupportedVersion(0),
+            ProtocolError::UnknownFrameType(0),
+            ProtocolError::FrameTooLarge {
+                kind: 'J',
+                len: 0,
+                limit: 0,
+            },
+            ProtocolError::InflatedTooLarge { limit: 0 },
+            ProtocolError::Zlib(String::new()),
+            ProtocolError::TruncatedInsideCompressed(0),
+            ProtocolError::TrailingCompressedBytes(0),
+            ProtocolError::NestedCompressed,
+            ProtocolError::WindowTooLarge { count: 0, limit: 0 },
+            ProtocolError::EmptyWindow,
+            ProtocolError::PrematureWindow {
+                expected: 0,
+                received: 0,
+            },
+            ProtocolError::DataOutsideWindow(0),
+            ProtocolError::Truncated(0),
+            ProtocolError::TruncatedWindow {
+                expected: 0,
+                received: 0,
+            },
+            ProtocolError::Io(String::new()),
+        ];
+        let kinds: Vec<&str> = every.iter().map(ProtocolError::kind).collect();
+        assert_eq!(kinds, ProtocolError::KINDS);
     }
 }

@@ -1,9 +1,9 @@
-//! What a failed handshake is called (fixed labels, for log lines and later metrics) and
-//! the counters kept until the metrics module exports them. Knows no sockets.
+//! What a failed handshake is called (fixed labels, for log lines and metrics) and the
+//! handshake counters. Knows no sockets.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus::{IntCounter, IntCounterVec, Opts};
 use rustls::CertificateError;
 
 /// Why a handshake on the TLS port failed. The labels are fixed: metric label values.
@@ -52,7 +52,7 @@ impl HandshakeFailure {
         HandshakeFailure::Other,
     ];
 
-    /// The fixed label: the log line's `reason=` and, later, the metric's label value.
+    /// The fixed label: the log line's `reason=` and the metric's label value.
     pub fn label(self) -> &'static str {
         match self {
             HandshakeFailure::PlainBeats => "plain_beats",
@@ -152,13 +152,17 @@ impl fmt::Display for HandshakeError {
     }
 }
 
-/// Handshake and reload counts, kept until the metrics module exports them.
-#[derive(Debug, Default)]
+/// Handshake and reload counts: `lumberd_tls_handshakes_total`,
+/// `lumberd_tls_handshake_failures_total{reason}` and `lumberd_tls_reloads_total{result}`
+/// once [`TlsCounters::register`]ed (`check-config` loads TLS without registering).
+#[derive(Debug, Clone)]
 pub struct TlsCounters {
-    handshakes_ok: AtomicU64,
-    handshakes_failed: [AtomicU64; HandshakeFailure::ALL.len()],
-    reloads: AtomicU64,
-    reloads_refused: AtomicU64,
+    handshakes_ok: IntCounter,
+    failures: IntCounterVec,
+    handshakes_failed: [IntCounter; HandshakeFailure::ALL.len()],
+    reloads_vec: IntCounterVec,
+    reloads: IntCounter,
+    reloads_refused: IntCounter,
 }
 
 /// A copy of [`TlsCounters`] at one moment.
@@ -170,38 +174,77 @@ pub struct TlsCounts {
     pub reloads_refused: u64,
 }
 
+impl Default for TlsCounters {
+    fn default() -> Self {
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "lumberd_tls_handshake_failures_total",
+                "TLS handshakes on the Beats port that failed, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric options");
+        let reloads_vec = IntCounterVec::new(
+            Opts::new(
+                "lumberd_tls_reloads_total",
+                "Changed certificate or key files, by result: reloaded, or refused (the old ones stay).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric options");
+        TlsCounters {
+            handshakes_ok: IntCounter::new(
+                "lumberd_tls_handshakes_total",
+                "TLS handshakes on the Beats port that completed.",
+            )
+            .expect("valid metric options"),
+            handshakes_failed: HandshakeFailure::ALL
+                .map(|r| failures.with_label_values(&[r.label()])),
+            failures,
+            reloads: reloads_vec.with_label_values(&["reloaded"]),
+            reloads_refused: reloads_vec.with_label_values(&["refused"]),
+            reloads_vec,
+        }
+    }
+}
+
 impl TlsCounters {
+    /// Exports the counters in `registry`.
+    pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.handshakes_ok.clone()))?;
+        registry.register(Box::new(self.failures.clone()))?;
+        registry.register(Box::new(self.reloads_vec.clone()))
+    }
+
     pub fn handshake_ok(&self) -> u64 {
-        self.handshakes_ok.fetch_add(1, Ordering::Relaxed) + 1
+        self.handshakes_ok.inc();
+        self.handshakes_ok.get()
     }
 
     /// Counts one failure; returns the count for that reason so far.
     pub fn handshake_failed(&self, reason: HandshakeFailure) -> u64 {
-        self.handshakes_failed[reason.index()].fetch_add(1, Ordering::Relaxed) + 1
+        let c = &self.handshakes_failed[reason.index()];
+        c.inc();
+        c.get()
     }
 
     pub fn reloaded(&self) {
-        self.reloads.fetch_add(1, Ordering::Relaxed);
+        self.reloads.inc();
     }
 
     pub fn reload_refused(&self) {
-        self.reloads_refused.fetch_add(1, Ordering::Relaxed);
+        self.reloads_refused.inc();
     }
 
     pub fn snapshot(&self) -> TlsCounts {
         TlsCounts {
-            handshakes_ok: self.handshakes_ok.load(Ordering::Relaxed),
+            handshakes_ok: self.handshakes_ok.get(),
             handshakes_failed: HandshakeFailure::ALL
                 .iter()
-                .map(|r| {
-                    (
-                        *r,
-                        self.handshakes_failed[r.index()].load(Ordering::Relaxed),
-                    )
-                })
+                .map(|r| (*r, self.handshakes_failed[r.index()].get()))
                 .collect(),
-            reloads: self.reloads.load(Ordering::Relaxed),
-            reloads_refused: self.reloads_refused.load(Ordering::Relaxed),
+            reloads: self.reloads.get(),
+            reloads_refused: self.reloads_refused.get(),
         }
     }
 }

@@ -149,6 +149,8 @@ struct ReloadState {
 pub struct CertSummary {
     pub subject: String,
     pub not_after: String,
+    /// `not_after` as Unix seconds (0 when unknown), for the expiry metric.
+    pub not_after_unix: i64,
 }
 
 impl TlsServer {
@@ -182,6 +184,7 @@ impl TlsServer {
         .unwrap_or(CertSummary {
             subject: "?".into(),
             not_after: "?".into(),
+            not_after_unix: 0,
         })
     }
 

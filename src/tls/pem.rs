@@ -154,6 +154,7 @@ pub(super) fn check_validity(
     Ok(CertSummary {
         subject,
         not_after: validity.not_after.to_string(),
+        not_after_unix: validity.not_after.timestamp(),
     })
 }
 
@@ -164,6 +165,7 @@ pub(super) fn summarise(
     Ok(CertSummary {
         subject: rfc4514(parsed.subject()),
         not_after: parsed.validity().not_after.to_string(),
+        not_after_unix: parsed.validity().not_after.timestamp(),
     })
 }
 

@@ -37,6 +37,7 @@ pub const PASSTHROUGH_CONFIG: &str = "[pipeline]\nfilter = []\nfingerprint = []\
 pub struct Lumberd {
     child: Child,
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     data_dir: tempfile::TempDir,
     logs: Arc<Mutex<String>>,
 }
@@ -101,9 +102,9 @@ impl LumberdBuilder {
         drain(child.stdout.take().unwrap(), logs.clone(), "[stdout] ");
 
         let deadline = Instant::now() + START_DEADLINE;
-        let addr = loop {
-            if let Some(addr) = parse_listening(&logs.lock().unwrap()) {
-                break addr;
+        let (addr, admin) = loop {
+            if let Some(addrs) = parse_listening(&logs.lock().unwrap()) {
+                break addrs;
             }
             if let Ok(Some(status)) = child.try_wait() {
                 thread::sleep(Duration::from_millis(100)); // let the drains catch up
@@ -125,6 +126,7 @@ impl LumberdBuilder {
         Lumberd {
             child,
             addr,
+            admin,
             data_dir,
             logs,
         }
@@ -148,6 +150,7 @@ pub fn serve_command(data_dir: &Path) -> Command {
     let mut cmd = lumberd_command();
     cmd.arg("serve")
         .env("LUMBERD_SERVER_LISTEN", "127.0.0.1:0")
+        .env("LUMBERD_ADMIN_LISTEN", "127.0.0.1:0")
         .env("LUMBERD_OUTPUT_DATA_DIR", data_dir)
         .env("LUMBERD_LOG_FORMAT", "text")
         .env("NO_COLOR", "1");
@@ -176,14 +179,63 @@ fn drain(from: impl Read + Send + 'static, into: Arc<Mutex<String>>, tag: &'stat
     });
 }
 
-/// The address in the first `listening addr=HOST:PORT` of the logs.
-fn parse_listening(logs: &str) -> Option<SocketAddr> {
-    let at = logs.find("listening addr=")? + "listening addr=".len();
-    let rest = &logs[at..];
-    let end = rest
-        .find(|c: char| c.is_whitespace() || c == '\u{1b}' || c == '"' || c == ',')
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+/// The Beats and admin addresses in the first `listening addr=HOST:PORT admin=HOST:PORT`
+/// line of the logs (admin `None` when lumberd runs without one).
+fn parse_listening(logs: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
+    // JSON logs (log.format json or auto): the fields of the "listening" line.
+    for line in logs.lines().filter(|l| l.starts_with('{')) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if v["message"] == "listening" {
+            let addr = v["addr"].as_str()?.parse().ok()?;
+            return Some((addr, v["admin"].as_str().and_then(|a| a.parse().ok())));
+        }
+    }
+    let at = logs.find("listening addr=")?;
+    let line = logs[at..].lines().next()?;
+    let value = |key: &str| {
+        let rest = &line[line.find(key)? + key.len()..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '\u{1b}' || c == '"' || c == ',')
+            .unwrap_or(rest.len());
+        Some(rest[..end].to_string())
+    };
+    let addr = value("addr=")?.parse().ok()?;
+    Some((addr, value("admin=").and_then(|a| a.parse().ok())))
+}
+
+/// `(status, body)` of an HTTP/1.0 GET to `addr` (the admin port), by hand: the tests
+/// must see exactly what a scraper or the kubelet sees.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("connect to the admin port {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("GET {path}: not an HTTP response: {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("GET {path}: no status in {head:?}"));
+    (status, body.to_string())
+}
+
+/// The value of the series `series` (a name with its labels, as exposed) in a scrape.
+pub fn metric(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
 }
 
 impl Lumberd {
@@ -202,6 +254,71 @@ impl Lumberd {
 
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
+    }
+
+    /// The admin port (/metrics, /healthz, /readyz).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .expect("lumberd logged no admin address (admin.listen empty?)")
+    }
+
+    /// `(status, body)` of GET `path` on the admin port.
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin_addr(), path)
+    }
+
+    /// The metrics, as Prometheus scrapes them.
+    pub fn scrape(&self) -> String {
+        let (status, body) = self.admin_get("/metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// Polls the metrics every 20 ms until `series` reaches `at_least`; returns the
+    /// scrape. After `deadline` the test fails showing the scrape and the logs.
+    pub fn wait_for_metric(&self, series: &str, at_least: f64, deadline: Duration) -> String {
+        let until = Instant::now() + deadline;
+        loop {
+            let scrape = self.scrape();
+            if metric(&scrape, series).is_some_and(|v| v >= at_least) {
+                return scrape;
+            }
+            if Instant::now() > until {
+                panic!(
+                    "{series} did not reach {at_least} within {deadline:?}; now {:?}; logs:\n{}",
+                    metric(&scrape, series),
+                    truncate(&self.logs(), 20000)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {}", self.pid());
+    }
+
+    /// Waits for lumberd to exit on its own, at most `deadline`; `None` if it did not.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Everything lumberd wrote to stderr (and stdout, tagged) so far.

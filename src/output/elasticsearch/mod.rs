@@ -26,14 +26,23 @@ use self::bulk::{Item, Outcome, RequestOutcome};
 pub use self::setup::SetupError;
 use super::{Batch, OutputSender};
 use crate::config::EsSettings;
+use crate::metrics::{BulkOutcome, EventOutcome, OutputMetrics};
+use crate::throttle::LogThrottle;
 
-/// The output's state as last seen, logged once per transition.
+/// The output's state as last seen, logged once per transition and exported as
+/// `lumberd_output_up`.
 #[derive(Debug)]
-pub struct Health(AtomicU8);
+pub struct Health {
+    state: AtomicU8,
+    gauge: prometheus::IntGauge,
+}
 
-impl Default for Health {
-    fn default() -> Self {
-        Health(AtomicU8::new(UNKNOWN))
+impl Health {
+    pub fn new(gauge: prometheus::IntGauge) -> Health {
+        Health {
+            state: AtomicU8::new(UNKNOWN),
+            gauge,
+        }
     }
 }
 
@@ -43,13 +52,15 @@ const DOWN: u8 = 2;
 
 impl Health {
     pub fn up(&self) {
-        if self.0.swap(UP, Ordering::AcqRel) != UP {
+        self.gauge.set(1);
+        if self.state.swap(UP, Ordering::AcqRel) != UP {
             tracing::info!(state = "up", "Elasticsearch output is up");
         }
     }
 
     pub fn down(&self, reason: &str) {
-        if self.0.swap(DOWN, Ordering::AcqRel) != DOWN {
+        self.gauge.set(0);
+        if self.state.swap(DOWN, Ordering::AcqRel) != DOWN {
             tracing::warn!(
                 state = "down",
                 reason,
@@ -59,38 +70,12 @@ impl Health {
     }
 
     pub fn is_up(&self) -> bool {
-        self.0.load(Ordering::Acquire) == UP
+        self.state.load(Ordering::Acquire) == UP
     }
 
     #[cfg(test)]
     fn state(&self) -> u8 {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-/// Items by outcome, for the log and the metrics.
-#[derive(Debug, Clone)]
-pub struct Counters {
-    items: prometheus::IntCounterVec,
-}
-
-impl Counters {
-    pub fn new(registry: &prometheus::Registry) -> prometheus::Result<Counters> {
-        let items = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "lumberd_elasticsearch_items_total",
-                "Bulk items by final outcome: indexed, duplicate, dead_letter; retried counts attempts.",
-            ),
-            &["outcome"],
-        )?;
-        registry.register(Box::new(items.clone()))?;
-        Ok(Counters { items })
-    }
-
-    fn add(&self, outcome: &'static str, n: usize) {
-        if n > 0 {
-            self.items.with_label_values(&[outcome]).inc_by(n as u64);
-        }
+        self.state.load(Ordering::Acquire)
     }
 }
 
@@ -101,14 +86,17 @@ pub struct EsOutput {
 
 impl EsOutput {
     /// Builds the transport, waits until Elasticsearch answers (up to `ready_timeout`),
-    /// installs the templates, then starts the writer. Nothing is bound before this.
+    /// installs the templates, then starts the writer, which holds `alive` until it ends.
+    /// Nothing is bound before this.
     pub async fn start(
         settings: &EsSettings,
         queue_batches: usize,
-        counters: Counters,
+        metrics: OutputMetrics,
+        log: Arc<LogThrottle>,
+        alive: impl Send + 'static,
     ) -> Result<(OutputSender, EsOutput), SetupError> {
         let transport = setup::transport(settings)?;
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(metrics.up.clone()));
         setup::wait_ready(&transport, settings, &health).await?;
         setup::install(&transport, settings).await?;
         let (tx, rx) = mpsc::channel(queue_batches);
@@ -116,9 +104,14 @@ impl EsOutput {
             transport,
             settings: settings.clone(),
             health,
-            counters,
+            metrics,
+            log,
         });
-        let task = tokio::spawn(batch_loop(rx, writer));
+        // `alive` is dropped when the writer ends: the liveness probe sees it.
+        let task = tokio::spawn(async move {
+            batch_loop(rx, writer).await;
+            drop(alive);
+        });
         Ok((tx, EsOutput { task }))
     }
 
@@ -205,7 +198,9 @@ struct Writer {
     transport: Transport,
     settings: EsSettings,
     health: Arc<Health>,
-    counters: Counters,
+    metrics: OutputMetrics,
+    /// Rate-limits the retry and dead-letter warnings (an outage repeats them).
+    log: Arc<LogThrottle>,
 }
 
 /// An item the cluster refused for good, with its answer.
@@ -254,14 +249,17 @@ impl Writer {
         if !rejected.is_empty() {
             let now = chrono::Utc::now();
             let first = &rejected[0];
-            tracing::warn!(
-                count = rejected.len(),
-                status = first.status,
-                error_type = %first.kind,
-                reason = %first.reason,
-                index = %first.item.index,
-                "Elasticsearch rejected events; storing them as dead letters (first reason shown)"
-            );
+            if let Some(suppressed) = self.log.allow(("elasticsearch", "dead_letters")) {
+                tracing::warn!(
+                    count = rejected.len(),
+                    status = first.status,
+                    error_type = %first.kind,
+                    reason = %first.reason,
+                    index = %first.item.index,
+                    suppressed,
+                    "Elasticsearch rejected events; storing them as dead letters (first reason shown)"
+                );
+            }
             let letters: Vec<Item> = rejected
                 .iter()
                 .map(|r| {
@@ -293,8 +291,10 @@ impl Writer {
                 batches.into_iter().for_each(|b| b.delivery.fail(&reason));
                 return;
             }
-            self.counters.add("dead_letter", rejected.len());
+            self.metrics
+                .events(EventOutcome::DeadLettered, rejected.len());
         }
+        self.metrics.succeeded();
         for b in batches {
             b.delivery.delivered();
         }
@@ -321,7 +321,12 @@ impl Writer {
             let chunk: Vec<Item> = todo.drain(..n).collect();
             let mut retry: Vec<Item> = Vec::new();
             let mut first_retry: Option<String> = None;
-            match self.send(&chunk).await {
+            let sent_at = Instant::now();
+            let answer = self.send(&chunk).await;
+            self.metrics
+                .bulk_duration
+                .observe(sent_at.elapsed().as_secs_f64());
+            match answer {
                 Ok(Answer::Items(answers)) if answers.len() == chunk.len() => {
                     let (mut indexed, mut dup) = (0, 0);
                     for (item, (status, error)) in chunk.into_iter().zip(answers) {
@@ -345,13 +350,19 @@ impl Writer {
                         }
                     }
                     self.health.up();
-                    self.counters.add("indexed", indexed);
-                    self.counters.add("duplicate", dup);
+                    self.metrics.events(EventOutcome::Indexed, indexed);
+                    self.metrics.events(EventOutcome::Duplicate, dup);
+                    self.metrics.bulk_request(if retry.is_empty() {
+                        BulkOutcome::Success
+                    } else {
+                        BulkOutcome::Partial
+                    });
                     if dup > 0 {
                         tracing::debug!(duplicates = dup, "events already stored (resent)");
                     }
                 }
                 Ok(Answer::Items(answers)) => {
+                    self.metrics.bulk_request(BulkOutcome::Retried);
                     first_retry = Some(format!(
                         "bulk answer has {} items for {} sent",
                         answers.len(),
@@ -361,6 +372,7 @@ impl Writer {
                 }
                 Ok(Answer::Status(status, reason)) => match bulk::classify_request(status) {
                     RequestOutcome::Split if chunk.len() > 1 => {
+                        self.metrics.bulk_request(BulkOutcome::Failed);
                         max_bytes = (size / 2).max(1);
                         tracing::info!(
                             status,
@@ -371,6 +383,7 @@ impl Writer {
                         continue;
                     }
                     RequestOutcome::Split => {
+                        self.metrics.bulk_request(BulkOutcome::Failed);
                         let item = chunk.into_iter().next().expect("one item");
                         rejected.push(Rejected {
                             item,
@@ -381,6 +394,7 @@ impl Writer {
                         continue;
                     }
                     RequestOutcome::Retry => {
+                        self.metrics.bulk_request(BulkOutcome::Retried);
                         first_retry = Some(format!("HTTP {status} {reason}"));
                         if status >= 500 || status == 401 || status == 403 {
                             self.health.down(&format!("HTTP {status} {reason}"));
@@ -389,6 +403,7 @@ impl Writer {
                     }
                 },
                 Err(e) => {
+                    self.metrics.bulk_request(BulkOutcome::Retried);
                     self.health.down(&e);
                     first_retry = Some(e);
                     retry = chunk;
@@ -406,21 +421,25 @@ impl Writer {
                 continue;
             }
             attempt += 1;
-            self.counters.add("retried", retry.len());
+            self.metrics.events(EventOutcome::Retried, retry.len());
             let wait = bulk::backoff(
                 attempt,
                 s.retry_initial_backoff,
                 s.retry_max_backoff,
                 bulk::random(),
             );
-            // One line per failing round, with the first reason, not one per item.
-            tracing::warn!(
-                items = retry.len(),
-                attempt,
-                wait_ms = wait.as_millis() as u64,
-                reason = first_retry.as_deref().unwrap_or(""),
-                "bulk items not stored; retrying"
-            );
+            // One line per failing round, with the first reason, not one per item; and
+            // through an outage, one per log.repeat_interval.
+            if let Some(suppressed) = self.log.allow(("elasticsearch", "retry")) {
+                tracing::warn!(
+                    items = retry.len(),
+                    attempt,
+                    wait_ms = wait.as_millis() as u64,
+                    reason = first_retry.as_deref().unwrap_or(""),
+                    suppressed,
+                    "bulk items not stored; retrying"
+                );
+            }
             tokio::time::sleep(wait).await;
             todo.splice(0..0, retry);
         }
@@ -480,7 +499,7 @@ mod tests {
 
     #[test]
     fn output_state_changes_are_recorded_once_each() {
-        let h = Health::default();
+        let h = Health::new(prometheus::IntGauge::new("up", "up").unwrap());
         assert_eq!(h.state(), UNKNOWN);
         h.down("x");
         h.down("y");

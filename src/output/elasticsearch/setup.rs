@@ -325,7 +325,7 @@ mod tests {
         });
         let s = settings(url, auth);
         let t = transport(&s).unwrap();
-        let health = Health::default();
+        let health = Health::new(prometheus::IntGauge::new("up", "up").unwrap());
         wait_ready(&t, &s, &health).await.unwrap();
         assert!(health.is_up());
         server.await.unwrap()

@@ -10,6 +10,12 @@
 // tests/corpus/inputs.ndjson), sent byte for byte in windows of -window events; the
 // last window may be shorter. -windows and -id are ignored then, and "ids" lists the
 // string test_id of each line that has one.
+//
+// With -mode failover -addr A -addr2 B the client behaves like Filebeat's Logstash
+// output with two hosts and loadbalance: false: when the connection to one host fails
+// it switches to the other and resends every event not yet acknowledged (see
+// failover.go). Its report adds hosts, acked_by, failovers, connect_failures, resent,
+// resent_ids and failover_errors; events_sent then counts resends too.
 package main
 
 import (
@@ -43,6 +49,8 @@ type result struct {
 	TLSVersion  string   `json:"tls_version,omitempty"`
 	TLSCipher   string   `json:"tls_cipher,omitempty"`
 	IDs         []string `json:"ids"`
+	// Only in -mode failover; nil (and absent from the JSON) otherwise.
+	*failoverReport
 }
 
 // goLumberVersion is the module version pinned in go.mod (the one Filebeat pins).
@@ -50,13 +58,22 @@ const goLumberVersion = "v0.1.2-0.20220819171948-335fde24ea0f"
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:5044", "server host:port")
-	mode := flag.String("mode", "sync", "sync (one window at a time) or async (pipelined windows)")
+	mode := flag.String("mode", "sync", "sync (one window at a time), async (pipelined windows), "+
+		"or failover (Filebeat with hosts [-addr, -addr2], loadbalance: false)")
+	addr2 := flag.String("addr2", "", "failover only, required: the second server host:port")
 	compress := flag.Int("compress", 3, "zlib compression level 0..9 (0 = plain J frames)")
 	window := flag.Int("window", 10, "events per window (N)")
 	windows := flag.Int("windows", 2, "number of windows (K)")
-	inflight := flag.Int("inflight", 2, "async only: windows queued for ACK, like Filebeat's pipelining")
+	inflight := flag.Int("inflight", 2, "async and failover: windows queued for ACK, like Filebeat's pipelining "+
+		"(failover: 0 = SyncClient, one window at a time)")
 	prefix := flag.String("id", "go", "test_id prefix")
 	timeout := flag.Duration("timeout", 30*time.Second, "go-lumber timeout (dial, each write, each ACK read)")
+	deadline := flag.Duration("deadline", 0, "failover only: give up unless every event is acknowledged "+
+		"within this long (default 3 x -timeout)")
+	backoff := flag.Duration("backoff", 100*time.Millisecond, "failover only: wait before reconnecting, "+
+		"doubled after each failure without progress up to 10 x")
+	progressFile := flag.String("progress", "", "failover only: append \"acked <total>\" to this file "+
+		"whenever a window (or part of one) is acknowledged")
 	dump := flag.String("dump", "", "write every event sent, one JSON line each, to this file")
 	record := flag.String("record", "", "also tee every byte written to the server into this file")
 	eventsFile := flag.String("events", "", "send the lines of this NDJSON file as the events, byte for byte, "+
@@ -72,12 +89,22 @@ func main() {
 	if *window < 1 || *windows < 1 {
 		fail("window and windows must be >= 1")
 	}
-	if *mode != "sync" && *mode != "async" {
-		fail("mode must be sync or async")
+	switch *mode {
+	case "sync", "async":
+	case "failover":
+		if *addr2 == "" {
+			fail("-mode failover needs -addr2")
+		}
+		if *inflight < 0 {
+			fail("inflight must be >= 0")
+		}
+	default:
+		fail("mode must be sync, async or failover")
 	}
 
 	var batches [][]interface{}
 	ids := []string{}
+	var eventIDs []string // per event, "" when it has no test_id (failover's resent_ids)
 	var dumpLines [][]byte
 	if *eventsFile != "" {
 		lines, err := readEventsFile(*eventsFile)
@@ -95,9 +122,11 @@ func main() {
 			batch := make([]interface{}, 0, end-start)
 			for _, line := range lines[start:end] {
 				batch = append(batch, line) // a json.RawMessage: rawEncoder sends it as is
-				if id, ok := testIDOf(line); ok {
+				id, ok := testIDOf(line)
+				if ok {
 					ids = append(ids, id)
 				}
+				eventIDs = append(eventIDs, id)
 				if *dump != "" {
 					dumpLines = append(dumpLines, line)
 				}
@@ -112,6 +141,7 @@ func main() {
 				ev := makeEvent(*prefix, w, i, w*(*window)+i)
 				batch[i] = ev
 				ids = append(ids, ev.TestID)
+				eventIDs = append(eventIDs, ev.TestID)
 				if *dump != "" {
 					b, err := json.Marshal(ev) // the same encoder go-lumber uses by default
 					if err != nil {
@@ -141,7 +171,7 @@ func main() {
 		Client: "go-lumber", Version: goLumberVersion, Mode: *mode, Compress: *compress,
 		Window: *window, Windows: len(batches), EventsFile: *eventsFile, IDs: ids,
 	}
-	if *mode == "async" {
+	if *mode == "async" || *mode == "failover" {
 		res.Inflight = *inflight
 	}
 
@@ -169,10 +199,27 @@ func main() {
 		if err != nil {
 			fail("tls: %v", err)
 		}
+		named := func(address string) (*tls.Config, error) {
+			if *tlsName != "" || address == *addr {
+				return cfg, nil
+			}
+			// another host (-addr2): verify the name of the host dialled
+			host, _, err := net.SplitHostPort(address)
+			if err != nil {
+				return nil, err
+			}
+			c := cfg.Clone()
+			c.ServerName = host
+			return c, nil
+		}
 		tcp := dial
 		// Filebeat's transport: TCP, then crypto/tls with full verification, handshake
 		// before the first window.
 		dial = func(network, address string) (net.Conn, error) {
+			cfg, err := named(address)
+			if err != nil {
+				return nil, err
+			}
 			c, err := tcp(network, address)
 			if err != nil {
 				return nil, err
@@ -193,10 +240,30 @@ func main() {
 
 	start := time.Now()
 	var err error
-	if *mode == "sync" {
+	switch *mode {
+	case "sync":
 		err = runSync(dial, *addr, opts, batches, &res)
-	} else {
+	case "async":
 		err = runAsync(dial, *addr, *inflight, opts, batches, &res)
+	case "failover":
+		f := newFailover(batches, eventIDs)
+		f.hosts = [2]string{*addr, *addr2}
+		f.dial, f.opts, f.inflight, f.backoff = dial, opts, *inflight, *backoff
+		if *deadline <= 0 {
+			*deadline = 3 * *timeout
+		}
+		f.deadline = start.Add(*deadline)
+		if *progressFile != "" {
+			p, perr := os.OpenFile(*progressFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+			if perr != nil {
+				fail("progress: %v", perr)
+			}
+			defer p.Close()
+			f.progress = p
+		}
+		err = f.run()
+		res.EventsSent, res.EventsAcked = f.eventsSent(), f.nAcked
+		res.failoverReport = &f.report
 	}
 	res.ElapsedMS = time.Since(start).Milliseconds()
 	if tlsState != nil {
@@ -211,7 +278,8 @@ func main() {
 	if err != nil {
 		fail("%v", err)
 	}
-	if res.EventsAcked != res.EventsSent {
+	// failover: run returned an error unless every distinct event was acknowledged
+	if *mode != "failover" && res.EventsAcked != res.EventsSent {
 		fail("only %d of %d events acknowledged", res.EventsAcked, res.EventsSent)
 	}
 }

@@ -170,6 +170,8 @@ class Lumberd:
             "LUMBERD_SERVER_LISTEN": self.addr,
             "LUMBERD_OUTPUT_DATA_DIR": self.data_dir,
             "LUMBERD_LOG_FORMAT": "text",
+            # Scraped by nobody here; a free port so runs never collide on 9600.
+            "LUMBERD_ADMIN_LISTEN": "127.0.0.1:0",
         })
         self.env = env
         self.proc = None

@@ -173,7 +173,7 @@ fn log_end(peer: SocketAddr, end: &ConnectionEnd, log: &LogThrottle) {
     };
     match end {
         ConnectionEnd::Protocol(e) => {
-            tracing::warn!(%peer, kind, offset = e.offset, suppressed,
+            tracing::warn!(%peer, kind = %kind, offset = e.offset, suppressed,
             "closing connection: {}", e.error)
         }
         ConnectionEnd::Io(e) => {

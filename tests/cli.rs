@@ -214,18 +214,19 @@ fn sigterm_stops_serve_with_exit_0_even_when_its_stderr_reader_is_gone() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = lumberd()
-        .arg("serve")
-        .env("LUMBERD_SERVER_LISTEN", "127.0.0.1:0")
-        .env("LUMBERD_OUTPUT_DATA_DIR", dir.path())
-        .env("LUMBERD_LOG_FORMAT", "text")
+    let mut child = support::serve_command(dir.path())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    assert!(first.contains("listening"), "{first}");
+    let mut line = String::new();
+    while !line.contains("listening addr=") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "lumberd ended before listening"
+        );
+    }
     // Like `lumberd serve 2>&1 | head -1`: every later log write fails with EPIPE.
     drop(stderr);
     let kill = Command::new("kill")

@@ -1099,6 +1099,32 @@ mod tests {
     }
 
     #[test]
+    fn admin_port_defaults_to_9600_an_empty_listen_turns_it_off_and_a_bad_one_is_named() {
+        let d = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(d.admin.listen, Some("0.0.0.0:9600".parse().unwrap()));
+        assert_eq!(d.log.repeat_interval, Duration::from_secs(10));
+        let off = Settings::load(None, env(&[("LUMBERD_ADMIN_LISTEN", "")])).unwrap();
+        assert_eq!(off.admin.listen, None);
+        let bad = Settings::load(
+            None,
+            env(&[
+                ("LUMBERD_ADMIN_LISTEN", "port 9600"),
+                ("LUMBERD_LOG_REPEAT_INTERVAL", "often"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            bad.problems.iter().any(|p| p.starts_with("admin.listen:"))
+                && bad
+                    .problems
+                    .iter()
+                    .any(|p| p.starts_with("log.repeat_interval")),
+            "{:?}",
+            bad.problems
+        );
+    }
+
+    #[test]
     fn documented_example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lumberd.toml");
         Settings::load(Some(&path), env(&[])).expect("config/lumberd.toml must validate");

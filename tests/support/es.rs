@@ -246,6 +246,45 @@ impl EsNode {
         );
     }
 
+    /// How many documents of `indices` hold each value of the keyword `field`: exact at
+    /// any size (a composite aggregation, paged).
+    pub fn value_counts(
+        &self,
+        indices: &str,
+        field: &str,
+    ) -> std::collections::HashMap<String, u64> {
+        let mut out = std::collections::HashMap::new();
+        let mut after = Value::Null;
+        loop {
+            let mut composite = serde_json::json!({
+                "size": 10000,
+                "sources": [{ "v": { "terms": { "field": field } } }],
+            });
+            if !after.is_null() {
+                composite["after"] = after.clone();
+            }
+            let body =
+                serde_json::json!({ "size": 0, "aggs": { "values": { "composite": composite } } });
+            self.settle();
+            let (status, answer) = self.request(
+                "POST",
+                &format!("/{indices}/_search?ignore_unavailable=true&allow_no_indices=true"),
+                Some(&body.to_string()),
+            );
+            assert_eq!(status, 200, "composite aggregation on {field}: {answer}");
+            let agg = &answer["aggregations"]["values"];
+            let buckets = agg["buckets"].as_array().cloned().unwrap_or_default();
+            if buckets.is_empty() {
+                return out;
+            }
+            for b in &buckets {
+                let key = b["key"]["v"].as_str().unwrap_or_default().to_string();
+                *out.entry(key).or_insert(0) += b["doc_count"].as_u64().unwrap_or(0);
+            }
+            after = agg["after_key"].clone();
+        }
+    }
+
     /// Every document (`_index`, `_id`, `_source`) of `indices`, up to 10 000.
     pub fn docs(&self, indices: &str) -> Vec<Value> {
         let body = self.query(&format!(

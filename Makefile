@@ -2,11 +2,12 @@
 # what the tests need (Rust crates, Go modules, pip and npm packages) and runs them all.
 
 CARGO ?= cargo
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -1)
 FUZZ_SECONDS ?= 300
 BENCH_EVENTS ?= 2000000
 BENCH_ES_EVENTS ?= 400000
 
-.PHONY: all build release run test test-deps check fmt lint bench fuzz fixtures clean
+.PHONY: all build release run test test-deps helm-test image check fmt lint bench fuzz fixtures clean
 
 all: build
 
@@ -28,10 +29,23 @@ test-deps:
 	bash tests/clients/setup.sh
 	bash tests/es/es.sh fetch
 
-## Every test: unit, fixture replay, properties, and real clients against a live lumberd.
+## Every test: unit, fixture replay, properties, real clients against a live lumberd, and
+## the Helm chart (checked with the lumberd just built).
 test: test-deps
 	$(CARGO) build --locked --bins
+	LUMBERD_REQUIRE_CHECK_CONFIG=1 LUMBERD_BIN=target/debug/lumberd bash helm/test.sh
 	LUMBERD_REQUIRE_FIXTURES=1 LUMBERD_REQUIRE_ES=1 $(CARGO) test --locked
+
+## The Helm chart: lint, render every helm/lumberd/ci/*-values.yaml, validate offline
+## (Kubernetes schemas, prometheus-operator types, PromQL, metric list), unit tests.
+## Installs its pinned tools on first use into ~/.cache/lumberd/helm.
+helm-test:
+	bash helm/test.sh
+
+## The container image lumberd:$(VERSION) (Dockerfile); needs a Docker daemon.
+image:
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker daemon reachable (docker info failed): start one or point DOCKER_HOST at one" >&2; exit 1; }
+	docker build -t lumberd:$(VERSION) .
 
 check:
 	$(CARGO) fmt --all -- --check

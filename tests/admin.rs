@@ -62,6 +62,82 @@ fn served_metrics(scrape: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The chart's metric list (`name type [label[=v1|v2..]]...`) against a scrape: every
+/// lumberd and log-derived family served is listed with its type; every listed one is
+/// served, with its labels; a label with listed values takes exactly those values.
+fn check_chart_metric_list(scrape: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(repo_root().join("helm/lumberd/metrics.txt")).unwrap();
+    let types: std::collections::BTreeMap<&str, &str> = scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    let mut problems = Vec::new();
+    let mut listed = BTreeSet::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+            problems.push(format!("unreadable line: {line}"));
+            continue;
+        };
+        listed.insert(name.to_string());
+        if name == "up" {
+            continue; // written by Prometheus, not lumberd
+        }
+        match types.get(name) {
+            None => problems.push(format!("{name}: listed, not served")),
+            Some(t) if t != &kind => problems.push(format!("{name}: listed {kind}, served {t}")),
+            Some(_) => {}
+        }
+        let series: Vec<&str> = scrape
+            .lines()
+            .filter(|l| {
+                let rest = l.strip_prefix(name).unwrap_or("_");
+                let rest = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| rest.strip_prefix(s))
+                    .unwrap_or(rest);
+                rest.starts_with('{') || rest.starts_with(' ')
+            })
+            .collect();
+        for spec in words {
+            let (label, values) = match spec.split_once('=') {
+                Some((l, v)) => (l, Some(v.split('|').collect::<BTreeSet<_>>())),
+                None => (spec, None),
+            };
+            let served_values: BTreeSet<&str> = series
+                .iter()
+                .filter_map(|l| {
+                    let at = l.find(&format!("{label}=\""))? + label.len() + 2;
+                    l[at..].split('"').next()
+                })
+                .collect();
+            if served_values.is_empty() {
+                problems.push(format!("{name}: no series with label {label}"));
+            }
+            if let Some(values) = values {
+                if values != served_values {
+                    problems.push(format!(
+                        "{name}{{{label}}}: listed {values:?}, served {served_values:?}"
+                    ));
+                }
+            }
+        }
+    }
+    for name in types.keys() {
+        let ours = ["lumberd_", "qwen_", "process_"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if ours && !listed.contains(*name) {
+            problems.push(format!("{name}: served, not listed"));
+        }
+    }
+    problems
+}
+
 #[test]
 fn a_live_scrape_under_tls_traffic_passes_promtool_and_matches_the_documented_list() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,6 +220,13 @@ fn a_live_scrape_under_tls_traffic_passes_promtool_and_matches_the_documented_li
     assert!(
         served.contains("process_resident_memory_bytes"),
         "process metrics are served"
+    );
+    let problems = check_chart_metric_list(&scrape);
+    assert!(
+        problems.is_empty(),
+        "helm/lumberd/metrics.txt (what the dashboard and alerts may query) disagrees with \
+         the scrape:\n{}",
+        problems.join("\n")
     );
 
     let Some(promtool) = promtool() else { return };

@@ -23,10 +23,12 @@ ES ?=
 run: release
 	LUMBERD_OUTPUT_ELASTICSEARCH="$(ES)" ./target/release/lumberd serve --config config/lumberd.toml
 
-## Install the real Beats clients the tests drive (go-lumber, pylogbeat, lumberjack-client)
-## and fetch the Elasticsearch the output tests run (cached in ~/.cache/lumberd/es).
+## Install the real Beats clients the tests drive (go-lumber, pylogbeat, lumberjack-client),
+## promtool (Debian's prometheus package, unpacked into target/tools), and fetch the
+## Elasticsearch the output tests run (cached in ~/.cache/lumberd/es).
 test-deps:
 	bash tests/clients/setup.sh
+	bash tests/tools/setup.sh
 	bash tests/es/es.sh fetch
 
 ## Every test: unit, fixture replay, properties, real clients against a live lumberd, and

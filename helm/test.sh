@@ -190,17 +190,8 @@ if [[ -x $LUMBERD_BIN ]]; then
       "$VENV/bin/python" -c 'import sys, yaml; sys.stdout.write(yaml.safe_load(sys.stdin)["data"]["lumberd.toml"])' \
       >"$OUT/$name.toml"
     if ! env -i PATH="$PATH" "$LUMBERD_BIN" check-config "$OUT/$name.toml" >"$OUT/$name.check" 2>&1; then
-      if grep -q 'unknown section \[admin\]' "$OUT/$name.check" &&
-         [[ $(grep -c . "$OUT/$name.check") == 1 ]]; then
-        # A lumberd built before the [admin] section (issue 6): check the rest.
-        sed '/^\[admin\]$/,/^$/d' "$OUT/$name.toml" >"$OUT/$name.noadmin.toml"
-        echo "NOTE: $LUMBERD_BIN predates [admin]; $name checked without that section"
-        env -i PATH="$PATH" "$LUMBERD_BIN" check-config "$OUT/$name.noadmin.toml" >"$OUT/$name.check" 2>&1 ||
-          { cat "$OUT/$name.check" >&2; fail "lumberd check-config rejects the config rendered from $values"; }
-      else
-        cat "$OUT/$name.check" >&2
-        fail "lumberd check-config rejects the config rendered from $values"
-      fi
+      cat "$OUT/$name.check" >&2
+      fail "lumberd check-config rejects the config rendered from $values"
     fi
   done
 elif [[ -n ${LUMBERD_REQUIRE_CHECK_CONFIG:-} ]]; then

@@ -507,7 +507,7 @@ impl Settings {
                 },
             },
         };
-        apply_env(&mut table, env, &mut problems);
+        let from_env = apply_env(&mut table, env, &mut problems);
         for key in table.keys() {
             if !SECTIONS.contains(&key.as_str()) {
                 problems.push(format!(
@@ -515,11 +515,11 @@ impl Settings {
                 ));
             }
         }
-        let server: RawServer = section(&mut table, "server", &mut problems);
-        let tls: RawTls = section(&mut table, "tls", &mut problems);
-        let output: RawOutput = section(&mut table, "output", &mut problems);
-        let log: RawLog = section(&mut table, "log", &mut problems);
-        let admin: RawAdmin = section(&mut table, "admin", &mut problems);
+        let server: RawServer = section(&mut table, "server", &from_env, &mut problems);
+        let tls: RawTls = section(&mut table, "tls", &from_env, &mut problems);
+        let output: RawOutput = section(&mut table, "output", &from_env, &mut problems);
+        let log: RawLog = section(&mut table, "log", &from_env, &mut problems);
+        let admin: RawAdmin = section(&mut table, "admin", &from_env, &mut problems);
         let tls = validate_tls(tls, &mut problems);
         let pipeline = pipeline::load(text.as_deref(), table.get("pipeline"), &mut problems);
         let settings = validate(server, output, log, admin, pipeline, &mut problems)
@@ -540,13 +540,19 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
         .join(" ")
 }
 
+/// The text of each key set from the environment, by `(section, key)`.
+type EnvText = std::collections::HashMap<(String, String), String>;
+
 /// `LUMBERD_<SECTION>_<KEY>=value`; the value is read as TOML (a number, a boolean, an
-/// array like `["a", "b"]`) when it parses as one, as a string otherwise.
+/// array like `["a", "b"]`) when it parses as one, as a string otherwise. Returns each
+/// value's text, so that a string key given `12345` or `true` (a password) is still read
+/// as the string it is (see [`section`]).
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
     problems: &mut Vec<String>,
-) {
+) -> EnvText {
+    let mut text = EnvText::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("LUMBERD_") else {
             continue;
@@ -568,7 +574,8 @@ fn apply_env(
             .ok()
             .and_then(|mut t| t.remove("v"))
             .filter(|v| v.is_integer() || v.is_bool() || v.is_float() || v.is_array())
-            .unwrap_or(toml::Value::String(value));
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        text.insert((section.to_string(), key.to_string()), value);
         let entry = table
             .entry(section.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -579,11 +586,13 @@ fn apply_env(
             None => problems.push(format!("{name}: [{section}] is not a table in the file")),
         }
     }
+    text
 }
 
 fn section<T: Default + serde::de::DeserializeOwned>(
     table: &mut toml::Table,
     name: &str,
+    from_env: &EnvText,
     problems: &mut Vec<String>,
 ) -> T {
     let Some(mut value) = table.remove(name) else {
@@ -596,6 +605,23 @@ fn section<T: Default + serde::de::DeserializeOwned>(
             Ok(v) => return v,
             Err(e) => {
                 let message = one_line(&e);
+                // A string key set from the environment to text that reads as a number
+                // or a boolean: take the text as written.
+                let key = message
+                    .rsplit_once(" in `")
+                    .map(|(_, k)| k.trim_end_matches('`').to_string());
+                if let (true, Some(key), Some(t)) = (
+                    message.contains("expected a string"),
+                    key,
+                    value.as_table_mut(),
+                ) {
+                    if let Some(text) = from_env.get(&(name.to_string(), key.clone())) {
+                        if t.get(&key).is_some_and(|v| !v.is_str()) {
+                            t.insert(key, toml::Value::String(text.clone()));
+                            continue;
+                        }
+                    }
+                }
                 let unknown = message
                     .strip_prefix("unknown field `")
                     .and_then(|rest| rest.split('`').next())
@@ -1096,6 +1122,30 @@ mod tests {
         ] {
             assert!(all.contains(needle), "expected {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn string_keys_from_the_environment_stay_strings_when_they_read_as_numbers_or_booleans() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("LUMBERD_OUTPUT_ELASTICSEARCH", "http://127.0.0.1:9200"),
+                ("LUMBERD_OUTPUT_USERNAME", "1001"),
+                ("LUMBERD_OUTPUT_PASSWORD", "true"),
+            ]),
+        )
+        .unwrap();
+        let es = s.output.elasticsearch.unwrap();
+        assert!(
+            matches!(&es.auth, EsAuth::Basic { username, password }
+                if username == "1001" && password == "true"),
+            "{:?}",
+            es.auth
+        );
+        // A number where a number belongs is still a number, and a wrong type in a
+        // file is still an error.
+        let typed = Settings::load(None, env(&[("LUMBERD_SERVER_MAX_CONNECTIONS", "12")]));
+        assert_eq!(typed.unwrap().server.max_connections, 12);
     }
 
     #[test]

@@ -415,7 +415,7 @@ impl Lumberd {
                 .filter(|(_, l)| !l.trim().is_empty())
                 .collect();
             assert!(
-                lines.len() % 2 == 0,
+                lines.len().is_multiple_of(2),
                 "{}: {} lines, bulk form has an action line per document",
                 path.display(),
                 lines.len()

@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 /// sysexits.h EX_CONFIG: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
+/// A second signal cut the drain short: the shell's 128 + SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Parser)]
 #[command(
@@ -192,18 +194,29 @@ fn load(path: Option<&std::path::Path>) -> Result<Settings, ConfigError> {
     Ok(settings)
 }
 
+/// The first SIGTERM or SIGINT starts the drain; a second one ends the process at once
+/// (an operator's second Ctrl-C), leaving unacknowledged windows to their clients.
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return;
     };
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = int.recv() => "SIGINT",
     };
     // Cancel before logging: shutdown must not depend on stderr being writable.
     shutdown.cancel();
     tracing::info!("{name}: shutting down");
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::warn!("second {name}: exiting without finishing the drain; unacknowledged windows will be resent by their clients");
+    std::process::exit(EXIT_INTERRUPTED.into());
 }
 
 fn init_logging(log: &LogSettings) {

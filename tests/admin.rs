@@ -482,3 +482,35 @@ fn logs_are_json_lines_with_levels_when_stderr_is_not_a_terminal() {
     assert!(n >= 2, "the admin and listening lines at least:\n{logs}");
     assert!(logs.contains("\"message\":\"listening\""), "{logs}");
 }
+
+#[test]
+fn a_second_sigterm_ends_the_drain_at_once_with_exit_130() {
+    let mut lumberd = Lumberd::builder()
+        .passthrough()
+        .env("LUMBERD_SERVER_SHUTDOWN_GRACE", "10m")
+        .start();
+    let wire = window(4);
+    let mut client = TcpStream::connect(lumberd.addr()).unwrap();
+    client.write_all(&wire[..wire.len() / 2]).unwrap();
+    lumberd.wait_for_metric(
+        "lumberd_received_bytes_total",
+        (wire.len() / 2) as f64,
+        DEADLINE,
+    );
+    lumberd.terminate();
+    wait_for_status(&lumberd, "/readyz", 503);
+    assert!(
+        lumberd.wait_exit(Duration::from_millis(200)).is_none(),
+        "the first SIGTERM drains: the half window keeps lumberd waiting"
+    );
+    lumberd.terminate();
+    let status = lumberd
+        .wait_exit(DEADLINE)
+        .expect("the second SIGTERM ends lumberd at once");
+    assert_eq!(status.code(), Some(130), "{}", lumberd.logs());
+    assert!(
+        lumberd.logs().contains("second SIGTERM"),
+        "{}",
+        lumberd.logs()
+    );
+}

@@ -23,10 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::AdminSettings;
 use crate::metrics::Metrics;
-
-/// A scraper or prober that has not sent its request headers by then is disconnected.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the health endpoints report: set by the parts of lumberd as they start and stop.
 pub struct Status {
@@ -133,16 +131,17 @@ impl Admin {
     }
 
     /// Serves until `stop` is cancelled (after the drain: readiness and metrics stay
-    /// visible while lumberd shuts down). At most `max_connections` at once; others
+    /// visible while lumberd shuts down). At most `admin.max_connections` at once; others
     /// wait in the kernel's backlog.
     pub async fn run(
         self,
         metrics: Arc<Metrics>,
         status: Arc<Status>,
-        max_connections: usize,
+        settings: AdminSettings,
         stop: CancellationToken,
     ) {
-        let slots = Arc::new(Semaphore::new(max_connections));
+        let slots = Arc::new(Semaphore::new(settings.max_connections));
+        let header_timeout = settings.header_timeout;
         loop {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
@@ -168,7 +167,7 @@ impl Admin {
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
                 tokio::select! {

@@ -127,7 +127,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             tokio::spawn(admin.run(
                 metrics.clone(),
                 status.clone(),
-                settings.admin.max_connections,
+                settings.admin.clone(),
                 admin_stop.clone(),
             ));
             Some(bound)

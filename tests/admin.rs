@@ -311,6 +311,18 @@ fn window(n: usize) -> Vec<u8> {
     wire.to_vec()
 }
 
+/// A client that has sent the first half of a 4-event window, once lumberd has read it;
+/// returns the socket and the half still to send.
+fn half_a_window(lumberd: &Lumberd) -> (TcpStream, Vec<u8>) {
+    let wire = window(4);
+    let half = wire.len() / 2;
+    let mut client = TcpStream::connect(lumberd.addr()).unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    client.write_all(&wire[..half]).unwrap();
+    lumberd.wait_for_metric("lumberd_received_bytes_total", half as f64, DEADLINE);
+    (client, wire[half..].to_vec())
+}
+
 /// Polls GET `path` until it answers `code`.
 fn wait_for_status(lumberd: &Lumberd, path: &str, code: u16) -> String {
     let until = Instant::now() + DEADLINE;
@@ -334,12 +346,7 @@ fn sigterm_mid_window_reports_not_ready_finishes_and_acknowledges_the_window_the
         .env("LUMBERD_SERVER_SHUTDOWN_GRACE", "60s")
         .start();
     assert_eq!(lumberd.admin_get("/readyz").0, 200);
-    let wire = window(4);
-    let half = wire.len() / 2;
-    let mut client = TcpStream::connect(lumberd.addr()).unwrap();
-    client.set_read_timeout(Some(DEADLINE)).unwrap();
-    client.write_all(&wire[..half]).unwrap();
-    lumberd.wait_for_metric("lumberd_received_bytes_total", half as f64, DEADLINE);
+    let (mut client, rest_of_window) = half_a_window(&lumberd);
 
     lumberd.terminate();
     let body = wait_for_status(&lumberd, "/readyz", 503);
@@ -354,7 +361,7 @@ fn sigterm_mid_window_reports_not_ready_finishes_and_acknowledges_the_window_the
         "the Beats port stops accepting on SIGTERM"
     );
 
-    client.write_all(&wire[half..]).unwrap();
+    client.write_all(&rest_of_window).unwrap();
     let mut ack = [0u8; 6];
     client.read_exact(&mut ack).unwrap();
     assert_eq!(
@@ -390,15 +397,7 @@ fn sigterm_with_a_window_that_never_completes_exits_0_after_the_grace_without_ac
         .passthrough()
         .env("LUMBERD_SERVER_SHUTDOWN_GRACE", "1s")
         .start();
-    let wire = window(4);
-    let mut client = TcpStream::connect(lumberd.addr()).unwrap();
-    client.set_read_timeout(Some(DEADLINE)).unwrap();
-    client.write_all(&wire[..wire.len() / 2]).unwrap();
-    lumberd.wait_for_metric(
-        "lumberd_received_bytes_total",
-        (wire.len() / 2) as f64,
-        DEADLINE,
-    );
+    let (mut client, _) = half_a_window(&lumberd);
     lumberd.terminate();
     let status = lumberd
         .wait_exit(DEADLINE)
@@ -489,14 +488,7 @@ fn a_second_sigterm_ends_the_drain_at_once_with_exit_130() {
         .passthrough()
         .env("LUMBERD_SERVER_SHUTDOWN_GRACE", "10m")
         .start();
-    let wire = window(4);
-    let mut client = TcpStream::connect(lumberd.addr()).unwrap();
-    client.write_all(&wire[..wire.len() / 2]).unwrap();
-    lumberd.wait_for_metric(
-        "lumberd_received_bytes_total",
-        (wire.len() / 2) as f64,
-        DEADLINE,
-    );
+    let (_client, _) = half_a_window(&lumberd);
     lumberd.terminate();
     wait_for_status(&lumberd, "/readyz", 503);
     assert!(

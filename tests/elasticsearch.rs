@@ -22,11 +22,7 @@ const DEAD_LETTERS: &str = "qwen-logs-deadletter-*";
 
 /// lumberd writing into `node`, retrying quickly so the tests do not wait on backoff.
 fn lumberd_into(node: &EsNode, extra: &[(&str, &str)]) -> Lumberd {
-    let mut b = Lumberd::builder()
-        .env("LUMBERD_OUTPUT_ELASTICSEARCH", node.url())
-        .env("LUMBERD_OUTPUT_TEMPLATE_REPLICAS", "0")
-        .env("LUMBERD_OUTPUT_RETRY_MAX_BACKOFF", "1s")
-        .env("LUMBERD_OUTPUT_READY_TIMEOUT", "60s");
+    let mut b = support::es::lumberd_to(node.url());
     for (k, v) in extra {
         b = b.env(*k, *v);
     }

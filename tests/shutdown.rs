@@ -22,16 +22,9 @@ const EVENTS: &str = "qwen-logs-*,-qwen-logs-deadletter-*";
 const WINDOW: u64 = 2048;
 const WINDOWS: u64 = 28;
 
-fn lumberd_into(node: &EsNode, grace: &str) -> Lumberd {
-    lumberd_via(node.url(), grace)
-}
-
+/// lumberd writing into the Elasticsearch at `url`, with this drain grace period.
 fn lumberd_via(url: &str, grace: &str) -> Lumberd {
-    Lumberd::builder()
-        .env("LUMBERD_OUTPUT_ELASTICSEARCH", url)
-        .env("LUMBERD_OUTPUT_TEMPLATE_REPLICAS", "0")
-        .env("LUMBERD_OUTPUT_RETRY_MAX_BACKOFF", "1s")
-        .env("LUMBERD_OUTPUT_READY_TIMEOUT", "60s")
+    support::es::lumberd_to(url)
         .env("LUMBERD_SERVER_SHUTDOWN_GRACE", grace)
         .start()
 }
@@ -55,6 +48,20 @@ fn failover_client(b: SocketAddr) -> std::process::Command {
         .arg("-windows")
         .arg(WINDOWS.to_string());
     cmd
+}
+
+/// Starts the failover client on A (then B), and returns once A has acknowledged a few
+/// windows: the load is under way, most of it still to come.
+fn load_under_way(a: &Lumberd, b: &Lumberd) -> std::thread::JoinHandle<ClientRun> {
+    let cmd = failover_client(b.addr());
+    let a_addr = a.addr();
+    let client = std::thread::spawn(move || run_client(cmd, a_addr));
+    a.wait_for_metric(
+        "lumberd_windows_acknowledged_total",
+        3.0,
+        Duration::from_secs(60),
+    );
+    client
 }
 
 /// Every event of the run is stored exactly once, and nothing else.
@@ -148,17 +155,10 @@ fn sigterm_while_the_output_hangs_leaves_unfinished_windows_unacknowledged_for_t
     };
     let relay = Relay::to(node.url());
     let mut a = lumberd_via(&relay.url(), "2s");
-    let b = lumberd_into(&node, "20s");
+    let b = lumberd_via(node.url(), "20s");
     let total = WINDOW * WINDOWS;
-    let cmd = failover_client(b.addr());
     let a_addr = a.addr();
-    let client = std::thread::spawn(move || run_client(cmd, a_addr));
-
-    a.wait_for_metric(
-        "lumberd_windows_acknowledged_total",
-        3.0,
-        Duration::from_secs(60),
-    );
+    let client = load_under_way(&a, &b);
     relay.freeze();
     // A now holds windows it cannot deliver.
     a.wait_for_metric("lumberd_inflight_events", 1.0, Duration::from_secs(30));
@@ -195,20 +195,11 @@ fn sigterm_under_load_acknowledged_events_are_stored_and_the_rest_resent_arrive_
     let Some(node) = EsNode::start(&[]) else {
         return;
     };
-    let mut a = lumberd_into(&node, "20s");
-    let b = lumberd_into(&node, "20s");
+    let mut a = lumberd_via(node.url(), "20s");
+    let b = lumberd_via(node.url(), "20s");
     let total = WINDOW * WINDOWS;
-
-    let cmd = failover_client(b.addr());
     let a_addr = a.addr();
-    let client = std::thread::spawn(move || run_client(cmd, a_addr));
-
-    // Mid-load: A has acknowledged a few windows, and most of the load is still to come.
-    a.wait_for_metric(
-        "lumberd_windows_acknowledged_total",
-        3.0,
-        Duration::from_secs(60),
-    );
+    let client = load_under_way(&a, &b);
     a.terminate();
     let status = a
         .wait_exit(Duration::from_secs(40))

@@ -95,6 +95,8 @@ pub const DEFAULT_LOG_REPEAT_INTERVAL: &str = "10s";
 pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9600";
 /// Scrapers and probes served at once; a handful is the normal load.
 pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 16;
+/// A scraper or prober that has not sent its request headers by then is disconnected.
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: &str = "10s";
 /// `auto`: human-readable on a terminal, JSON otherwise (containers).
 pub const DEFAULT_LOG_FORMAT: &str = "auto";
 
@@ -319,6 +321,7 @@ impl Default for RawLog {
 struct RawAdmin {
     listen: String,
     max_connections: usize,
+    header_timeout: String,
 }
 
 impl Default for RawAdmin {
@@ -326,6 +329,7 @@ impl Default for RawAdmin {
         RawAdmin {
             listen: DEFAULT_ADMIN_LISTEN.into(),
             max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_ADMIN_HEADER_TIMEOUT.into(),
         }
     }
 }
@@ -348,6 +352,7 @@ pub struct AdminSettings {
     /// `None` when `listen = ""`: no admin port.
     pub listen: Option<SocketAddr>,
     pub max_connections: usize,
+    pub header_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -885,6 +890,7 @@ fn validate(
     let idle_timeout = duration("server.idle_timeout", &s.idle_timeout, problems);
     let shutdown_grace = duration("server.shutdown_grace", &s.shutdown_grace, problems);
     let repeat_interval = duration("log.repeat_interval", &l.repeat_interval, problems);
+    let header_timeout = duration("admin.header_timeout", &a.header_timeout, problems);
     if keepalive_interval >= Duration::from_secs(30) {
         problems
             .push("server.keepalive_interval: must be under Filebeat's 30 s timeout".to_string());
@@ -976,6 +982,7 @@ fn validate(
         admin: AdminSettings {
             listen: admin_listen?,
             max_connections: a.max_connections,
+            header_timeout,
         },
         pipeline,
     })

@@ -10,7 +10,17 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::repo_root;
+use super::{repo_root, Lumberd, LumberdBuilder};
+
+/// lumberd writing into the Elasticsearch at `url`: no replicas (one node), a quick
+/// retry cap so tests do not wait on backoff, and a bounded wait for readiness.
+pub fn lumberd_to(url: &str) -> LumberdBuilder {
+    Lumberd::builder()
+        .env("LUMBERD_OUTPUT_ELASTICSEARCH", url)
+        .env("LUMBERD_OUTPUT_TEMPLATE_REPLICAS", "0")
+        .env("LUMBERD_OUTPUT_RETRY_MAX_BACKOFF", "1s")
+        .env("LUMBERD_OUTPUT_READY_TIMEOUT", "60s")
+}
 
 pub struct EsNode {
     dir: tempfile::TempDir,

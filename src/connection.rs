@@ -482,6 +482,12 @@ impl Reader {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
+                // Checked before the socket: once shutdown has begun, a connection
+                // between windows stops even when its client has already sent more (a
+                // random pick would sometimes start a new window during the drain).
+                biased;
+                _ = self.stop.cancelled() => return Err(ConnectionEnd::Closed),
+                _ = &mut shutdown => return Err(ConnectionEnd::Shutdown),
                 r = tokio::time::timeout(idle, socket.read_buf(buf)) => match r {
                     Ok(Ok(n)) => {
                         self.shared.metrics.received_bytes.inc_by(n as u64);
@@ -496,8 +502,6 @@ impl Reader {
                     Err(_) if self.waiting.load(Ordering::Acquire) > 0 => continue,
                     Err(_) => return Err(ConnectionEnd::Idle(idle)),
                 },
-                _ = self.stop.cancelled() => return Err(ConnectionEnd::Closed),
-                _ = &mut shutdown => return Err(ConnectionEnd::Shutdown),
             }
         }
     }

@@ -83,8 +83,10 @@ impl Server {
         let metrics = self.shared.metrics.clone();
         loop {
             let accepted = tokio::select! {
-                a = self.listener.accept() => a,
+                // Shutdown first: no connection is accepted once it has begun.
+                biased;
                 _ = shutdown.cancelled() => break,
+                a = self.listener.accept() => a,
             };
             while tasks.try_join_next().is_some() {}
             let (stream, peer) = match accepted {

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use chrono::Utc;
 use criterion::{criterion_group, Criterion, Throughput};
-use lumberd::event::Origin;
 use lumberd::pipeline::{Pipeline, Scratch};
 use lumberd::protocol::{encode_window, Codec, Compression, Frame, Limits};
+use lumberd::record::Origin;
 use tokio_util::codec::Decoder;
 
 struct Case {
@@ -154,7 +154,7 @@ fn run_pipeline(payloads: &[bytes::Bytes], pipeline: &Pipeline, origin: &Origin)
         let r = pipeline
             .process_json(p.clone(), origin, &mut scratch)
             .expect("nothing dropped");
-        n += usize::from(r.kind == lumberd::event::RecordKind::Event);
+        n += usize::from(r.kind == lumberd::record::RecordKind::Event);
         black_box(r);
     }
     n

@@ -22,11 +22,11 @@ use tokio_util::codec::Decoder as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerSettings;
-use crate::event::{Origin, Record, TlsPeer};
 use crate::metrics::{FrameType, ReceiveMetrics};
 use crate::output::{Batch, Delivery, DeliveryReceiver, OutputSender};
 use crate::pipeline::{Pipeline, Scratch};
 use crate::protocol::{encode_ack, Codec, CompletedWindow, DecodeError, Frame, WindowTracker};
+use crate::record::{Origin, Record, TlsPeer};
 use crate::tls::{HandshakeError, HandshakeFailure, TlsServer};
 
 /// Bytes read from the socket per call.

@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lumberd::client::{self, SendOptions};
+use lumberd::client::{self, ClientTls, SendOptions};
 use lumberd::config::{ConfigError, LogFormat, LogSettings, Settings};
 use lumberd::protocol::Compression;
-use lumberd::tls::{ClientTls, TlsServer};
+use lumberd::tls::TlsServer;
 use tokio_util::sync::CancellationToken;
 
 /// sysexits.h EX_CONFIG: the configuration is wrong.

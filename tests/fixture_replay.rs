@@ -13,9 +13,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use lumberd::event::{Origin, RecordKind};
 use lumberd::pipeline::{Pipeline, Scratch};
 use lumberd::protocol::{Codec, CompletedWindow, Frame, Limits, ProtocolError, WindowTracker};
+use lumberd::record::{Origin, RecordKind};
 use serde_json::Value;
 use tokio_util::codec::Decoder;
 

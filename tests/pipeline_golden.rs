@@ -12,8 +12,8 @@ use std::fs;
 
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
-use lumberd::event::{Origin, RecordKind};
 use lumberd::pipeline::{Pipeline, Scratch};
+use lumberd::record::{Origin, RecordKind};
 use serde_json::Value;
 use support::*;
 

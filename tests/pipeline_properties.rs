@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use chrono::Utc;
-use lumberd::event::{Origin, RecordKind};
 use lumberd::pipeline::{Pipeline, Scratch};
+use lumberd::record::{Origin, RecordKind};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

@@ -9,7 +9,7 @@ pub use delivery::{Delivery, DeliveryFailed, DeliveryReceiver};
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::event::{DocId, Record};
+use crate::record::{DocId, Record};
 
 /// Appends a record's Elasticsearch bulk action line,
 /// `{"create":{"_index":..,"_id":..}}` and its newline; the document line follows it.

@@ -12,7 +12,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::doc::Doc;
 use super::path::FieldPath;
-use crate::event::DocId;
+use crate::record::DocId;
 
 /// The default: which Filebeat (its persistent `agent.id`, else the host name), which
 /// file (path, and filestream's file identity when present) and where in it.

@@ -33,7 +33,7 @@ pub use metrics::{LabelSpec, LogMetrics, MetricKind, MetricSpec, OTHER};
 pub use path::FieldPath;
 pub use template::Template;
 
-use crate::event::{dead_letter_doc, Origin, PayloadError, Record, RecordKind};
+use crate::record::{dead_letter_doc, Origin, PayloadError, Record, RecordKind};
 use value::{parse_object, write_object, Object, Value};
 
 /// The index template of the seed deployment's Logstash output.
@@ -389,7 +389,7 @@ impl Pipeline {
 }
 
 /// Logstash's `[@metadata][tls_peer]`, for routing or tagging by client certificate.
-fn set_tls_metadata(doc: &mut Doc, tls: &crate::event::TlsPeer) {
+fn set_tls_metadata(doc: &mut Doc, tls: &crate::record::TlsPeer) {
     let bump = doc.bump;
     let mut peer = Object::new_in(bump);
     let status = if tls.subject.is_some() {
@@ -840,7 +840,7 @@ drop = { field = "message", values = ["drop me"] }
     fn tls_peer_is_metadata_for_routing() {
         let p = configured("[pipeline]\nindex = \"logs-%{[@metadata][tls_peer][subject]}\"\n");
         let mut o = origin();
-        o.tls = Some(Arc::new(crate::event::TlsPeer {
+        o.tls = Some(Arc::new(crate::record::TlsPeer {
             subject: Some("CN=node-1".into()),
             sans: vec!["node-1.example".into()],
             protocol: "TLSv1.3".into(),

@@ -21,19 +21,17 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClientAuth, Passphrase, TlsSettings, TlsVersion};
-use crate::event::TlsPeer;
+use crate::record::TlsPeer;
 
-mod client;
 mod handshake;
 mod identity;
-mod pem;
+pub(crate) mod pem;
 
-pub use client::ClientTls;
 pub use handshake::{HandshakeError, HandshakeFailure, TlsCounters, TlsCounts};
 use identity::{identity, AllowList};
 use pem::{certs, check_validity, private_key, summarise};
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -293,7 +291,7 @@ impl TlsServer {
     }
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         what,
         path: path.display().to_string(),
@@ -375,7 +373,7 @@ fn build(
 
 static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
 
-fn versions(min: TlsVersion) -> &'static [&'static SupportedProtocolVersion] {
+pub(crate) fn versions(min: TlsVersion) -> &'static [&'static SupportedProtocolVersion] {
     match min {
         TlsVersion::Tls12 => rustls::ALL_VERSIONS,
         TlsVersion::Tls13 => &TLS13_ONLY,

@@ -14,7 +14,7 @@ use super::identity::rfc4514;
 use super::{CertSummary, TlsError};
 
 /// Every CERTIFICATE block of a PEM file, at least one.
-pub(super) fn certs(
+pub(crate) fn certs(
     pem: &[u8],
     what: &'static str,
     path: &Path,
@@ -43,7 +43,7 @@ pub(super) fn certs(
 }
 
 /// The first private key of a PEM file in any of the four accepted forms.
-pub(super) fn private_key(
+pub(crate) fn private_key(
     pem: &[u8],
     passphrase: Option<&[u8]>,
     path: &Path,
@@ -95,7 +95,7 @@ pub(super) fn private_key(
 }
 
 /// One PEM section: the key when it is a private key of a supported form.
-pub(super) struct PemSection(Option<PrivateKeyDer<'static>>);
+pub(crate) struct PemSection(Option<PrivateKeyDer<'static>>);
 
 impl PemObject for PemSection {
     fn from_pem(kind: rustls::pki_types::pem::SectionKind, der: Vec<u8>) -> Option<Self> {

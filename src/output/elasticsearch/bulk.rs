@@ -7,8 +7,8 @@ use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 
-use crate::event::{DocId, Record, RecordKind};
 use crate::output::write_create_action;
+use crate::record::{DocId, Record, RecordKind};
 
 /// What became of one item of a bulk request; the writer branches on it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,9 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 use crate::protocol::{encode_window, AckDecoder, Compression};
-use crate::tls::ClientTls;
+
+mod tls;
+pub use self::tls::ClientTls;
 
 #[derive(Debug, Clone)]
 pub struct SendOptions {

@@ -1,4 +1,4 @@
-//! The client side, for `lumberd send`: verify the endpoint as Filebeat would, present a
+//! TLS for `lumberd send`: verify the endpoint as Filebeat would, present a
 //! client certificate, or (`--tls-insecure`) accept any certificate.
 
 use std::path::PathBuf;
@@ -9,9 +9,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::pem::{certs, private_key};
-use super::{provider, read, versions, TlsError};
 use crate::config::TlsVersion;
+use crate::tls::pem::{certs, private_key};
+use crate::tls::{provider, read, versions, TlsError};
 
 /// How `lumberd send` verifies the endpoint and identifies itself.
 #[derive(Debug, Clone, Default)]

@@ -355,7 +355,16 @@ fn elasticsearch_restarted_mid_stream_withholds_acks_keeps_alive_and_loses_nothi
     let Some(mut node) = EsNode::start(&[]) else {
         return;
     };
-    let lumberd = lumberd_into(&node, &[("LUMBERD_SERVER_KEEPALIVE_INTERVAL", "1s")]);
+    // The stall timeout is far beyond the restart: this test is about keep-alives while
+    // waiting, and a node restarting on a loaded 2-core machine can take over a minute
+    // (the default 60 s stall timeout then closes the connection, as it should).
+    let lumberd = lumberd_into(
+        &node,
+        &[
+            ("LUMBERD_SERVER_KEEPALIVE_INTERVAL", "1s"),
+            ("LUMBERD_SERVER_STALL_TIMEOUT", "10m"),
+        ],
+    );
     let mut raw = RawClient::connect(&lumberd);
     raw.send_window(10);
     let acks = raw.acks_until(Instant::now() + Duration::from_secs(30), 10);
@@ -374,7 +383,7 @@ fn elasticsearch_restarted_mid_stream_withholds_acks_keeps_alive_and_loses_nothi
     assert!(lumberd.logs().contains("Elasticsearch output is down"));
 
     node.restart();
-    let after = raw.acks_until(Instant::now() + Duration::from_secs(60), 20);
+    let after = raw.acks_until(Instant::now() + Duration::from_secs(300), 20);
     assert_eq!(
         after.last(),
         Some(&20),

@@ -28,13 +28,8 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: &str = "5s";
 pub const DEFAULT_STALL_TIMEOUT: &str = "60s";
 /// A client that sends nothing, and waits for nothing, for this long is gone.
 pub const DEFAULT_IDLE_TIMEOUT: &str = "5m";
-/// Filebeat's own `max_bytes` per event is 10 MiB; a `C` frame of a 2048-event window of
-/// ~1 KiB events is ~300 KiB.
-pub const DEFAULT_MAX_FRAME_BYTES: u64 = 16 * 1024 * 1024;
-/// A window of 2048 events of 100 KiB each; anything larger is a zlib bomb.
-pub const DEFAULT_MAX_INFLATED_BYTES: u64 = 256 * 1024 * 1024;
-/// Eight times Filebeat's default `bulk_max_size` of 2048.
-pub const DEFAULT_MAX_WINDOW_EVENTS: u32 = 16_384;
+// max_frame_bytes, max_inflated_bytes, max_window_events: `Limits::DEFAULT`, with their
+// reasons, beside the decoder that enforces them.
 /// Event bytes held in memory between the socket and the output, over all connections;
 /// past it connections stop reading (TCP backpressure). Must hold two largest frames.
 pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 48 * 1024 * 1024;
@@ -142,9 +137,9 @@ impl Default for RawServer {
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL.into(),
             stall_timeout: DEFAULT_STALL_TIMEOUT.into(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT.into(),
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            max_inflated_bytes: DEFAULT_MAX_INFLATED_BYTES,
-            max_window_events: DEFAULT_MAX_WINDOW_EVENTS,
+            max_frame_bytes: Limits::DEFAULT.max_frame_bytes.into(),
+            max_inflated_bytes: Limits::DEFAULT.max_inflated_bytes,
+            max_window_events: Limits::DEFAULT.max_window_events,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             max_pending_windows: DEFAULT_MAX_PENDING_WINDOWS,
             batch_events: DEFAULT_BATCH_EVENTS,

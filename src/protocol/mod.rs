@@ -64,13 +64,23 @@ pub struct Limits {
     pub max_window_events: u32,
 }
 
+impl Limits {
+    /// The defaults of `[server]`'s `max_frame_bytes`, `max_inflated_bytes` and
+    /// `max_window_events`: the one place they are written.
+    pub const DEFAULT: Limits = Limits {
+        // Filebeat's own `max_bytes` per event is 10 MiB; a `C` frame of a 2048-event
+        // window of ~1 KiB events is ~300 KiB.
+        max_frame_bytes: 16 * 1024 * 1024,
+        // A window of 2048 events of 100 KiB each; anything larger is a zlib bomb.
+        max_inflated_bytes: 256 * 1024 * 1024,
+        // Eight times Filebeat's default `bulk_max_size` of 2048.
+        max_window_events: 16_384,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_frame_bytes: 16 * 1024 * 1024,
-            max_inflated_bytes: 256 * 1024 * 1024,
-            max_window_events: 16_384,
-        }
+        Limits::DEFAULT
     }
 }
 

@@ -23,8 +23,18 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AdminSettings;
 use crate::metrics::Metrics;
+
+/// The admin port's settings (`[admin]`), typed and checked by `config`.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// `None` when `listen = ""`: no admin port.
+    pub listen: Option<SocketAddr>,
+    /// Scrapers and probes served at once.
+    pub max_connections: usize,
+    /// A connection without complete request headers this long is closed.
+    pub header_timeout: Duration,
+}
 
 /// What the health endpoints report: set by the parts of lumberd as they start and stop.
 pub struct Status {

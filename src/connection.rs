@@ -21,12 +21,12 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::codec::Decoder as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServerSettings;
 use crate::metrics::{FrameType, ReceiveMetrics};
 use crate::output::{Batch, Delivery, DeliveryReceiver, OutputSender};
 use crate::pipeline::{Pipeline, Scratch};
 use crate::protocol::{encode_ack, Codec, CompletedWindow, DecodeError, Frame, WindowTracker};
 use crate::record::{Origin, Record, TlsPeer};
+use crate::server::settings::ServerSettings;
 use crate::tls::{HandshakeError, HandshakeFailure, TlsServer};
 
 /// Bytes read from the socket per call.

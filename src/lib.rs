@@ -162,7 +162,8 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         }
         None => {
             let (tx, out) = FileOutput::start(
-                &settings.output,
+                &settings.output.file,
+                settings.output.queue_batches,
                 metrics.output.clone(),
                 log.clone(),
                 output_alive,
@@ -170,13 +171,13 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             .with_context(|| {
                 format!(
                     "cannot use data directory {}",
-                    settings.output.data_dir.display()
+                    settings.output.file.data_dir.display()
                 )
             })?;
             (
                 tx,
                 Output::File(out),
-                settings.output.data_dir.display().to_string(),
+                settings.output.file.data_dir.display().to_string(),
             )
         }
     };

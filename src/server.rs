@@ -1,6 +1,8 @@
 //! The accept loop: a bounded number of connections, one task each, each end logged once.
 //! Knows nothing of outputs or filter rules.
 
+pub mod settings;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServerSettings;
+use self::settings::ServerSettings;
 use crate::connection::{self, ConnectionEnd, Shared};
 use crate::metrics::ReceiveMetrics;
 use crate::output::OutputSender;

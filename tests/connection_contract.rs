@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use lumberd::config::{ServerSettings, Settings};
+use lumberd::config::Settings;
 use lumberd::connection::{serve, ConnectionEnd, Shared};
 use lumberd::metrics::Metrics;
 use lumberd::output::Batch;
 use lumberd::pipeline::Pipeline;
 use lumberd::protocol::{encode_window, Compression};
+use lumberd::server::settings::ServerSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;

@@ -9,8 +9,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::TlsVersion;
 use crate::tls::pem::{certs, private_key};
+use crate::tls::settings::TlsVersion;
 use crate::tls::{provider, read, versions, TlsError};
 
 /// How `lumberd send` verifies the endpoint and identifies itself.

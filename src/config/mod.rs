@@ -11,8 +11,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin::AdminSettings;
+use crate::output::elasticsearch::settings::{EsAuth, EsSettings, TemplateSettings};
+use crate::output::file::FileSettings;
 use crate::pipeline::PipelineSettings;
 use crate::protocol::Limits;
+use crate::server::settings::ServerSettings;
+use crate::tls::settings::{ClientAuth, Passphrase, TlsSettings, TlsVersion};
 
 mod pipeline;
 
@@ -341,119 +346,13 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
 }
 
-/// The `[admin]` section: the HTTP port of /metrics, /healthz and /readyz.
-#[derive(Debug, Clone)]
-pub struct AdminSettings {
-    /// `None` when `listen = ""`: no admin port.
-    pub listen: Option<SocketAddr>,
-    pub max_connections: usize,
-    pub header_timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct ServerSettings {
-    pub listen: SocketAddr,
-    pub max_connections: usize,
-    pub keepalive_interval: Duration,
-    pub stall_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub limits: Limits,
-    pub max_inflight_bytes: u64,
-    pub max_pending_windows: usize,
-    pub batch_events: usize,
-    pub shutdown_grace: Duration,
-}
-
-/// The `[tls]` section, checked for shape only; reading and checking the files (PEM,
-/// key match, expiry) is `tls.rs`'s job, also before anything is bound.
-#[derive(Debug, Clone)]
-pub struct TlsSettings {
-    pub certificate: PathBuf,
-    pub key: PathBuf,
-    pub key_passphrase: Passphrase,
-    pub client_auth: ClientAuth,
-    pub client_ca: Vec<PathBuf>,
-    /// Client certificate subjects (RFC 4514) or SANs allowed to connect; empty: any
-    /// certificate the CAs verify.
-    pub allowed_clients: Vec<String>,
-    pub min_version: TlsVersion,
-    pub handshake_timeout: Duration,
-    pub reload_interval: Duration,
-}
-
-/// Where the passphrase of an encrypted PKCS#8 key comes from (never the config itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Passphrase {
-    None,
-    File(PathBuf),
-    /// The name of an environment variable.
-    Env(String),
-}
-
-/// Whether clients must present a certificate (Logstash's `ssl_client_authentication`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    None,
-    Optional,
-    Required,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsVersion {
-    Tls12,
-    Tls13,
-}
-
+/// The `[output]` section: the queue both outputs read, and which output runs.
 #[derive(Debug, Clone)]
 pub struct OutputSettings {
-    pub data_dir: PathBuf,
     pub queue_batches: usize,
+    pub file: FileSettings,
     /// `Some` when `[output] elasticsearch` lists hosts: the bulk output replaces files.
     pub elasticsearch: Option<EsSettings>,
-}
-
-/// The Elasticsearch bulk output (`src/output/elasticsearch/`).
-#[derive(Debug, Clone)]
-pub struct EsSettings {
-    pub hosts: Vec<String>,
-    pub bulk_max_events: usize,
-    pub bulk_max_bytes: u64,
-    pub flush_interval: Duration,
-    pub max_requests_in_flight: usize,
-    pub request_timeout: Duration,
-    pub retry_initial_backoff: Duration,
-    pub retry_max_backoff: Duration,
-    pub ready_timeout: Duration,
-    pub gzip: bool,
-    pub auth: EsAuth,
-    pub ca_file: Option<PathBuf>,
-    pub dead_letter_prefix: String,
-    /// When set, rejected items are appended here (bulk form, fsynced) instead of being
-    /// indexed into `dead_letter_prefix` indices.
-    pub dead_letter_file: Option<PathBuf>,
-    /// `None` when `template = false`.
-    pub template: Option<TemplateSettings>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EsAuth {
-    None,
-    Basic {
-        username: String,
-        password: String,
-    },
-    /// The base64 `id:key` form Elasticsearch's create-API-key answer calls `encoded`.
-    ApiKey(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct TemplateSettings {
-    pub name: String,
-    pub pattern: String,
-    pub priority: u32,
-    pub shards: u32,
-    pub replicas: u32,
-    pub ilm_delete_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -965,8 +864,10 @@ fn validate(
         },
         tls: None,
         output: OutputSettings {
-            data_dir: o.data_dir,
             queue_batches: o.queue_batches,
+            file: FileSettings {
+                data_dir: o.data_dir,
+            },
             elasticsearch,
         },
         log: LogSettings {
@@ -998,7 +899,7 @@ mod tests {
     fn defaults_alone_are_valid_and_listen_on_the_beats_port() {
         let s = Settings::load(None, env(&[])).expect("defaults must validate");
         assert_eq!(s.server.listen.port(), 5044);
-        assert_eq!(s.output.data_dir, PathBuf::from("./data"));
+        assert_eq!(s.output.file.data_dir, PathBuf::from("./data"));
     }
 
     #[test]
@@ -1016,7 +917,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.server.listen.to_string(), "127.0.0.1:0");
         assert_eq!(s.server.max_connections, 7);
-        assert_eq!(s.output.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(s.output.file.data_dir, PathBuf::from("/tmp/x"));
     }
 
     #[test]

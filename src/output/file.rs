@@ -17,7 +17,6 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc;
 
 use super::{write_bulk_action, Batch, OutputSender};
-use crate::config::OutputSettings;
 use crate::metrics::{EventOutcome, OutputMetrics};
 use crate::throttle::LogThrottle;
 
@@ -27,6 +26,13 @@ const MAX_BATCHES_PER_ROUND: usize = 256;
 const MAX_OPEN_FILES: usize = 16;
 const WRITE_BUFFER: usize = 256 * 1024;
 
+/// The file output's part of `[output]`, typed and checked by `config`.
+#[derive(Debug, Clone)]
+pub struct FileSettings {
+    /// Where `<index>.ndjson` files are appended.
+    pub data_dir: PathBuf,
+}
+
 /// The running writer thread.
 pub struct FileOutput {
     thread: JoinHandle<()>,
@@ -34,9 +40,11 @@ pub struct FileOutput {
 
 impl FileOutput {
     /// Creates `data_dir` and starts the writer thread, which holds `alive` until it
-    /// ends; fails if the directory is unusable.
+    /// ends; fails if the directory is unusable. Up to `queue_batches` batches wait in
+    /// the queue.
     pub fn start(
-        settings: &OutputSettings,
+        settings: &FileSettings,
+        queue_batches: usize,
         metrics: OutputMetrics,
         log: Arc<LogThrottle>,
         alive: impl Send + 'static,
@@ -48,7 +56,7 @@ impl FileOutput {
         File::create(&probe)?;
         std::fs::remove_file(&probe)?;
         metrics.up.set(1);
-        let (tx, rx) = mpsc::channel(settings.queue_batches);
+        let (tx, rx) = mpsc::channel(queue_batches);
         let thread = std::thread::Builder::new()
             .name("file-output".into())
             .spawn(move || {

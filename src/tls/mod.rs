@@ -20,12 +20,13 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ClientAuth, Passphrase, TlsSettings, TlsVersion};
+use self::settings::{ClientAuth, Passphrase, TlsSettings, TlsVersion};
 use crate::record::TlsPeer;
 
 mod handshake;
 mod identity;
 pub(crate) mod pem;
+pub mod settings;
 
 pub use handshake::{HandshakeError, HandshakeFailure, TlsCounters, TlsCounts};
 use identity::{identity, AllowList};

@@ -9,6 +9,7 @@
 //! stop reading (keep-alives continue, they are the connections' own).
 
 pub mod bulk;
+pub mod settings;
 pub mod setup;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -23,9 +24,9 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use self::bulk::{Item, Outcome, RequestOutcome};
+use self::settings::EsSettings;
 pub use self::setup::SetupError;
 use super::{Batch, OutputSender};
-use crate::config::EsSettings;
 use crate::metrics::{BulkOutcome, EventOutcome, OutputMetrics};
 use crate::throttle::LogThrottle;
 

@@ -10,8 +10,8 @@ use elasticsearch::http::transport::{MultiNodeConnectionPool, Transport, Transpo
 use elasticsearch::http::{Method, Url};
 use serde_json::{json, Value};
 
+use super::settings::{EsAuth, EsSettings, TemplateSettings};
 use super::Health;
-use crate::config::{EsAuth, EsSettings, TemplateSettings};
 
 /// Why the output could not start; `serve` exits with it before binding.
 #[derive(Debug, thiserror::Error)]
@@ -290,17 +290,25 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Settings for one host; only the transport and readiness keys matter here.
     fn settings(url: String, auth: EsAuth) -> EsSettings {
-        let mut s = crate::config::Settings::load(
-            None,
-            [("LUMBERD_OUTPUT_ELASTICSEARCH".to_string(), url)],
-        )
-        .unwrap()
-        .output
-        .elasticsearch
-        .unwrap();
-        s.auth = auth;
-        s
+        EsSettings {
+            hosts: vec![url],
+            bulk_max_events: 1,
+            bulk_max_bytes: 1024,
+            flush_interval: Duration::from_millis(1),
+            max_requests_in_flight: 1,
+            request_timeout: Duration::from_secs(60),
+            retry_initial_backoff: Duration::from_millis(1),
+            retry_max_backoff: Duration::from_millis(1),
+            ready_timeout: Duration::from_secs(60),
+            gzip: false,
+            auth,
+            ca_file: None,
+            dead_letter_prefix: "dead-".into(),
+            dead_letter_file: None,
+            template: None,
+        }
     }
 
     /// The request head lumberd's readiness probe sends, answered 200.

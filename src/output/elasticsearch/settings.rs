@@ -1,0 +1,48 @@
+//! The Elasticsearch bulk output's settings (the Elasticsearch keys of `[output]`), typed
+//! and checked by `config`; knows no file format.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct EsSettings {
+    pub hosts: Vec<String>,
+    pub bulk_max_events: usize,
+    pub bulk_max_bytes: u64,
+    pub flush_interval: Duration,
+    pub max_requests_in_flight: usize,
+    pub request_timeout: Duration,
+    pub retry_initial_backoff: Duration,
+    pub retry_max_backoff: Duration,
+    pub ready_timeout: Duration,
+    pub gzip: bool,
+    pub auth: EsAuth,
+    pub ca_file: Option<PathBuf>,
+    pub dead_letter_prefix: String,
+    /// When set, rejected items are appended here (bulk form, fsynced) instead of being
+    /// indexed into `dead_letter_prefix` indices.
+    pub dead_letter_file: Option<PathBuf>,
+    /// `None` when `template = false`.
+    pub template: Option<TemplateSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EsAuth {
+    None,
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// The base64 `id:key` form Elasticsearch's create-API-key answer calls `encoded`.
+    ApiKey(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct TemplateSettings {
+    pub name: String,
+    pub pattern: String,
+    pub priority: u32,
+    pub shards: u32,
+    pub replicas: u32,
+    pub ilm_delete_after: Duration,
+}

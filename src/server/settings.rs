@@ -1,0 +1,30 @@
+//! The Beats listener's settings (`[server]`), typed: what the accept loop and each
+//! connection task read. Built and checked by `config`; knows no file format.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::protocol::Limits;
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Connections served at once; the accept loop refuses the next one.
+    pub max_connections: usize,
+    /// A keep-alive `ACK 0` this often while a window waits (PROTOCOL.md rule 4).
+    pub keepalive_interval: Duration,
+    /// A connection whose oldest window has waited this long for the output is closed.
+    pub stall_timeout: Duration,
+    /// A connection that sends nothing while nothing of it waits is closed.
+    pub idle_timeout: Duration,
+    /// What the decoder accepts from a peer (PROTOCOL.md rule 6).
+    pub limits: Limits,
+    /// Event bytes held in memory over all connections (the in-flight budget).
+    pub max_inflight_bytes: u64,
+    /// Complete windows per connection waiting for their ACK before it stops reading.
+    pub max_pending_windows: usize,
+    /// Events per batch handed to the output.
+    pub batch_events: usize,
+    /// After a shutdown signal: the time in-flight windows get to be acknowledged.
+    pub shutdown_grace: Duration,
+}

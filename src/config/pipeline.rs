@@ -9,6 +9,9 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::env::EnvText;
+use super::problems::Problems;
+use super::raw::line_of;
 use crate::pipeline::{
     Conversion, DateFormat, FieldPath, Filter, Fingerprint, LabelSpec, MetricKind, MetricSpec,
     PipelineSettings, Template, Zone, DATE_FAILURE_TAG, JSON_FAILURE_TAG, MUTATE_FAILURE_TAG,
@@ -117,11 +120,6 @@ struct RawLabel {
     values: Vec<String>,
 }
 
-/// 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
 /// The line of an array-of-tables entry's content: its span starts at the
 /// `[[pipeline.filter]]` header, the problem is in the key under it.
 fn entry_line(text: &str, start: usize) -> usize {
@@ -141,15 +139,11 @@ fn entry_line(text: &str, start: usize) -> usize {
 }
 
 /// Reads `[pipeline]` from the file text (`None`: no file, the defaults). `index` and
-/// `fingerprint` come from `overrides` when set (the environment, already merged).
-pub fn load(
-    text: Option<&str>,
-    overrides: Option<&toml::Value>,
-    problems: &mut Vec<String>,
-) -> PipelineSettings {
+/// `fingerprint` set in the environment (`env`) replace the file's.
+pub(super) fn load(text: Option<&str>, env: &EnvText, problems: &mut Problems) -> PipelineSettings {
     let mut settings = PipelineSettings::qwen();
     let Some(text) = text else {
-        apply_overrides(&mut settings, overrides, problems);
+        apply_env(&mut settings, env, problems);
         return settings;
     };
     let raw: RawPipeline = match toml::from_str::<Document>(text) {
@@ -203,54 +197,46 @@ pub fn load(
     if let Some(parts) = raw.fingerprint {
         set_fingerprint(&mut settings, &parts, problems);
     }
-    apply_overrides(&mut settings, overrides, problems);
+    apply_env(&mut settings, env, problems);
     settings
 }
 
-/// `LUMBERD_PIPELINE_INDEX` and `LUMBERD_PIPELINE_FINGERPRINT` (comma-separated; empty
-/// turns ids off).
-fn apply_overrides(
-    settings: &mut PipelineSettings,
-    overrides: Option<&toml::Value>,
-    problems: &mut Vec<String>,
-) {
-    let Some(table) = overrides.and_then(|v| v.as_table()) else {
-        return;
-    };
-    if let Some(index) = table.get("index").and_then(|v| v.as_str()) {
+/// `LUMBERD_PIPELINE_INDEX` (taken as written) and `LUMBERD_PIPELINE_FINGERPRINT` (a
+/// TOML array, or comma-separated; empty turns ids off).
+fn apply_env(settings: &mut PipelineSettings, env: &EnvText, problems: &mut Problems) {
+    if let Some(index) = env.get("pipeline.index") {
         set_index(settings, index, problems);
     }
-    match table.get("fingerprint") {
-        Some(toml::Value::String(s)) => {
-            let parts: Vec<&str> = s
+    if let Some(text) = env.get("pipeline.fingerprint") {
+        let parts: Vec<String> = match format!("v = {text}").parse::<toml::Table>() {
+            Ok(t) if t["v"].is_array() => t["v"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => text
                 .split(',')
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
-                .collect();
-            set_fingerprint(settings, &parts, problems);
-        }
-        Some(toml::Value::Array(a)) => {
-            let parts: Vec<String> = a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect();
-            set_fingerprint(settings, &parts, problems);
-        }
-        _ => {}
+                .map(str::to_owned)
+                .collect(),
+        };
+        set_fingerprint(settings, &parts, problems);
     }
 }
 
-fn set_index(settings: &mut PipelineSettings, index: &str, problems: &mut Vec<String>) {
+fn set_index(settings: &mut PipelineSettings, index: &str, problems: &mut Problems) {
     match Template::parse(index) {
         Ok(t) => settings.index = t,
-        Err(e) => problems.push(format!("pipeline.index: {e}")),
+        Err(e) => problems.key("pipeline.index", e),
     }
 }
 
 fn set_fingerprint<S: AsRef<str>>(
     settings: &mut PipelineSettings,
     parts: &[S],
-    problems: &mut Vec<String>,
+    problems: &mut Problems,
 ) {
     if parts.is_empty() {
         settings.fingerprint = None;
@@ -258,7 +244,7 @@ fn set_fingerprint<S: AsRef<str>>(
     }
     match Fingerprint::parse(parts) {
         Ok(f) => settings.fingerprint = Some(f),
-        Err(e) => problems.push(format!("pipeline.fingerprint: {e}")),
+        Err(e) => problems.key("pipeline.fingerprint", e),
     }
 }
 
@@ -410,7 +396,7 @@ fn compile_metric(raw: RawMetric) -> Result<MetricSpec, String> {
 
 /// A field read after a filter removed it (and nothing re-created it) can never exist:
 /// almost always a filter order mistake.
-fn check_removed_fields(settings: &PipelineSettings, lines: &[usize], problems: &mut Vec<String>) {
+fn check_removed_fields(settings: &PipelineSettings, lines: &[usize], problems: &mut Problems) {
     let mut removed: Vec<(FieldPath, usize)> = Vec::new();
     let mut check = |removed: &[(FieldPath, usize)], read: &FieldPath, who: String| {
         if let Some((gone, line)) = removed.iter().find(|(r, _)| read.is_within(r)) {
@@ -476,9 +462,9 @@ mod tests {
     use crate::pipeline::{DEFAULT_FINGERPRINT, DEFAULT_INDEX};
 
     fn problems_of(text: &str) -> Vec<String> {
-        let mut problems = Vec::new();
-        load(Some(text), None, &mut problems);
-        problems
+        let mut problems = Problems::default();
+        load(Some(text), &EnvText::new(), &mut problems);
+        problems.into_error().problems
     }
 
     #[test]
@@ -525,8 +511,8 @@ mod tests {
 
     #[test]
     fn no_pipeline_section_means_the_qwen_pipeline() {
-        let mut problems = Vec::new();
-        let s = load(Some("[server]\n"), None, &mut problems);
+        let mut problems = Problems::default();
+        let s = load(Some("[server]\n"), &EnvText::new(), &mut problems);
         assert!(problems.is_empty());
         assert_eq!(s.filters.len(), 4);
         assert_eq!(s.index.source(), DEFAULT_INDEX);

@@ -1,0 +1,185 @@
+//! `[server]`: the Beats listener and its connections, into [`ServerSettings`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::problems::Problems;
+use super::raw::duration;
+use crate::protocol::Limits;
+use crate::server::settings::ServerSettings;
+
+/// The Beats port Filebeat's `output.logstash` uses by default.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5044);
+/// A fleet of a few thousand Filebeat agents per instance, with headroom; each holds a
+/// socket, a 64 KiB read buffer and a task.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Logstash sends `ACK 0` after 5 s without progress; Filebeat times out after 30 s.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Twice Filebeat's 30 s timeout: long enough for a slow flush, short enough that a
+/// client behind a stuck output fails over to another host.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// A client that sends nothing, and waits for nothing, for this long is gone.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+// max_frame_bytes, max_inflated_bytes, max_window_events: `Limits::DEFAULT`, with their
+// reasons, beside the decoder that enforces them.
+/// Event bytes held in memory between the socket and the output, over all connections;
+/// past it connections stop reading (TCP backpressure). Must hold two largest frames.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 48 * 1024 * 1024;
+/// Filebeat pipelines 2 windows by default; a client with more waits for ACKs.
+pub const DEFAULT_MAX_PENDING_WINDOWS: usize = 8;
+/// Events per batch handed to the output: amortises queue operations per event.
+pub const DEFAULT_BATCH_EVENTS: usize = 512;
+/// Time given to in-flight windows to be delivered and acknowledged after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Filebeat gives up on a window after this long without an ACK (its `timeout`).
+const FILEBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawServer {
+    /// Text, so that a bad address is named in the config's own words.
+    listen: Option<String>,
+    max_connections: usize,
+    #[serde(deserialize_with = "duration")]
+    keepalive_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    stall_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    idle_timeout: Duration,
+    /// Wider than the wire's u32, so that a value past it is named, not wrapped.
+    max_frame_bytes: u64,
+    max_inflated_bytes: u64,
+    max_window_events: u32,
+    max_inflight_bytes: u64,
+    max_pending_windows: usize,
+    batch_events: usize,
+    #[serde(deserialize_with = "duration")]
+    shutdown_grace: Duration,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_frame_bytes: Limits::DEFAULT.max_frame_bytes.into(),
+            max_inflated_bytes: Limits::DEFAULT.max_inflated_bytes,
+            max_window_events: Limits::DEFAULT.max_window_events,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            max_pending_windows: DEFAULT_MAX_PENDING_WINDOWS,
+            batch_events: DEFAULT_BATCH_EVENTS,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+pub(super) fn validate(s: RawServer, p: &mut Problems) -> ServerSettings {
+    let listen = match s.listen.as_deref().map(str::parse::<SocketAddr>) {
+        None => DEFAULT_LISTEN,
+        Some(Ok(addr)) => addr,
+        Some(Err(_)) => {
+            let text = s.listen.as_deref().unwrap_or_default();
+            p.key(
+                "server.listen",
+                format!("`{text}` is not an address like 0.0.0.0:5044"),
+            );
+            DEFAULT_LISTEN
+        }
+    };
+    p.nonzero(&[
+        ("server.keepalive_interval", s.keepalive_interval),
+        ("server.stall_timeout", s.stall_timeout),
+        ("server.idle_timeout", s.idle_timeout),
+        ("server.shutdown_grace", s.shutdown_grace),
+    ]);
+    if s.keepalive_interval >= FILEBEAT_TIMEOUT {
+        p.key(
+            "server.keepalive_interval",
+            "must be under Filebeat's 30 s timeout",
+        );
+    }
+    if !s.stall_timeout.is_zero() && s.stall_timeout <= s.keepalive_interval {
+        p.key(
+            "server.stall_timeout",
+            "must be longer than keepalive_interval",
+        );
+    }
+    p.at_least_one(&[
+        ("server.max_connections", s.max_connections as u64),
+        ("server.max_pending_windows", s.max_pending_windows as u64),
+        ("server.batch_events", s.batch_events as u64),
+        ("server.max_window_events", s.max_window_events.into()),
+    ]);
+    if s.max_frame_bytes < 1024 || s.max_frame_bytes > u64::from(u32::MAX) {
+        p.key(
+            "server.max_frame_bytes",
+            format!(
+                "{} is outside 1024..={} (the wire length is a u32)",
+                s.max_frame_bytes,
+                u32::MAX
+            ),
+        );
+    }
+    p.at_least_one(&[("server.max_inflated_bytes", s.max_inflated_bytes)]);
+    // One frame's bytes are reserved before they are read and again as an event; the
+    // budget must allow both or a maximal frame could never be admitted.
+    if s.max_inflight_bytes < 2 * s.max_frame_bytes {
+        p.key(
+            "server.max_inflight_bytes",
+            format!(
+                "{} must be at least twice max_frame_bytes ({})",
+                s.max_inflight_bytes, s.max_frame_bytes
+            ),
+        );
+    }
+    // Budget permits are taken in u32 counts.
+    if s.max_inflight_bytes > u64::from(u32::MAX) {
+        p.key("server.max_inflight_bytes", "at most 4 GiB");
+    }
+    ServerSettings {
+        listen,
+        max_connections: s.max_connections,
+        keepalive_interval: s.keepalive_interval,
+        stall_timeout: s.stall_timeout,
+        idle_timeout: s.idle_timeout,
+        limits: Limits {
+            max_frame_bytes: s.max_frame_bytes.min(u64::from(u32::MAX)) as u32,
+            max_inflated_bytes: s.max_inflated_bytes,
+            max_window_events: s.max_window_events,
+        },
+        max_inflight_bytes: s.max_inflight_bytes,
+        max_pending_windows: s.max_pending_windows,
+        batch_events: s.batch_events,
+        shutdown_grace: s.shutdown_grace,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::env;
+    use crate::config::Settings;
+
+    #[test]
+    fn budget_smaller_than_two_frames_is_rejected() {
+        let err = Settings::load(
+            None,
+            env(&[
+                ("LUMBERD_SERVER_MAX_INFLIGHT_BYTES", "1000"),
+                ("LUMBERD_SERVER_MAX_FRAME_BYTES", "4096"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.contains("max_inflight_bytes")),
+            "{err}"
+        );
+    }
+}

@@ -191,10 +191,14 @@ pub(super) fn load(text: Option<&str>, env: &EnvText, problems: &mut Problems) -
             problems.push(format!("pipeline.metric: `{}` is defined twice", w[0]));
         }
     }
-    if let Some(index) = raw.index {
+    // A key the environment sets replaces the file's, unread (as in every section).
+    if let Some(index) = raw.index.filter(|_| !env.contains_key("pipeline.index")) {
         set_index(&mut settings, &index, problems);
     }
-    if let Some(parts) = raw.fingerprint {
+    if let Some(parts) = raw
+        .fingerprint
+        .filter(|_| !env.contains_key("pipeline.fingerprint"))
+    {
         set_fingerprint(&mut settings, &parts, problems);
     }
     apply_env(&mut settings, env, problems);
@@ -518,5 +522,14 @@ mod tests {
         assert_eq!(s.index.source(), DEFAULT_INDEX);
         assert!(s.fingerprint.is_some());
         let _ = DEFAULT_FINGERPRINT;
+    }
+
+    #[test]
+    fn an_index_set_in_the_environment_replaces_the_files_unread() {
+        let env: EnvText = [("pipeline.index".to_string(), "ok-%{+yyyy}".to_string())].into();
+        let mut problems = Problems::default();
+        let s = load(Some("[pipeline]\nindex = \"x-%{\"\n"), &env, &mut problems);
+        assert!(problems.is_empty(), "{:?}", problems.into_error().problems);
+        assert_eq!(s.index.source(), "ok-%{+yyyy}");
     }
 }

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use lumberd::protocol::{encode_window, Compression};
 use support::certs::{Ca, Validity};
-use support::{go_lumber, http_get, metric, repo_root, run_client, serve_command, Lumberd};
+use support::clients::{go_lumber, run_client};
+use support::lumberd::{http_get, metric, serve_command, Lumberd};
+use support::repo_root;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -193,7 +195,7 @@ fn a_live_scrape_under_tls_traffic_passes_promtool_and_matches_the_documented_li
     assert_eq!(requests, 150.0, "every event has a request_id:\n{scrape}");
     let expiry = metric(&scrape, "lumberd_tls_certificate_expiry_timestamp_seconds").unwrap();
     assert!(
-        expiry > support::now_secs() as f64,
+        expiry > support::stored::now_secs() as f64,
         "the served certificate's expiry is in the future: {expiry}"
     );
     let wire = metric(&scrape, "lumberd_received_bytes_total").unwrap();

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::Lumberd;
+use support::lumberd::Lumberd;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 

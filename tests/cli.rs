@@ -6,10 +6,10 @@ mod support;
 
 use std::process::Command;
 
-use support::Lumberd;
+use support::lumberd::Lumberd;
 
 fn lumberd() -> Command {
-    support::lumberd_command()
+    support::lumberd::lumberd_command()
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn sigterm_stops_serve_with_exit_0_even_when_its_stderr_reader_is_gone() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = support::serve_command(dir.path())
+    let mut child = support::lumberd::serve_command(dir.path())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use lumberd::protocol::{encode_window, Compression};
 use serde_json::Value;
+use support::clients::{go_lumber, run_client, ClientRun};
 use support::es::EsNode;
-use support::*;
+use support::lumberd::{serve_command, Lumberd};
+use support::repo_root;
+use support::stored::{now_secs, utc_date};
 
 const EVENTS: &str = "qwen-logs-*,-qwen-logs-deadletter-*";
 const DEAD_LETTERS: &str = "qwen-logs-deadletter-*";

@@ -15,7 +15,9 @@ use chrono::{TimeZone, Utc};
 use lumberd::pipeline::{Pipeline, Scratch};
 use lumberd::record::{Origin, RecordKind};
 use serde_json::Value;
-use support::*;
+use support::clients::{go_lumber, run_client};
+use support::lumberd::Lumberd;
+use support::repo_root;
 
 /// The receive time `logstash_model.py` assumes.
 const MODEL_RECEIVED: &str = "2026-01-02T03:04:05.000Z";

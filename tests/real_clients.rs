@@ -18,10 +18,9 @@ mod support;
 
 use std::thread;
 
-use support::{
-    assert_all_acked, assert_stored_once, go_lumber, node_script, now_secs, pylogbeat, run_client,
-    IndexRule, Lumberd,
-};
+use support::clients::{assert_all_acked, go_lumber, node_script, pylogbeat, run_client};
+use support::lumberd::Lumberd;
+use support::stored::{assert_stored_once, now_secs, IndexRule};
 
 /// Runs the go-lumber CLI with `args` against a fresh lumberd and checks ACKs and output.
 fn go_lumber_round_trip(args: &[&str]) {

@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::clients::{go_lumber, run_client, ClientRun};
 use support::es::EsNode;
-use support::*;
+use support::lumberd::{metric, Lumberd};
 
 const EVENTS: &str = "qwen-logs-*,-qwen-logs-deadletter-*";
 const WINDOW: u64 = 2048;

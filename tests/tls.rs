@@ -21,10 +21,9 @@ use lumberd::protocol::{encode_window, Compression};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use support::certs::{self, subject_rfc4514, Ca, Issued, Validity};
-use support::{
-    assert_all_acked, assert_stored_once, go_lumber, pylogbeat, run_client, IndexRule, Lumberd,
-    LumberdBuilder, PASSTHROUGH_CONFIG,
-};
+use support::clients::{assert_all_acked, go_lumber, pylogbeat, run_client};
+use support::lumberd::{Lumberd, LumberdBuilder, PASSTHROUGH_CONFIG};
+use support::stored::{assert_stored_once, IndexRule};
 
 /// Deadline for a log line or a rotation to become visible.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -143,7 +142,7 @@ fn expect_one_failure(lumberd: &Lumberd, reason: &str) -> String {
 }
 
 fn lumberd_cmd() -> Command {
-    support::lumberd_command()
+    support::lumberd::lumberd_command()
 }
 
 /// `lumberd send --host addr <args> <file of three lines>`.

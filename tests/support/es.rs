@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::{repo_root, Lumberd, LumberdBuilder};
+use super::lumberd::{Lumberd, LumberdBuilder};
+use super::repo_root;
 
 /// lumberd writing into the Elasticsearch at `url`: no replicas (one node), a quick
 /// retry cap so tests do not wait on backoff, and a bounded wait for readiness.

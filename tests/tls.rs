@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -74,6 +75,78 @@ impl Pki {
     fn client(&self, cn: &str, validity: Validity) -> Issued {
         self.clients.client(self.path(), cn, validity)
     }
+
+    /// A client that verifies lumberd against the server CA.
+    fn verifying(&self) -> ClientTls<'_> {
+        ClientTls::verifying(&self.server_ca)
+    }
+}
+
+/// A test client's side of TLS: how it verifies lumberd and, for mutual TLS, the
+/// certificate it presents. As flags spelled the way `lumberd send` takes them; go-lumber's
+/// CLI (Go's `flag` takes one dash or two) and pylogbeat's take the same.
+#[derive(Clone, Copy)]
+struct ClientTls<'a> {
+    /// The CA lumberd is verified against; `None` skips verification (`--tls-insecure`,
+    /// `lumberd send` only).
+    ca: Option<&'a Path>,
+    /// The certificate and key presented to lumberd.
+    presents: Option<(&'a Path, &'a Path)>,
+    /// The name lumberd's certificate must carry (default: the host dialled).
+    server_name: Option<&'a str>,
+}
+
+impl<'a> ClientTls<'a> {
+    /// Full verification against `ca`, as Filebeat's `verification_mode: full`.
+    fn verifying(ca: &'a Path) -> Self {
+        ClientTls {
+            ca: Some(ca),
+            ..Self::insecure()
+        }
+    }
+
+    fn insecure() -> Self {
+        ClientTls {
+            ca: None,
+            presents: None,
+            server_name: None,
+        }
+    }
+
+    /// Mutual TLS: presents `client`'s certificate and key.
+    fn presenting(self, client: &'a Issued) -> Self {
+        self.presenting_files(&client.cert, &client.key)
+    }
+
+    fn presenting_files(self, cert: &'a Path, key: &'a Path) -> Self {
+        ClientTls {
+            presents: Some((cert, key)),
+            ..self
+        }
+    }
+
+    fn server_name(self, name: &'a str) -> Self {
+        ClientTls {
+            server_name: Some(name),
+            ..self
+        }
+    }
+
+    fn args(&self) -> Vec<&'a OsStr> {
+        let flag = OsStr::new;
+        let mut args = match self.ca {
+            Some(ca) => vec![flag("--tls-ca"), ca.as_os_str()],
+            None => vec![flag("--tls-insecure")],
+        };
+        if let Some((cert, key)) = self.presents {
+            args.extend([flag("--tls-cert"), cert.as_os_str()]);
+            args.extend([flag("--tls-key"), key.as_os_str()]);
+        }
+        if let Some(name) = self.server_name {
+            args.extend([flag("--tls-server-name"), OsStr::new(name)]);
+        }
+        args
+    }
 }
 
 /// lumberd with TLS on (from the environment) and the passthrough pipeline: these tests
@@ -87,11 +160,10 @@ fn tls_lumberd(cert: &Path, key: &Path) -> LumberdBuilder {
         .env("LUMBERD_LOG_LEVEL", "info,lumberd=debug")
 }
 
-/// go-lumber over crypto/tls verifying the server against `ca` (Filebeat's
-/// `verification_mode: full`), with `args`.
-fn go_tls(ca: &Path, args: &[&str]) -> Command {
+/// go-lumber over crypto/tls, as Filebeat with `tls`, and `args`.
+fn go_tls(tls: ClientTls, args: &[&str]) -> Command {
     let mut cmd = go_lumber();
-    cmd.arg("-tls-ca").arg(ca).args(args);
+    cmd.args(tls.args()).args(args);
     cmd
 }
 
@@ -145,14 +217,14 @@ fn lumberd_cmd() -> Command {
     support::lumberd::lumberd_command()
 }
 
-/// `lumberd send --host addr <args> <file of three lines>`.
-fn send(addr: SocketAddr, args: &[&str]) -> Output {
+/// `lumberd send --host addr <tls flags> <file of three lines>`.
+fn send(addr: SocketAddr, tls: ClientTls) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("app.log");
     fs::write(&log, "one\ntwo\nthree\n").unwrap();
     lumberd_cmd()
         .args(["send", "--host", &addr.to_string(), "--timeout", "20s"])
-        .args(args)
+        .args(tls.args())
         .arg(&log)
         .output()
         .unwrap()
@@ -175,7 +247,7 @@ fn assert_sent_three(out: &Output, lumberd: &Lumberd) {
 fn go_lumber_over_tls_1_3_with_full_verification_is_acked_and_stored_once() {
     let pki = pki();
     let lumberd = pki.lumberd().start();
-    let run = run_client(go_tls(&pki.server_ca, &go_small("t13")), lumberd.addr());
+    let run = run_client(go_tls(pki.verifying(), &go_small("t13")), lumberd.addr());
     assert_all_acked(&run, &lumberd);
     assert_eq!(run.result["tls_version"], "TLS 1.3", "{}", run.describe());
     assert_stored_once(&lumberd, &[(&run, IndexRule::EventTimestamp)]);
@@ -192,7 +264,7 @@ fn go_lumber_over_tls_1_2_with_full_verification_is_acked_and_stored_once() {
     let lumberd = pki.lumberd().start();
     let mut args = go_small("t12");
     args.extend(["-tls-max", "1.2"]);
-    let run = run_client(go_tls(&pki.server_ca, &args), lumberd.addr());
+    let run = run_client(go_tls(pki.verifying(), &args), lumberd.addr());
     assert_all_acked(&run, &lumberd);
     assert_eq!(run.result["tls_version"], "TLS 1.2", "{}", run.describe());
     assert_stored_once(&lumberd, &[(&run, IndexRule::EventTimestamp)]);
@@ -209,14 +281,8 @@ fn go_lumber_with_a_client_certificate_under_required_client_auth_is_acked_and_i
     let pki = pki();
     let lumberd = pki.lumberd_mtls("required").start();
     let client = pki.client("filebeat-1", Validity::Current);
-    let mut args = go_small("mtls");
-    args.extend([
-        "-tls-cert",
-        client.cert.to_str().unwrap(),
-        "-tls-key",
-        client.key.to_str().unwrap(),
-    ]);
-    let run = run_client(go_tls(&pki.server_ca, &args), lumberd.addr());
+    let mtls = pki.verifying().presenting(&client);
+    let run = run_client(go_tls(mtls, &go_small("mtls")), lumberd.addr());
     assert_all_acked(&run, &lumberd);
     assert_stored_once(&lumberd, &[(&run, IndexRule::EventTimestamp)]);
     // The identity Origin.tls carries for the pipeline, as the connection logs it.
@@ -247,14 +313,8 @@ add_field = { fields = { tls_subject = "%{[@metadata][tls_peer][subject]}", tls_
 "#;
     let lumberd = pki.lumberd_mtls("required").config(config).start();
     let client = pki.client("filebeat-7", Validity::Current);
-    let mut args = go_small("peer");
-    args.extend([
-        "-tls-cert",
-        client.cert.to_str().unwrap(),
-        "-tls-key",
-        client.key.to_str().unwrap(),
-    ]);
-    let run = run_client(go_tls(&pki.server_ca, &args), lumberd.addr());
+    let mtls = pki.verifying().presenting(&client);
+    let run = run_client(go_tls(mtls, &go_small("peer")), lumberd.addr());
     assert_all_acked(&run, &lumberd);
     assert_eq!(run.result["tls_version"], "TLS 1.3", "{}", run.describe());
     let subject = subject_rfc4514(&client.cert);
@@ -283,15 +343,9 @@ fn client_auth_optional_accepts_clients_with_and_without_a_certificate() {
     let pki = pki();
     let lumberd = pki.lumberd_mtls("optional").start();
     let client = pki.client("filebeat-2", Validity::Current);
-    let mut with_cert = go_small("opt-c");
-    with_cert.extend([
-        "-tls-cert",
-        client.cert.to_str().unwrap(),
-        "-tls-key",
-        client.key.to_str().unwrap(),
-    ]);
-    let a = run_client(go_tls(&pki.server_ca, &with_cert), lumberd.addr());
-    let b = run_client(go_tls(&pki.server_ca, &go_small("opt-n")), lumberd.addr());
+    let with_cert = pki.verifying().presenting(&client);
+    let a = run_client(go_tls(with_cert, &go_small("opt-c")), lumberd.addr());
+    let b = run_client(go_tls(pki.verifying(), &go_small("opt-n")), lumberd.addr());
     assert_all_acked(&a, &lumberd);
     assert_all_acked(&b, &lumberd);
     assert_stored_once(
@@ -310,12 +364,7 @@ fn pylogbeat_over_python_ssl_with_a_client_certificate_is_acked_and_stored_once(
     let client = pki.client("py-agent", Validity::Current);
     let mut cmd = pylogbeat();
     cmd.args(["-window", "10", "-windows", "3", "-id", "pytls"])
-        .arg("-tls-ca")
-        .arg(&pki.server_ca)
-        .arg("-tls-cert")
-        .arg(&client.cert)
-        .arg("-tls-key")
-        .arg(&client.key);
+        .args(pki.verifying().presenting(&client).args());
     let run = run_client(cmd, lumberd.addr());
     assert_all_acked(&run, &lumberd);
     assert_eq!(run.result["tls_version"], "TLSv1.3", "{}", run.describe());
@@ -335,7 +384,7 @@ fn pylogbeat_over_python_ssl_with_a_client_certificate_is_acked_and_stored_once(
 fn client_without_a_certificate_is_refused_when_client_auth_is_required() {
     let pki = pki();
     let lumberd = pki.lumberd_mtls("required").start();
-    let run = run_client(go_tls(&pki.server_ca, &go_small("nocert")), lumberd.addr());
+    let run = run_client(go_tls(pki.verifying(), &go_small("nocert")), lumberd.addr());
     assert!(!run.status.success(), "must be refused: {}", run.describe());
     expect_one_failure(&lumberd, "client_cert_missing");
     assert!(lumberd.events().is_empty());
@@ -348,17 +397,7 @@ fn client_certificate_from_another_ca_is_refused_as_untrusted() {
     let stranger = Ca::new("Somebody Else CA").client(pki.path(), "intruder", Validity::Current);
     // rustls (lumberd send) sends its certificate whatever CAs the server names; Go's
     // crypto/tls would send none (next test).
-    let out = send(
-        lumberd.addr(),
-        &[
-            "--tls-ca",
-            pki.server_ca.to_str().unwrap(),
-            "--tls-cert",
-            stranger.cert.to_str().unwrap(),
-            "--tls-key",
-            stranger.key.to_str().unwrap(),
-        ],
-    );
+    let out = send(lumberd.addr(), pki.verifying().presenting(&stranger));
     assert!(!out.status.success());
     expect_one_failure(&lumberd, "client_cert_untrusted");
     assert!(lumberd.events().is_empty());
@@ -369,14 +408,8 @@ fn go_client_with_a_certificate_from_another_ca_sends_none_and_the_line_says_why
     let pki = pki();
     let lumberd = pki.lumberd_mtls("required").start();
     let stranger = Ca::new("Somebody Else CA").client(pki.path(), "intruder", Validity::Current);
-    let mut args = go_small("untrusted");
-    args.extend([
-        "-tls-cert",
-        stranger.cert.to_str().unwrap(),
-        "-tls-key",
-        stranger.key.to_str().unwrap(),
-    ]);
-    let run = run_client(go_tls(&pki.server_ca, &args), lumberd.addr());
+    let mtls = pki.verifying().presenting(&stranger);
+    let run = run_client(go_tls(mtls, &go_small("untrusted")), lumberd.addr());
     assert!(!run.status.success(), "must be refused: {}", run.describe());
     let line = expect_one_failure(&lumberd, "client_cert_missing");
     assert!(line.contains("tls.client_ca"), "{line}");
@@ -388,14 +421,8 @@ fn expired_client_certificate_is_refused_as_expired() {
     let pki = pki();
     let lumberd = pki.lumberd_mtls("required").start();
     let old = pki.client("stale-agent", Validity::Expired);
-    let mut args = go_small("expired");
-    args.extend([
-        "-tls-cert",
-        old.cert.to_str().unwrap(),
-        "-tls-key",
-        old.key.to_str().unwrap(),
-    ]);
-    let run = run_client(go_tls(&pki.server_ca, &args), lumberd.addr());
+    let mtls = pki.verifying().presenting(&old);
+    let run = run_client(go_tls(mtls, &go_small("expired")), lumberd.addr());
     assert!(!run.status.success(), "must be refused: {}", run.describe());
     expect_one_failure(&lumberd, "client_cert_expired");
     assert!(lumberd.events().is_empty());
@@ -416,14 +443,10 @@ fn allowed_clients_admits_a_listed_san_or_subject_and_refuses_any_other_client()
         .env("LUMBERD_TLS_ALLOWED_CLIENTS", allowed)
         .start();
     let with = |c: &Issued, id: &'static str| {
-        let mut args = go_small(id);
-        args.extend([
-            "-tls-cert",
-            c.cert.to_str().unwrap(),
-            "-tls-key",
-            c.key.to_str().unwrap(),
-        ]);
-        run_client(go_tls(&pki.server_ca, &args), lumberd.addr())
+        run_client(
+            go_tls(pki.verifying().presenting(c), &go_small(id)),
+            lumberd.addr(),
+        )
     };
     let a = with(&listed, "allow-san");
     let b = with(&by_subject, "allow-dn");
@@ -494,7 +517,7 @@ fn tls_1_2_client_is_refused_when_min_version_is_1_3() {
     let lumberd = pki.lumberd().env("LUMBERD_TLS_MIN_VERSION", "1.3").start();
     let mut args = go_small("old");
     args.extend(["-tls-max", "1.2"]);
-    let run = run_client(go_tls(&pki.server_ca, &args), lumberd.addr());
+    let run = run_client(go_tls(pki.verifying(), &args), lumberd.addr());
     assert!(!run.status.success(), "{}", run.describe());
     expect_one_failure(&lumberd, "no_common_parameters");
 }
@@ -504,7 +527,10 @@ fn client_that_does_not_trust_the_server_certificate_is_named_in_one_log_line() 
     let pki = pki();
     let lumberd = pki.lumberd().start();
     let other_ca = Ca::new("Not Our CA").write(pki.path(), "other-ca.crt");
-    let run = run_client(go_tls(&other_ca, &go_small("distrust")), lumberd.addr());
+    let run = run_client(
+        go_tls(ClientTls::verifying(&other_ca), &go_small("distrust")),
+        lumberd.addr(),
+    );
     assert!(!run.status.success(), "{}", run.describe());
     assert!(
         run.stderr
@@ -588,10 +614,7 @@ fn serves_with(pki: &Pki, cert: &Path, key: &Path, env: &[(&str, &str)]) {
         b = b.env(*k, *v);
     }
     let lumberd = b.start();
-    let out = send(
-        lumberd.addr(),
-        &["--tls-ca", pki.server_ca.to_str().unwrap()],
-    );
+    let out = send(lumberd.addr(), pki.verifying());
     assert_sent_three(&out, &lumberd);
 }
 
@@ -616,7 +639,7 @@ fn server_key_in_pkcs1_rsa_form_is_served() {
     assert_eq!(certs::pem_label(&pkcs1), "-----BEGIN RSA PRIVATE KEY-----");
     let ca_path = ca.write(pki.path(), "rsa-ca.crt");
     let lumberd = tls_lumberd(&issued.cert, &pkcs1).start();
-    let out = send(lumberd.addr(), &["--tls-ca", ca_path.to_str().unwrap()]);
+    let out = send(lumberd.addr(), ClientTls::verifying(&ca_path));
     assert_sent_three(&out, &lumberd);
 }
 
@@ -702,23 +725,9 @@ fn send_verifies_the_server_name_and_insecure_skips_verification() {
     let pki = pki();
     let client = pki.client("sender", Validity::Current);
     let lumberd = pki.lumberd_mtls("required").start();
-    let cert = client.cert.to_str().unwrap();
-    let key = client.key.to_str().unwrap();
-    let ca = pki.server_ca.to_str().unwrap();
+    let mtls = pki.verifying().presenting(&client);
 
-    let wrong_name = send(
-        lumberd.addr(),
-        &[
-            "--tls-ca",
-            ca,
-            "--tls-cert",
-            cert,
-            "--tls-key",
-            key,
-            "--tls-server-name",
-            "elsewhere.test",
-        ],
-    );
+    let wrong_name = send(lumberd.addr(), mtls.server_name("elsewhere.test"));
     let stderr = String::from_utf8_lossy(&wrong_name.stderr);
     assert!(!wrong_name.status.success());
     assert!(
@@ -726,39 +735,17 @@ fn send_verifies_the_server_name_and_insecure_skips_verification() {
         "the failure must say which name did not match: {stderr}"
     );
 
-    let named = send(
-        lumberd.addr(),
-        &[
-            "--tls-ca",
-            ca,
-            "--tls-cert",
-            cert,
-            "--tls-key",
-            key,
-            "--tls-server-name",
-            "localhost",
-        ],
-    );
+    let named = send(lumberd.addr(), mtls.server_name("localhost"));
     assert_sent_three(&named, &lumberd);
 
     // the default name is the host of --host (127.0.0.1, an IP SAN of the certificate)
     let unknown_ca = Ca::new("y").write(pki.path(), "y.crt");
     let untrusted = send(
         lumberd.addr(),
-        &[
-            "--tls-ca",
-            unknown_ca.to_str().unwrap(),
-            "--tls-cert",
-            cert,
-            "--tls-key",
-            key,
-        ],
+        ClientTls::verifying(&unknown_ca).presenting(&client),
     );
     assert!(!untrusted.status.success());
-    let insecure = send(
-        lumberd.addr(),
-        &["--tls-insecure", "--tls-cert", cert, "--tls-key", key],
-    );
+    let insecure = send(lumberd.addr(), ClientTls::insecure().presenting(&client));
     assert_sent_three(&insecure, &lumberd);
 }
 
@@ -1040,13 +1027,11 @@ fn readme_tls_settings_work_as_written_for_lumberd_and_filebeat() {
     );
     let fb_cert = place(&fb["ssl.certificate"], &client.cert);
     let fb_key = place(&fb["ssl.key"], &client.key);
-    let mut cmd = go_tls(&fb_ca, &go_small("readme"));
-    cmd.arg("-tls-cert")
-        .arg(&fb_cert)
-        .arg("-tls-key")
-        .arg(&fb_key)
-        .args(["-tls-server-name", &host])
-        .args(["-tls-min", versions.first().unwrap()])
+    let tls = ClientTls::verifying(&fb_ca)
+        .presenting_files(&fb_cert, &fb_key)
+        .server_name(&host);
+    let mut cmd = go_tls(tls, &go_small("readme"));
+    cmd.args(["-tls-min", versions.first().unwrap()])
         .args(["-tls-max", versions.last().unwrap()]);
     let run = run_client(cmd, lumberd.addr());
     assert_all_acked(&run, &lumberd);

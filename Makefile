@@ -25,7 +25,7 @@ run: release
 
 ## Install the real Beats clients the tests drive (go-lumber, pylogbeat, lumberjack-client),
 ## promtool (Debian's prometheus package, unpacked into target/tools), and fetch the
-## Elasticsearch the output tests run (cached in ~/.cache/lumberd/es).
+## Elasticsearch the output tests run (with mvn, cached in ~/.cache/lumberd/es).
 test-deps:
 	bash tests/clients/setup.sh
 	bash tests/tools/setup.sh

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fetch, start and stop a real Elasticsearch node for lumberd's tests.
-# See tests/es/README.md for what is downloaded, where it is cached and
+# See tests/es/README.md for what is fetched, where it is cached and
 # which Elasticsearch features the distribution has.
 #
-#   es.sh fetch                     download + verify + unpack (cached); prints ES home
+#   es.sh fetch                     resolve with Maven + verify + unpack (cached); prints ES home
 #   es.sh start DIR [-E k=v ...]    start a node under DIR; prints http://127.0.0.1:PORT last
 #                                   (https:// with -E xpack.security.http.ssl.enabled=true)
 #   es.sh stop DIR                  SIGTERM, wait (deadline), then SIGKILL
@@ -15,17 +15,19 @@
 set -euo pipefail
 
 ES_VERSION="${LUMBERD_ES_VERSION:-8.11.3}"
+ES_ARTIFACT="org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ES_VERSION:zip"
 CACHE_DIR="${LUMBERD_CACHE:-$HOME/.cache/lumberd}/es"
-MAVEN_REPO="${LUMBERD_MAVEN_REPO:-https://repo1.maven.org/maven2}"
-ARTIFACT_PATH="org/elasticsearch/distribution/integ-test-zip/elasticsearch"
+# The plugin that copies an artifact out of Maven's resolution, pinned so a fetch does
+# not depend on which version the plugin-group metadata calls latest today.
+DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 START_TIMEOUT="${LUMBERD_ES_START_TIMEOUT:-180}" # seconds, whole start incl. yellow
 STOP_TIMEOUT="${LUMBERD_ES_STOP_TIMEOUT:-30}"    # seconds of SIGTERM grace before SIGKILL
 DEFAULT_JAVA_OPTS="-Xms512m -Xmx512m"
-# sha1 of elasticsearch-VERSION.zip as first fetched from Maven Central; a
-# download must match both this and the .sha1 published beside it
+# sha1 of each zip as first fetched; Maven checks the checksum published beside the
+# artifact (-C fails on a mismatch), this checks that the artifact is the one we tested
 declare -A PINNED_SHA1=(
-  [8.11.3]=c3f349b6069f38321d3ec61891173da5e4d4be4c
-  [8.11.1]=5f51158f9da984a4c27f9ba25634f30bc96d81eb
+  [org.elasticsearch.distribution.integ-test-zip:elasticsearch:8.11.3:zip]=c3f349b6069f38321d3ec61891173da5e4d4be4c
+  [org.elasticsearch.distribution.integ-test-zip:elasticsearch:8.11.1:zip]=5f51158f9da984a4c27f9ba25634f30bc96d81eb
 )
 CLUSTER_NAME="lumberd-test"
 
@@ -41,53 +43,15 @@ now() { date +%s; }
 
 # ---------------------------------------------------------------- fetch ---
 
-http_ok() { # URL -> 0 if it exists (HTTP 2xx), 1 if 404, dies on other errors
-  local code
-  code=$(curl -sS -o /dev/null -I -L --retry 2 -w '%{http_code}' "$1") ||
-    die "cannot reach $1"
-  case "$code" in
-    2??) return 0 ;;
-    404) return 1 ;;
-    *) die "HTTP $code for $1" ;;
-  esac
-}
-
-# Pick the 8.x version in Maven Central closest to ES_VERSION.
-closest_version() {
-  local want_minor want_patch meta best="" best_d=""
-  want_minor=$(cut -d. -f2 <<<"$ES_VERSION")
-  want_patch=$(cut -d. -f3 <<<"$ES_VERSION")
-  meta=$(curl -fsS --retry 2 "$MAVEN_REPO/$ARTIFACT_PATH/maven-metadata.xml") ||
-    die "cannot read $MAVEN_REPO/$ARTIFACT_PATH/maven-metadata.xml"
-  local v minor patch d
-  # sorted ascending, so on equal distance the older release wins
-  while read -r v; do
-    [[ "$v" =~ ^8\.([0-9]+)\.([0-9]+)$ ]] || continue
-    minor=${BASH_REMATCH[1]} patch=${BASH_REMATCH[2]}
-    d=$(( (minor > want_minor ? minor - want_minor : want_minor - minor) * 10000 +
-          (patch > want_patch ? patch - want_patch : want_patch - patch) ))
-    if [[ -z "$best_d" || "$d" -lt "$best_d" ]]; then best=$v best_d=$d; fi
-  done < <(grep -o '<version>[^<]*</version>' <<<"$meta" | sed 's/<[^>]*>//g' | sort -V)
-  [[ -n "$best" ]] || die "no 8.x integ-test-zip in $MAVEN_REPO"
-  printf '%s\n' "$best"
-}
-
-verify_zip() { # ZIP -> checks ZIP against ZIP.sha1 (and .sha512 if cached)
-  local zip=$1 want got
-  [[ -s "$zip.sha1" ]] || return 1
+verify_zip() { # ZIP COORD -> ZIP matches ZIP.sha1 (Maven's verified checksum) and any pin
+  local zip=$1 coord=$2 want got
+  [[ -s "$zip" && -s "$zip.sha1" ]] || return 1
   want=$(awk '{print $1}' "$zip.sha1")
   got=$(sha1sum "$zip" | awk '{print $1}')
   [[ "$want" == "$got" ]] || { log "sha1 mismatch for $zip: want $want got $got"; return 1; }
-  local v=${zip##*/elasticsearch-}
-  v=${v%.zip}
-  if [[ -n "${PINNED_SHA1[$v]:-}" && "${PINNED_SHA1[$v]}" != "$got" ]]; then
-    log "sha1 of $zip is $got, but es.sh pins ${PINNED_SHA1[$v]} for $v"
+  if [[ -n "${PINNED_SHA1[$coord]:-}" && "${PINNED_SHA1[$coord]}" != "$got" ]]; then
+    log "sha1 of $zip is $got, but es.sh pins ${PINNED_SHA1[$coord]} for $coord"
     return 1
-  fi
-  if [[ -s "$zip.sha512" ]]; then
-    want=$(awk '{print $1}' "$zip.sha512")
-    got=$(sha512sum "$zip" | awk '{print $1}')
-    [[ "$want" == "$got" ]] || { log "sha512 mismatch for $zip"; return 1; }
   fi
 }
 
@@ -107,64 +71,79 @@ PY
   fi
 }
 
-# Sets ES_HOME (and RESOLVED_VERSION); downloads/unpacks if needed.
+# fetch_zip GROUP:ARTIFACT:VERSION:zip -- sets FETCHED_HOME to the zip's top directory
+# ARTIFACT-VERSION/, unpacked in the cache at $CACHE_DIR/GROUP/ (the cache key is the
+# coordinate, so distributions of several projects sit side by side). Maven resolves the
+# zip from whatever repositories its own settings name, with checksums enforced (-C),
+# into a private local repository that is dropped once the zip is copied out; the zip
+# (kept, with the checksum Maven verified) must also match its pin, if es.sh has one.
+fetch_zip() {
+  local coord=$1 group artifact version ext
+  IFS=: read -r group artifact version ext <<<"$coord"
+  [[ -n "$group" && -n "$artifact" && -n "$version" && "$ext" == zip ]] ||
+    die "fetch_zip wants GROUP:ARTIFACT:VERSION:zip, got '$coord'"
+  local dir="$CACHE_DIR/$group" name="$artifact-$version"
+  FETCHED_HOME="$dir/$name"
+  # the unpacked tree is renamed into place whole, so its presence means complete
+  [[ -d "$FETCHED_HOME" ]] && return 0
+
+  mkdir -p "$dir"
+  exec 8>"$dir/.lock"
+  flock 8
+  # another process may have finished while we waited for the lock
+  if [[ -d "$FETCHED_HOME" ]]; then
+    exec 8>&-
+    return 0
+  fi
+  # holding the lock: whatever a killed fetch left behind is no one's
+  rm -rf "$dir"/.fetch.* "$dir"/.unpack.*
+
+  local zip="$dir/$name.zip"
+  if ! verify_zip "$zip" "$coord"; then
+    command -v mvn >/dev/null || die "mvn is required to fetch $coord (install Maven)"
+    rm -f "$zip" "$zip.sha1"
+    local tmp t0
+    tmp=$(mktemp -d "$dir/.fetch.XXXXXX")
+    t0=$(now)
+    log "resolving $coord with Maven"
+    # From an empty directory, so no pom.xml around the caller becomes the project.
+    # Maven logs to stdout, es.sh's result channel: its lines go to stderr, without the
+    # colour resets Debian's Maven 3.8 prints even in batch mode.
+    (cd "$tmp" && mvn --batch-mode --quiet --no-transfer-progress --strict-checksums \
+      -Dmaven.repo.local="$tmp/repository" \
+      "$DEPENDENCY_PLUGIN:copy" -Dartifact="$coord" -DoutputDirectory="$tmp/out") 2>&1 |
+      sed -u 's/\x1b\[[0-9;]*m//g' >&2 ||
+      { rm -rf "$tmp"; die "Maven could not resolve $coord (see its errors above)"; }
+    local published="$tmp/repository/${group//.//}/$artifact/$version/$name.zip.sha1"
+    [[ -s "$tmp/out/$name.zip" && -s "$published" ]] ||
+      { rm -rf "$tmp"; die "Maven resolved $coord but left no $name.zip with its .sha1"; }
+    mv "$published" "$zip.sha1"
+    mv "$tmp/out/$name.zip" "$zip"
+    rm -rf "$tmp"
+    verify_zip "$zip" "$coord" || { rm -f "$zip" "$zip.sha1"; die "checksum verification failed for $coord"; }
+    log "resolved in $(( $(now) - t0 ))s; sha1 $(awk '{print $1}' "$zip.sha1") checked by Maven$([[ -n "${PINNED_SHA1[$coord]:-}" ]] && echo ' and against the pin')"
+  fi
+
+  local tmp
+  tmp=$(mktemp -d "$dir/.unpack.XXXXXX")
+  unzip_to "$zip" "$tmp"
+  [[ -d "$tmp/$name" ]] || { rm -rf "$tmp"; die "$zip does not hold $name/"; }
+  mv -T "$tmp/$name" "$FETCHED_HOME"
+  rm -rf "$tmp"
+  exec 8>&-
+  log "unpacked to $FETCHED_HOME"
+}
+
+# Sets ES_HOME (and RESOLVED_VERSION); fetches and unpacks if needed.
 do_fetch() {
   if [[ -n "${LUMBERD_ES_HOME:-}" ]]; then
     ES_HOME=$LUMBERD_ES_HOME RESOLVED_VERSION=custom
     [[ -x "$ES_HOME/bin/elasticsearch" ]] || die "LUMBERD_ES_HOME=$ES_HOME has no bin/elasticsearch"
     return
   fi
-  mkdir -p "$CACHE_DIR"
-  local v=$ES_VERSION
-  # a fallback chosen on an earlier run is remembered, so later runs work offline
-  [[ -s "$CACHE_DIR/resolved-$ES_VERSION" ]] && v=$(<"$CACHE_DIR/resolved-$ES_VERSION")
-  if [[ -x "$CACHE_DIR/elasticsearch-$v/bin/elasticsearch" ]]; then
-    ES_HOME="$CACHE_DIR/elasticsearch-$v" RESOLVED_VERSION=$v
-    return
-  fi
-
-  exec 8>"$CACHE_DIR/.lock"
-  flock 8
-  # another process may have finished while we waited for the lock
-  if [[ -x "$CACHE_DIR/elasticsearch-$v/bin/elasticsearch" ]]; then
-    exec 8>&-
-    ES_HOME="$CACHE_DIR/elasticsearch-$v" RESOLVED_VERSION=$v
-    return
-  fi
-
-  local zip="$CACHE_DIR/elasticsearch-$v.zip"
-  if ! { [[ -s "$zip" ]] && verify_zip "$zip"; }; then
-    local url="$MAVEN_REPO/$ARTIFACT_PATH/$v/elasticsearch-$v.zip"
-    if ! http_ok "$url"; then
-      log "$url: not found"
-      v=$(closest_version)
-      log "Elasticsearch $ES_VERSION integ-test-zip is not in Maven Central; using $v instead"
-      url="$MAVEN_REPO/$ARTIFACT_PATH/$v/elasticsearch-$v.zip"
-      zip="$CACHE_DIR/elasticsearch-$v.zip"
-      printf '%s\n' "$v" >"$CACHE_DIR/resolved-$ES_VERSION"
-    fi
-    log "downloading $url"
-    rm -f "$zip.sha1" "$zip.sha512"
-    curl -fsS --retry 3 -o "$zip.sha1.part" "$url.sha1" || die "cannot download $url.sha1"
-    mv "$zip.sha1.part" "$zip.sha1"
-    if http_ok "$url.sha512"; then
-      curl -fsS --retry 3 -o "$zip.sha512.part" "$url.sha512" && mv "$zip.sha512.part" "$zip.sha512"
-    fi
-    curl -fSL --retry 3 -sS -o "$zip.part" "$url" || die "cannot download $url"
-    mv "$zip.part" "$zip"
-    verify_zip "$zip" || { rm -f "$zip"; die "checksum verification failed for $url"; }
-    log "verified sha1 $(awk '{print $1}' "$zip.sha1")$([[ -s "$zip.sha512" ]] && echo ' and sha512')"
-  fi
-
-  local tmp
-  tmp=$(mktemp -d "$CACHE_DIR/.unpack.XXXXXX")
-  unzip_to "$zip" "$tmp"
-  [[ -x "$tmp/elasticsearch-$v/bin/elasticsearch" ]] || { rm -rf "$tmp"; die "unexpected layout in $zip"; }
-  mv -T "$tmp/elasticsearch-$v" "$CACHE_DIR/elasticsearch-$v"
-  rm -rf "$tmp"
-  exec 8>&-
-  log "unpacked to $CACHE_DIR/elasticsearch-$v"
-  ES_HOME="$CACHE_DIR/elasticsearch-$v" RESOLVED_VERSION=$v
+  fetch_zip "$ES_ARTIFACT"
+  ES_HOME=$FETCHED_HOME RESOLVED_VERSION=$ES_VERSION
+  [[ -x "$ES_HOME/bin/elasticsearch" ]] || die "$ES_HOME has no bin/elasticsearch"
 }
 
 # ----------------------------------------------------------------- java ---
@@ -559,7 +538,7 @@ case "$cmd" in
       mapfile -t argv < <(tr '\0' '\n' 2>/dev/null <"/proc/$p/cmdline" || true)
       ours=0 d=""
       for a in "${argv[@]}"; do
-        [[ "$a" == "$CACHE_DIR"/elasticsearch-*/lib ]] && ours=1
+        [[ "$a" == "$CACHE_DIR"/*/lib ]] && ours=1
         [[ "$a" == -Djava.io.tmpdir=*/tmp ]] && { d=${a#-Djava.io.tmpdir=}; d=${d%/tmp}; }
       done
       [[ $ours -eq 1 && " ${argv[*]} " == *" org.elasticsearch.server/org.elasticsearch.bootstrap.Elasticsearch "* ]] || continue

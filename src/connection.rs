@@ -4,7 +4,7 @@
 //! Two halves run side by side: the reader (socket -> frames -> batches -> output queue)
 //! and the acknowledger (delivery results -> ACK frames, keep-alives while waiting).
 //! Either one ending ends the connection; a window not yet acknowledged then never is,
-//! and the client resends it (PROTOCOL.md rule 5).
+//! and the client resends it (docs/PROTOCOL.md rule 5).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -156,7 +156,7 @@ pub async fn accepted(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) 
 }
 
 /// Looks at the first byte before handing the stream to rustls, so that a plain Beats
-/// client or an HTTP request is named as such (PROTOCOL.md rule 7); `None` for a
+/// client or an HTTP request is named as such (docs/PROTOCOL.md rule 7); `None` for a
 /// health-check connect-and-close.
 async fn handshake(
     stream: TcpStream,
@@ -227,7 +227,7 @@ where
     let (read_end, ack_end) = tokio::join!(
         // Whatever ended the reader, the windows it completed before are still
         // acknowledged once delivered (fewer resends, fewer duplicates); only the broken
-        // window is not (PROTOCOL.md rule 5).
+        // window is not (docs/PROTOCOL.md rule 5).
         reader.run(read_half),
         async {
             let end = acker.run(write_half, pending_rx).await;
@@ -533,7 +533,7 @@ struct Acker {
 }
 
 impl Acker {
-    /// Acknowledges windows in order (PROTOCOL.md rule 3); returns a reason when it ended
+    /// Acknowledges windows in order (docs/PROTOCOL.md rule 3); returns a reason when it ended
     /// the connection itself.
     async fn run<W: AsyncWrite + Unpin>(
         self,
@@ -564,7 +564,7 @@ impl Acker {
                             return Some(ConnectionEnd::Stalled(stall));
                         }
                         // Keep-alive: ACK 0 resets the client's timeout without completing
-                        // anything (PROTOCOL.md rule 4).
+                        // anything (docs/PROTOCOL.md rule 4).
                         encode_ack(window.keepalive(), &mut out);
                         if self.write(&mut socket, &mut out).await.is_err() {
                             return None;

@@ -107,7 +107,7 @@ pub struct TlsPeer {
     pub cipher: String,
 }
 
-/// Why a payload in an intact frame could not become an event (PROTOCOL.md rule 5).
+/// Why a payload in an intact frame could not become an event (docs/PROTOCOL.md rule 5).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
     #[error("payload is not a JSON object: {0}")]

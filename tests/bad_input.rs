@@ -1,4 +1,4 @@
-//! Bad input over real sockets against a live `lumberd serve` (PROTOCOL.md rules 5-7):
+//! Bad input over real sockets against a live `lumberd serve` (docs/PROTOCOL.md rules 5-7):
 //! every invalid stream in proto-fixtures/invalid closes its connection without
 //! acknowledging the broken window, is logged once in one line naming the peer, the
 //! problem and the frame offset, and never disturbs another connection.

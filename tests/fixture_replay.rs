@@ -2,7 +2,7 @@
 //! sockets), whole and in several chunkings, and checks it against its `.expect.json`.
 //!
 //! - `invalid/`: the first error has the listed kind, exactly the listed windows
-//!   complete before it (PROTOCOL.md rule 5), and the chunking changes neither.
+//!   complete before it (docs/PROTOCOL.md rule 5), and the chunking changes neither.
 //! - `valid/` and `payload/`: every window completes with the listed ACK and the events
 //!   decode to the listed JSON values; `payload/` also goes through the pipeline, whose
 //!   dead letters must match (rule 5: payload errors are not framing errors).

@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PAYLOAD_DIR = os.path.join(os.path.dirname(HERE), "payload")
 
 
-# ---- frame builders (PROTOCOL.md "Frames") -------------------------------------------
+# ---- frame builders (docs/PROTOCOL.md "Frames") --------------------------------------
 
 def W(n, version=b"2"):
     return version + b"W" + struct.pack(">I", n)
@@ -96,7 +96,7 @@ def invalid_cases():
         b"Accept: */*\r\nConnection: close\r\n\r\n",
         "http_request",
         [],
-        "An HTTP health check sent to the Beats port (PROTOCOL.md rule 7).",
+        "An HTTP health check sent to the Beats port (docs/PROTOCOL.md rule 7).",
     )
 
     rng = random.Random(20250405)
@@ -145,7 +145,7 @@ def invalid_cases():
         "frame_too_large",
         [],
         "W 1, then a J frame announcing 0xFFFFFFF0 payload bytes: refused from its header "
-        "(PROTOCOL.md rule 6).",
+        "(docs/PROTOCOL.md rule 6).",
     )
 
     case(
@@ -181,7 +181,7 @@ def invalid_cases():
         W(2) + C(C(J(1, event(1)) + J(2, event(2)))),
         "nested_compressed",
         [],
-        "W 2, then a C frame whose inflated bytes are another C frame (PROTOCOL.md rule 1).",
+        "W 2, then a C frame whose inflated bytes are another C frame (docs/PROTOCOL.md rule 1).",
     )
 
     case(
@@ -189,7 +189,7 @@ def invalid_cases():
         W(3) + J(1, event(1)) + W(3) + J(1, event(1)),
         "premature_window",
         [],
-        "W 3, one J, then W again before the other two data frames (PROTOCOL.md rule 2).",
+        "W 3, one J, then W again before the other two data frames (docs/PROTOCOL.md rule 2).",
     )
 
     case(
@@ -427,7 +427,7 @@ def main():
         write_json(os.path.join(HERE, "tls-client-hello.expect.json"), {
             "description": "Captured: the first TLS record (%d bytes, ClientHello, record "
             "version 0x%02x%02x) Python %s's ssl module (%s) sent to a plain TCP listener, "
-            "as a Filebeat with ssl.enabled would on a plain port (PROTOCOL.md rule 7)."
+            "as a Filebeat with ssl.enabled would on a plain port (docs/PROTOCOL.md rule 7)."
             % (len(hello), hello[1], hello[2], sys.version.split()[0], ssl.OPENSSL_VERSION),
             "error_kind": "tls_on_plain_port",
             "acked_windows": [],

@@ -13,7 +13,7 @@ use super::{
 /// chunk plus at most one partial inner frame.
 const INFLATE_CHUNK: usize = 32 * 1024;
 
-/// Request methods recognised at the start of a stream (PROTOCOL.md rule 7).
+/// Request methods recognised at the start of a stream (docs/PROTOCOL.md rule 7).
 const HTTP_METHODS: [&[u8; 4]; 8] = [
     b"GET ", b"POST", b"PUT ", b"HEAD", b"OPTI", b"DELE", b"PATC", b"CONN",
 ];
@@ -117,7 +117,7 @@ impl Codec {
                 {
                     match parsed {
                         Parsed::Frame(frame) => return Ok(Some(frame)),
-                        // parse() refuses a C inside a C (PROTOCOL.md rule 1).
+                        // parse() refuses a C inside a C (docs/PROTOCOL.md rule 1).
                         Parsed::Compressed(_) => unreachable!("nested C is rejected by parse"),
                     }
                 }
@@ -164,7 +164,7 @@ impl Codec {
                     Ok(_) => {}
                     Err(e) => inf.error = Some(ProtocolError::Zlib(e.to_string())),
                 }
-                // Checked while inflating (PROTOCOL.md rule 6): the byte past the limit
+                // Checked while inflating (docs/PROTOCOL.md rule 6): the byte past the limit
                 // is discarded, and the frames within it still come out first.
                 if inf.inflated > limit {
                     inf.out

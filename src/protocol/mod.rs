@@ -1,8 +1,8 @@
 //! The Lumberjack wire format (v2 `W`/`J`/`C`/`A` and v1 `D` frames): bytes in,
 //! frames and ACK decisions out. Knows nothing of sockets, clocks, JSON meaning or outputs.
 //!
-//! Rules cited as "PROTOCOL.md rule N" refer to `shared/PROTOCOL.md`; the frame layouts
-//! follow go-lumber's `protocol/v2` and logstash-input-beats' `PROTOCOL.md`.
+//! Rules cited as "docs/PROTOCOL.md rule N" are the numbered rules of that file; the frame
+//! layouts follow go-lumber's `protocol/v2` and logstash-input-beats' `PROTOCOL.md`.
 
 mod decoder;
 mod encoder;
@@ -52,7 +52,7 @@ pub struct Ack {
     pub seq: u32,
 }
 
-/// Every size a peer controls, checked before its bytes are buffered (PROTOCOL.md rule 6).
+/// Every size a peer controls, checked before its bytes are buffered (docs/PROTOCOL.md rule 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest body of one frame on the wire or inside a `C` frame: a `J` payload, a
@@ -85,7 +85,7 @@ impl Default for Limits {
 }
 
 /// What was wrong with a byte stream. Every variant is fatal for the connection: a byte
-/// stream cannot be resynchronised (PROTOCOL.md rule 5).
+/// stream cannot be resynchronised (docs/PROTOCOL.md rule 5).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     #[error(

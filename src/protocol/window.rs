@@ -6,7 +6,7 @@ use super::{Ack, Frame, ProtocolError};
 /// A window whose data frames have all arrived: what its ACK must say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompletedWindow {
-    /// The `W` frame's version byte, echoed in the ACK (PROTOCOL.md rule 3).
+    /// The `W` frame's version byte, echoed in the ACK (docs/PROTOCOL.md rule 3).
     pub version: u8,
     pub count: u32,
     /// Sequence number of the window's last data frame: `count` for Filebeat, the
@@ -23,7 +23,7 @@ impl CompletedWindow {
     }
 
     /// The keep-alive for this window: `ACK 0` never completes it, and resets the
-    /// client's timeout (PROTOCOL.md rule 4).
+    /// client's timeout (docs/PROTOCOL.md rule 4).
     pub fn keepalive(&self) -> Ack {
         Ack {
             version: self.version,
@@ -40,7 +40,7 @@ struct Open {
     last_seq: u32,
 }
 
-/// Enforces exact windows (PROTOCOL.md rule 2) and says when one is complete.
+/// Enforces exact windows (docs/PROTOCOL.md rule 2) and says when one is complete.
 #[derive(Debug)]
 pub struct WindowTracker {
     max_window_events: u32,

@@ -78,7 +78,7 @@ impl HandshakeFailure {
     }
 
     /// What the first byte of a connection says before any TLS parsing: `None` for a TLS
-    /// handshake record (0x16), the kind of garbage otherwise (PROTOCOL.md rule 7).
+    /// handshake record (0x16), the kind of garbage otherwise (docs/PROTOCOL.md rule 7).
     pub fn from_first_byte(b: u8) -> Option<HandshakeFailure> {
         match b {
             0x16 => None,

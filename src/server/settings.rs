@@ -11,13 +11,13 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Connections served at once; the accept loop refuses the next one.
     pub max_connections: usize,
-    /// A keep-alive `ACK 0` this often while a window waits (PROTOCOL.md rule 4).
+    /// A keep-alive `ACK 0` this often while a window waits (docs/PROTOCOL.md rule 4).
     pub keepalive_interval: Duration,
     /// A connection whose oldest window has waited this long for the output is closed.
     pub stall_timeout: Duration,
     /// A connection that sends nothing while nothing of it waits is closed.
     pub idle_timeout: Duration,
-    /// What the decoder accepts from a peer (PROTOCOL.md rule 6).
+    /// What the decoder accepts from a peer (docs/PROTOCOL.md rule 6).
     pub limits: Limits,
     /// Event bytes held in memory over all connections (the in-flight budget).
     pub max_inflight_bytes: u64,

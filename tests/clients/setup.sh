@@ -3,6 +3,8 @@
 # tests/clients/record-fixtures.sh drive, into target/clients/:
 #   target/clients/lumberclient   go-lumber v2 client CLI (tests/clients/go)
 #   target/clients/recorder       fixture recorder (tests/clients/recorder)
+#   target/clients/filebeat       Elastic's Filebeat (tests/clients/filebeat, via filebeat.sh:
+#                                 a link into its build cache ~/.cache/lumberd/filebeat)
 #   target/clients/venv           Python venv with pylogbeat (tests/clients/python)
 #   tests/clients/node/node_modules  lumberjack-client, lumberjack-protocol (npm ci)
 # Idempotent and non-interactive; a step whose inputs have not changed is skipped.
@@ -40,6 +42,9 @@ go_build() { # go_build NAME DIR
 }
 go_build lumberclient tests/clients/go
 go_build recorder tests/clients/recorder
+
+# --- Go: Elastic's Filebeat (github.com/elastic/beats/v7), cached across runs -------
+bash tests/clients/filebeat.sh || die "building Filebeat failed"
 
 # --- Python: pylogbeat in a venv ---------------------------------------------------
 REQ=tests/clients/python/requirements.txt

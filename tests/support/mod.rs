@@ -6,12 +6,14 @@
 //!   with a deadline, their reports parsed;
 //! * [`stored`]: lumberd's file output read back, and the exactly-once check against
 //!   what the clients sent; [`es`]: a real Elasticsearch node and its queries;
-//! * [`certs`]: fresh certificates for the TLS tests.
+//! * [`certs`]: fresh certificates for the TLS tests;
+//! * [`filebeat`]: Elastic's Filebeat run against lumberd, and its registry.
 #![allow(dead_code)]
 
 pub mod certs;
 pub mod clients;
 pub mod es;
+pub mod filebeat;
 pub mod lumberd;
 pub mod stored;
 

@@ -1,0 +1,826 @@
+//! Elastic's Filebeat (`target/clients/filebeat`, built from `github.com/elastic/beats/v7`
+//! by tests/clients/filebeat.sh) against a live lumberd, and the Qwen inference log files
+//! it tails.
+//!
+//! * [`QwenLog`] writes deterministic inference log lines (UTC and `+08:00` times across
+//!   a midnight, integers as numbers, floats and strings, Chinese, escapes) and knows what
+//!   lumberd must store for each.
+//! * [`Filebeat`] runs `filebeat -e` with a generated `filebeat.yml`: the user's
+//!   configuration with only the log path and the host changed, every other setting
+//!   given as `-E` flags, its home, data (registry) and log in a temp dir of its own.
+//!   Tests wait on its registry ([`Filebeat::wait_shipped`]): a file's cursor reaches the
+//!   file's size only when every line of it has been acknowledged.
+//! * [`Stored`] is what lumberd wrote (file output or Elasticsearch), and [`tally`]
+//!   checks it against what was logged: counts, fields, index, and that a duplicate is
+//!   only ever a resend under the same document id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use serde_json::{json, Value};
+
+use super::es::EsNode;
+use super::{client_path, repo_root, Lumberd};
+
+/// The user's `filebeat.yml`, as the deployment lumberd replaces has it (issue 14). The
+/// tests change only the path and the host in it.
+pub const USER_CONFIG: &str = "filebeat.inputs:
+- type: filestream
+  paths:
+    - /logs/qwen_inference.log
+  encoding: utf-8
+  close_eof: true
+output.logstash:
+  hosts: [\"logstash:5044\"]
+";
+
+/// The corrected configuration shipped with the compose stack.
+pub fn corrected_config() -> String {
+    let path = repo_root().join("deploy/compose/filebeat.yml");
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// How long Filebeat may take to ship a file, and to stop.
+pub const SHIP_DEADLINE: Duration = Duration::from_secs(120);
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------
+// Qwen inference log files
+
+/// One line written to a log file, and what lumberd must make of it.
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub request_id: String,
+    pub text: String,
+    /// The file (as Filebeat names it when it reads the line) and the byte offset.
+    pub path: PathBuf,
+    pub offset: u64,
+    /// The fields the Qwen pipeline stores at the top level (json, date, convert).
+    pub fields: Value,
+    pub index: String,
+}
+
+/// The lines written so far, by request id.
+#[derive(Default)]
+pub struct QwenLog {
+    pub lines: Vec<Line>,
+}
+
+const PROMPTS: [&str; 6] = [
+    "你好，请介绍一下你自己",
+    "Explain TCP backpressure in one sentence.",
+    "quote \" backslash \\ tab \t done",
+    "emoji 🚀 and <b>html</b> & entities",
+    "多轮对话：第二轮",
+    "",
+];
+
+/// The `i`-th line of a run: its JSON text and the stored fields. Every seventh is an
+/// error, every fifth has a `+08:00` time (stored at its UTC instant, in the index of
+/// the UTC day), and the numbers come as integers, floats or strings in turn.
+fn qwen_line(prefix: &str, i: usize) -> (String, Value, String, String) {
+    // 23:40 UTC on 2025-04-05 plus 3 s a line: a run of a few hundred lines crosses
+    // midnight into 2025-04-06.
+    let base = Utc.with_ymd_and_hms(2025, 4, 5, 23, 40, 0).unwrap();
+    let at: DateTime<Utc> = base + chrono::Duration::milliseconds(3_000 * i as i64 + 7);
+    let timestamp = if i % 5 == 0 {
+        let cst = FixedOffset::east_opt(8 * 3600).unwrap();
+        at.with_timezone(&cst)
+            .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+            .to_string()
+    } else {
+        at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    };
+    let (level, status) = match i % 7 {
+        0 => ("ERROR", "error"),
+        3 => ("WARN", "timeout"),
+        _ => ("INFO", "success"),
+    };
+    let request_id = format!("req_{prefix}_{i:06}");
+    let prompt = PROMPTS[i % PROMPTS.len()];
+    let ms = 100 + (i * 37) % 5000;
+    let len = 1 + (i * 13) % 2048;
+    // The service's three spellings of a number; the pipeline's integer conversion
+    // stores each as the integer (892.7 -> 892, "156" -> 156).
+    let (ms_raw, len_raw) = match i % 3 {
+        0 => (json!(ms), json!(len)),
+        1 => (json!(ms as f64 + 0.7), json!(len.to_string())),
+        _ => (json!(ms.to_string()), json!(len)),
+    };
+    let text = json!({
+        "timestamp": timestamp,
+        "level": level,
+        "request_id": request_id,
+        "prompt": prompt,
+        "response_length": len_raw,
+        "inference_time_ms": ms_raw,
+        "status": status,
+    })
+    .to_string();
+    let fields = json!({
+        "@timestamp": at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        "timestamp": timestamp,
+        "level": level,
+        "request_id": request_id,
+        "prompt": prompt,
+        "response_length": len,
+        "inference_time_ms": ms,
+        "status": status,
+    });
+    let index = at.format("qwen-logs-%Y.%m.%d").to_string();
+    (text, fields, index, request_id)
+}
+
+impl QwenLog {
+    /// Appends lines `from..to` of the run `prefix` to `path` (created if needed), as
+    /// the service writes them: whole lines, flushed.
+    pub fn append(&mut self, path: &Path, prefix: &str, from: usize, to: usize) {
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        let mut offset = file.metadata().unwrap().len();
+        let mut buf = String::new();
+        for i in from..to {
+            let (text, fields, index, request_id) = qwen_line(prefix, i);
+            buf.push_str(&text);
+            buf.push('\n');
+            self.lines.push(Line {
+                request_id,
+                path: path.to_path_buf(),
+                offset,
+                fields,
+                index,
+                text: text.clone(),
+            });
+            offset += text.len() as u64 + 1;
+        }
+        file.write_all(buf.as_bytes()).unwrap();
+        file.sync_data().unwrap();
+    }
+
+    /// A file of `n` lines of the run `prefix`.
+    pub fn write(path: &Path, prefix: &str, n: usize) -> QwenLog {
+        let mut log = QwenLog::default();
+        log.append(path, prefix, 0, n);
+        log
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Filebeat
+
+/// A running Filebeat, killed on drop. Its home, data (registry) and log live in a temp
+/// dir unless [`FilebeatBuilder::data_dir`] keeps the registry somewhere else.
+pub struct Filebeat {
+    child: Child,
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    log: PathBuf,
+    /// The command line, for diagnoses.
+    what: String,
+}
+
+pub struct FilebeatBuilder {
+    config: String,
+    settings: Vec<String>,
+    data: Option<PathBuf>,
+}
+
+/// `config` with its log path replaced by `log` and its one `hosts` line by `hosts`:
+/// the user's file with only what must change for the test changed.
+pub fn retarget(config: &str, log: &Path, hosts: &[String]) -> String {
+    let quoted: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+    let mut out = String::new();
+    let mut hosts_seen = 0;
+    for line in config.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        if trimmed.starts_with("- /logs/qwen_inference.log") {
+            let _ = writeln!(out, "{indent}- {}", log.display());
+        } else if trimmed.starts_with("hosts:") {
+            hosts_seen += 1;
+            let _ = writeln!(out, "{indent}hosts: [{}]", quoted.join(", "));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert_eq!(
+        hosts_seen, 1,
+        "the config must have exactly one hosts line:\n{config}"
+    );
+    assert!(
+        out.contains(&log.display().to_string()),
+        "the config names no /logs/qwen_inference.log path:\n{config}"
+    );
+    out
+}
+
+impl Filebeat {
+    /// Filebeat with `config` (a `filebeat.yml`) tailing `log` and shipping to `hosts`.
+    pub fn builder(config: &str, log: &Path, hosts: &[String]) -> FilebeatBuilder {
+        FilebeatBuilder {
+            config: retarget(config, log, hosts),
+            settings: Vec::new(),
+            data: None,
+        }
+    }
+
+    /// The user's configuration against one lumberd.
+    pub fn user_config(log: &Path, lumberd: &Lumberd) -> FilebeatBuilder {
+        Self::builder(USER_CONFIG, log, &[lumberd.addr().to_string()])
+    }
+}
+
+impl FilebeatBuilder {
+    /// One `-E key=value` override, as `filebeat -E` takes it (values in YAML syntax).
+    pub fn set(mut self, key: &str, value: impl std::fmt::Display) -> Self {
+        self.settings.push(format!("{key}={value}"));
+        self
+    }
+
+    /// Keeps the registry in `dir` (a volume that outlives the container), so a second
+    /// Filebeat resumes where the first stopped.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data = Some(dir.to_path_buf());
+        self
+    }
+
+    pub fn start(self) -> Filebeat {
+        let dir = tempfile::Builder::new()
+            .prefix("lumberd-filebeat-")
+            .tempdir()
+            .expect("temp dir for Filebeat");
+        let home = dir.path().join("home");
+        // An empty module directory: without one Filebeat logs an ERROR per start.
+        fs::create_dir_all(home.join("module")).unwrap();
+        let data = self.data.unwrap_or_else(|| dir.path().join("data"));
+        fs::create_dir_all(&data).unwrap();
+        let config = dir.path().join("filebeat.yml");
+        fs::write(&config, &self.config).unwrap();
+        let log = dir.path().join("filebeat.log");
+        let stderr = fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(client_path("target/clients/filebeat"));
+        cmd.arg("-e")
+            .arg("-c")
+            .arg(&config)
+            .arg("--path.home")
+            .arg(&home)
+            .arg("--path.config")
+            .arg(dir.path())
+            .arg("--path.data")
+            .arg(&data)
+            .arg("--path.logs")
+            .arg(dir.path().join("logs"));
+        for s in &self.settings {
+            cmd.arg("-E").arg(s);
+        }
+        let what = format!("{cmd:?}");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        Filebeat {
+            child,
+            dir,
+            data,
+            log,
+            what,
+        }
+    }
+}
+
+/// A file's entry in Filebeat's registry.
+#[derive(Clone, Debug)]
+pub struct Cursor {
+    pub key: String,
+    pub source: String,
+    /// Bytes of the file acknowledged; `None` until the first acknowledgement.
+    pub offset: Option<u64>,
+}
+
+impl Filebeat {
+    /// Everything Filebeat logged (`-e`: its stderr, in a file).
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn config_text(&self) -> String {
+        fs::read_to_string(self.dir.path().join("filebeat.yml")).unwrap_or_default()
+    }
+
+    /// The registry's entries now: the last checkpoint (`active.dat` names it), then the
+    /// operations appended to `log.json` since. A line Filebeat is still writing is
+    /// skipped; the next read sees it.
+    pub fn registry(&self) -> BTreeMap<String, Cursor> {
+        let dir = self.data.join("registry/filebeat");
+        let mut state: BTreeMap<String, Value> = BTreeMap::new();
+        if let Ok(active) = fs::read_to_string(dir.join("active.dat")) {
+            let checkpoint = fs::read_to_string(active.trim()).unwrap_or_default();
+            if let Ok(Value::Array(entries)) = serde_json::from_str(&checkpoint) {
+                for mut e in entries {
+                    if let Some(key) = e["_key"].as_str().map(str::to_owned) {
+                        e.as_object_mut().unwrap().remove("_key");
+                        state.insert(key, e);
+                    }
+                }
+            }
+        }
+        let log = fs::read_to_string(dir.join("log.json")).unwrap_or_default();
+        let mut op = None;
+        for line in log.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                break;
+            };
+            if let Some(o) = v["op"].as_str() {
+                op = Some(o.to_string());
+                continue;
+            }
+            let Some(key) = v["k"].as_str() else { continue };
+            match op.take().as_deref() {
+                Some("set") => {
+                    state.insert(key.to_string(), v["v"].clone());
+                }
+                Some("remove") => {
+                    state.remove(key);
+                }
+                _ => {}
+            }
+        }
+        state
+            .into_iter()
+            .map(|(key, v)| {
+                let cursor = Cursor {
+                    key: key.clone(),
+                    source: v["meta"]["source"].as_str().unwrap_or("").to_string(),
+                    offset: v["cursor"]["offset"].as_u64(),
+                };
+                (key, cursor)
+            })
+            .collect()
+    }
+
+    /// The registry entry of the file at `path` now (filestream keys files by inode and
+    /// device: `filestream::<input id>::native::<inode>-<device>`).
+    pub fn cursor_of(&self, path: &Path) -> Option<Cursor> {
+        let meta = fs::metadata(path).ok()?;
+        let suffix = format!("::native::{}-{}", meta.ino(), meta.dev());
+        self.registry()
+            .into_values()
+            .find(|c| c.key.ends_with(&suffix))
+    }
+
+    /// Waits until Filebeat's registry has every one of `files` acknowledged up to its
+    /// current size; fails after `deadline` with the registry, Filebeat's and lumberd's
+    /// logs. Filebeat exiting early is a failure too.
+    pub fn wait_shipped(&mut self, files: &[&Path], deadline: Duration, lumberds: &[&Lumberd]) {
+        let until = Instant::now() + deadline;
+        loop {
+            let pending: Vec<String> = files
+                .iter()
+                .filter_map(|f| {
+                    let size = fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+                    let at = self.cursor_of(f).and_then(|c| c.offset);
+                    (at != Some(size)).then(|| format!("{}: {at:?} of {size}", f.display()))
+                })
+                .collect();
+            if pending.is_empty() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "Filebeat exited ({status}) before shipping everything: {pending:?}\n{}",
+                    self.diagnosis(lumberds)
+                );
+            }
+            if Instant::now() > until {
+                panic!(
+                    "Filebeat did not ship everything within {deadline:?}: {pending:?}\n{}",
+                    self.diagnosis(lumberds)
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until Filebeat's log has a line containing `needle`.
+    pub fn wait_logged(&mut self, needle: &str, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        while !self.logs().contains(needle) {
+            if Instant::now() > until || matches!(self.child.try_wait(), Ok(Some(_))) {
+                panic!(
+                    "Filebeat did not log {needle:?} within {deadline:?}\n{}",
+                    self.diagnosis(&[])
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (Filebeat's own shutdown).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let until = Instant::now() + STOP_DEADLINE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(
+                    status.success(),
+                    "Filebeat exited {status} on SIGTERM\n{}",
+                    self.diagnosis(&[])
+                );
+                return;
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                panic!(
+                    "Filebeat did not stop within {STOP_DEADLINE:?} of SIGTERM\n{}",
+                    self.diagnosis(&[])
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Filebeat's lines at ERROR level.
+    pub fn errors(&self) -> Vec<String> {
+        self.logs()
+            .lines()
+            .filter(|l| l.split('\t').nth(1) == Some("ERROR"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// What a failing test shows: the command, the config, the registry, the tails of
+    /// Filebeat's and each lumberd's logs.
+    pub fn diagnosis(&self, lumberds: &[&Lumberd]) -> String {
+        let mut out = format!(
+            "--- filebeat: {}\n--- filebeat.yml:\n{}--- registry: {:#?}\n--- filebeat log (tail):\n{}",
+            self.what,
+            self.config_text(),
+            self.registry().into_values().collect::<Vec<_>>(),
+            tail(&self.logs(), 12_000)
+        );
+        for l in lumberds {
+            let _ = write!(
+                out,
+                "\n--- lumberd {} (tail):\n{}",
+                l.addr(),
+                tail(&l.logs(), 8_000)
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Filebeat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `max` bytes of `s` (on a char boundary).
+pub fn tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &s[start..])
+}
+
+// ---------------------------------------------------------------------------------
+// Ports
+
+/// A free loopback port below the kernel's ephemeral range, for a lumberd that must come
+/// back on the same port after a crash. A port from the ephemeral range could meanwhile
+/// become the source port of an outgoing connection, even of Filebeat's own reconnect
+/// to it (a TCP self-connect); below the range only an explicit bind can take it, and
+/// [`rebind_check`] says who did.
+pub fn stable_port() -> u16 {
+    let low: u16 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(20000).max(1000) as u64;
+    let mut seed = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    for _ in 0..200 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = low - 1 - ((seed >> 33) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {low} after 200 tries");
+}
+
+/// Before lumberd is started again on `port`: the port is still free, or the test fails
+/// naming the socket that holds it (from /proc/net/tcp).
+pub fn rebind_check(port: u16) {
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        return;
+    }
+    let holders: Vec<String> = fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&format!(":{port:04X} ")))
+        .map(str::to_owned)
+        .collect();
+    panic!(
+        "port {port} was taken while lumberd was down (it is below the ephemeral range, so \
+         another process bound it explicitly); /proc/net/tcp:\n{}",
+        holders.join("\n")
+    );
+}
+
+/// `host:port` of a lumberd for Filebeat's `hosts`.
+pub fn host(addr: SocketAddr) -> String {
+    addr.to_string()
+}
+
+// ---------------------------------------------------------------------------------
+// What lumberd stored
+
+/// One stored document.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub index: String,
+    pub id: Option<String>,
+    pub doc: Value,
+}
+
+/// Every event document in the file output of `lumberd` (its data dir).
+pub fn stored_in_files(lumberd: &Lumberd) -> Vec<Stored> {
+    let by_index = lumberd.events_by_index();
+    let with_ids = lumberd.events_with_ids();
+    let mut out = Vec::with_capacity(with_ids.len());
+    let mut ids = with_ids.into_iter();
+    for (index, docs) in by_index {
+        for doc in docs {
+            let (id, same) = ids.next().expect("as many ids as documents");
+            assert_eq!(same, doc, "events_with_ids and events_by_index disagree");
+            out.push(Stored {
+                index: index.clone(),
+                id,
+                doc,
+            });
+        }
+    }
+    out
+}
+
+/// The event indices (the dead-letter indices match `qwen-logs-*` too).
+pub const ES_EVENTS: &str = "qwen-logs-*,-qwen-logs-deadletter-*";
+
+/// Every event document in `node` (after a refresh), paged with a scroll.
+pub fn stored_in_es(node: &EsNode) -> Vec<Stored> {
+    let total = node.count(ES_EVENTS);
+    let mut out = Vec::new();
+    let (status, mut page) = node.request(
+        "POST",
+        &format!("/{ES_EVENTS}/_search?scroll=1m&size=5000&allow_no_indices=true"),
+        Some(r#"{"sort":["_doc"]}"#),
+    );
+    assert_eq!(status, 200, "search {ES_EVENTS}: {page}");
+    loop {
+        let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        if hits.is_empty() {
+            break;
+        }
+        for h in hits {
+            out.push(Stored {
+                index: h["_index"].as_str().unwrap_or("").to_string(),
+                id: h["_id"].as_str().map(str::to_owned),
+                doc: h["_source"].clone(),
+            });
+        }
+        let body = json!({"scroll": "1m", "scroll_id": page["_scroll_id"]}).to_string();
+        let (status, next) = node.request("POST", "/_search/scroll", Some(&body));
+        assert_eq!(status, 200, "scroll: {next}");
+        page = next;
+    }
+    assert_eq!(
+        out.len() as u64,
+        total,
+        "the scroll returned {} documents, _count says {total}",
+        out.len()
+    );
+    out
+}
+
+/// Every dead letter lumberd wrote (file output: `deadletter-*` files).
+pub fn dead_letters_in_files(lumberd: &Lumberd) -> usize {
+    lumberd.deadletters_by_index().values().map(Vec::len).sum()
+}
+
+/// Dead letters in `node` (`qwen-logs-deadletter-*`).
+pub fn dead_letters_in_es(node: &EsNode) -> u64 {
+    node.count("qwen-logs-deadletter-*")
+}
+
+/// The counts a scenario reports: lines written, documents stored, distinct document
+/// ids among them, and stored copies of a line beyond its first.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct Tally {
+    pub sent: usize,
+    pub stored: usize,
+    pub distinct: usize,
+    pub duplicates: usize,
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sent={} stored={} distinct={} duplicates={}",
+            self.sent, self.stored, self.distinct, self.duplicates
+        )
+    }
+}
+
+/// Whether copies of one line may be stored more than once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Resends {
+    /// Nothing failed: each line exactly once.
+    None,
+    /// lumberd crashed: a window written but not acknowledged comes again. Each extra
+    /// copy must carry the same document id as the first and the same document, so that
+    /// Elasticsearch (create with the id) keeps one.
+    SameId,
+}
+
+/// Checks `stored` against the `log`s' lines: every line stored (as many times as
+/// `resends` allows), with the pipeline's fields, Filebeat's `log`/`input`/`message`,
+/// `host`/`agent`/`ecs` gone, in the UTC day's index; nothing else stored. Returns the
+/// counts; panics listing every problem, then `diagnosis()`.
+pub fn tally(
+    log: &QwenLog,
+    stored: &[Stored],
+    resends: Resends,
+    diagnosis: impl Fn() -> String,
+) -> Tally {
+    let mut problems = String::new();
+    let mut by_request: HashMap<&str, Vec<&Stored>> = HashMap::new();
+    for s in stored {
+        match s.doc["request_id"].as_str() {
+            Some(r) => by_request.entry(r).or_default().push(s),
+            None => {
+                let _ = writeln!(problems, "stored without a request_id: {}", s.doc);
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    let mut duplicates = 0;
+    for line in &log.lines {
+        let Some(copies) = by_request.remove(line.request_id.as_str()) else {
+            missing.push(line.request_id.as_str());
+            continue;
+        };
+        let first = copies[0];
+        if let Some(why) = check_line(line, first) {
+            let _ = writeln!(problems, "{}: {why}", line.request_id);
+        }
+        for extra in &copies[1..] {
+            duplicates += 1;
+            let same = extra.id.is_some() && extra.id == first.id && extra.doc == first.doc;
+            if resends == Resends::None || !same {
+                let _ = writeln!(
+                    problems,
+                    "{}: stored {} times; copy {:?} in {} vs {:?} in {}{}",
+                    line.request_id,
+                    copies.len(),
+                    extra.id,
+                    extra.index,
+                    first.id,
+                    first.index,
+                    if same {
+                        " (a same-id resend, but nothing failed in this scenario)"
+                    } else {
+                        " (NOT a resend of the same document under the same id)"
+                    }
+                );
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let _ = writeln!(
+            problems,
+            "{} of {} lines never stored, first: {:?}",
+            missing.len(),
+            log.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+    for (request_id, copies) in &by_request {
+        let _ = writeln!(
+            problems,
+            "{request_id}: stored {} times but never logged: {}",
+            copies.len(),
+            copies[0].doc
+        );
+    }
+    // One id, one line: two lines under one id are one document in Elasticsearch
+    // (the second `create` is a 409), so the second line would be lost there.
+    let mut lines_of_id: HashMap<&str, Vec<&str>> = HashMap::new();
+    for s in stored {
+        if let (Some(id), Some(r)) = (s.id.as_deref(), s.doc["request_id"].as_str()) {
+            let lines = lines_of_id.entry(id).or_default();
+            if !lines.contains(&r) {
+                lines.push(r);
+            }
+        }
+    }
+    let mut shared: Vec<_> = lines_of_id.iter().filter(|(_, l)| l.len() > 1).collect();
+    shared.sort();
+    if !shared.is_empty() {
+        let _ = writeln!(
+            problems,
+            "{} document ids are shared by different lines (Elasticsearch keeps one of each), \
+             first: {:?}",
+            shared.len(),
+            &shared[..shared.len().min(5)]
+        );
+    }
+    let count = Tally {
+        sent: log.len(),
+        stored: stored.len(),
+        distinct: lines_of_id.len(),
+        duplicates,
+    };
+    if !problems.is_empty() {
+        panic!(
+            "stored documents do not match the log ({count}):\n{}\n{}",
+            tail(&problems, 20_000),
+            diagnosis()
+        );
+    }
+    count
+}
+
+/// Why `stored` is not what the pipeline makes of `line`, if it is not.
+fn check_line(line: &Line, stored: &Stored) -> Option<String> {
+    let doc = &stored.doc;
+    let mut why = Vec::new();
+    for (k, want) in line.fields.as_object().unwrap() {
+        if doc.get(k) != Some(want) {
+            why.push(format!("{k} = {:?}, want {want}", doc.get(k)));
+        }
+    }
+    if doc["message"].as_str() != Some(line.text.as_str()) {
+        why.push(format!("message {:?}, want the line", doc["message"]));
+    }
+    if doc["log"]["offset"].as_u64() != Some(line.offset) {
+        why.push(format!(
+            "log.offset {:?}, want {}",
+            doc["log"]["offset"], line.offset
+        ));
+    }
+    let path = line.path.display().to_string();
+    if doc["log"]["file"]["path"].as_str() != Some(path.as_str()) {
+        why.push(format!(
+            "log.file.path {:?}, want {path}",
+            doc["log"]["file"]["path"]
+        ));
+    }
+    if doc["input"]["type"].as_str() != Some("filestream") {
+        why.push(format!("input.type {:?}", doc["input"]["type"]));
+    }
+    for gone in ["host", "agent", "ecs", "@metadata"] {
+        if doc.get(gone).is_some() {
+            why.push(format!("{gone} was not removed: {}", doc[gone]));
+        }
+    }
+    if stored.index != line.index {
+        why.push(format!("in {}, want {}", stored.index, line.index));
+    }
+    if stored.id.is_none() {
+        why.push("no document id".into());
+    }
+    (!why.is_empty()).then(|| format!("{}\n    stored: {doc}", why.join("; ")))
+}

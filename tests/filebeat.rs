@@ -624,3 +624,78 @@ fn filebeat_corrected_config_resumes_from_its_registry_after_a_restart_each_line
     );
     assert_eq!(t, exactly_once(500));
 }
+
+/// The compose stack's TLS variant as shipped: the certificates of
+/// deploy/compose/tls/make-certs.sh, Filebeat on deploy/compose/filebeat.tls.yml (its
+/// ssl paths pointed at them), lumberd with the TLS settings docker-compose.tls.yml gives
+/// it. Filebeat verifies lumberd as `localhost`, a SAN of the certificate like `lumberd`,
+/// and the variant's health check command (a Beats session with the probe's certificate)
+/// succeeds.
+#[test]
+fn filebeat_compose_tls_variant_ships_with_the_make_certs_certificates_each_line_once() {
+    const N: usize = 500;
+    let sink = Sink::Files;
+    let dir = logs_dir();
+    let path = dir.path().join("qwen_inference.log");
+    let log = QwenLog::write(&path, "composetls", N);
+    let certs = dir.path().join("tls");
+    let made = std::process::Command::new("bash")
+        .arg(support::repo_root().join("deploy/compose/tls/make-certs.sh"))
+        .arg(&certs)
+        .output()
+        .expect("run make-certs.sh");
+    assert!(
+        made.status.success(),
+        "make-certs.sh: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let lumberd_tls = |file: &str| certs.join("lumberd").join(file).display().to_string();
+    let lumberd = sink
+        .lumberd()
+        .env("LUMBERD_TLS_ENABLED", "true")
+        .env("LUMBERD_TLS_CERTIFICATE", lumberd_tls("lumberd.crt"))
+        .env("LUMBERD_TLS_KEY", lumberd_tls("lumberd.key"))
+        .env("LUMBERD_TLS_CLIENT_AUTH", "required")
+        .env("LUMBERD_TLS_CLIENT_CA", lumberd_tls("ca.crt"))
+        .start();
+    let shipped =
+        std::fs::read_to_string(support::repo_root().join("deploy/compose/filebeat.tls.yml"))
+            .unwrap();
+    let config = shipped.replace(
+        "/etc/filebeat/tls/",
+        &format!("{}/", certs.join("filebeat").display()),
+    );
+    let hosts = [format!("localhost:{}", lumberd.addr().port())];
+    let mut fb = Filebeat::builder(&config, &path, &hosts).start();
+    fb.wait_shipped(&[&path], SHIP_DEADLINE, &[&lumberd]);
+    assert!(
+        fb.errors().is_empty(),
+        "Filebeat logged errors: {:#?}",
+        fb.errors()
+    );
+    let probe = support::lumberd_command()
+        .args(["send", "--host", &lumberd.addr().to_string()])
+        .args(["--tls-server-name", "lumberd", "--tls-ca"])
+        .arg(lumberd_tls("ca.crt"))
+        .arg("--tls-cert")
+        .arg(lumberd_tls("probe.crt"))
+        .arg("--tls-key")
+        .arg(lumberd_tls("probe.key"))
+        .args(["--timeout", "5s", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "the TLS health check failed: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let t = finish(
+        "compose TLS variant (make-certs.sh, filebeat.tls.yml)",
+        &sink,
+        &mut fb,
+        &log,
+        &[&lumberd],
+        Resends::None,
+    );
+    assert_eq!(t, exactly_once(N));
+}

@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 300
 BENCH_EVENTS ?= 2000000
 BENCH_ES_EVENTS ?= 400000
 
-.PHONY: all build release run test test-deps helm-test image check fmt lint bench fuzz fixtures clean
+.PHONY: all build release run test test-deps helm-test compose-check kibana-import image check fmt lint bench fuzz fixtures clean
 
 all: build
 
@@ -23,12 +23,15 @@ ES ?=
 run: release
 	LUMBERD_OUTPUT_ELASTICSEARCH="$(ES)" ./target/release/lumberd serve --config config/lumberd.toml
 
-## Install the real Beats clients the tests drive (go-lumber, pylogbeat, lumberjack-client),
-## promtool (Debian's prometheus package, unpacked into target/tools), and fetch the
-## Elasticsearch the output tests run (with mvn, cached in ~/.cache/lumberd/es).
+## Install the real Beats clients the tests drive (go-lumber, pylogbeat, lumberjack-client,
+## and Elastic's Filebeat, built once into ~/.cache/lumberd/filebeat), promtool (Debian's
+## prometheus package, unpacked into target/tools), Debian's docker-compose (for
+## compose-check), and fetch the Elasticsearch the output tests run (with mvn, cached in
+## ~/.cache/lumberd/es).
 test-deps:
 	bash tests/clients/setup.sh
 	bash tests/tools/setup.sh
+	bash tests/tools/docker-compose.sh
 	bash tests/es/es.sh fetch
 
 ## Every test: unit, fixture replay, properties, real clients against a live lumberd, and
@@ -36,6 +39,7 @@ test-deps:
 test: test-deps
 	$(CARGO) build --locked --bins
 	LUMBERD_REQUIRE_CHECK_CONFIG=1 LUMBERD_BIN=target/debug/lumberd bash helm/test.sh
+	bash deploy/compose/check.sh target/debug/lumberd target/clients/filebeat
 	LUMBERD_REQUIRE_FIXTURES=1 LUMBERD_REQUIRE_ES=1 $(CARGO) test --locked
 
 ## The Helm chart: lint, render every helm/lumberd/ci/*-values.yaml, validate offline
@@ -43,6 +47,20 @@ test: test-deps
 ## Installs its pinned tools on first use into ~/.cache/lumberd/helm.
 helm-test:
 	bash helm/test.sh
+
+## deploy/compose offline: `docker-compose config` on every compose file, `lumberd
+## check-config` and `filebeat test config` on the configurations they mount (Filebeat's
+## part when target/clients/filebeat exists). Needs docker-compose (make test-deps).
+compose-check: build
+	bash deploy/compose/check.sh target/debug/lumberd $(wildcard target/clients/filebeat)
+
+## Import kibana/qwen-logs.ndjson (data views, saved search, dashboard) into a Kibana 8.11:
+## make kibana-import KIBANA=http://localhost:5601 [KIBANA_AUTH=elastic:password]
+KIBANA ?=
+KIBANA_AUTH ?=
+kibana-import:
+	@test -n "$(KIBANA)" || { echo "usage: make kibana-import KIBANA=http://host:5601 [KIBANA_AUTH=user:password]" >&2; exit 2; }
+	KIBANA_AUTH="$(KIBANA_AUTH)" bash kibana/import.sh "$(KIBANA)"
 
 ## The container image lumberd:$(VERSION) (Dockerfile); needs a Docker daemon.
 image:

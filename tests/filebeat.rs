@@ -515,13 +515,13 @@ fn sigkill_restarts(sink: Sink, n: usize) {
 #[test]
 fn filebeat_lumberd_sigkilled_mid_stream_and_restarted_every_line_stored_resends_same_id_file_output(
 ) {
-    sigkill_restarts(Sink::Files, 40_000);
+    sigkill_restarts(Sink::Files, 24_000);
 }
 
 #[test]
 fn filebeat_lumberd_sigkilled_mid_stream_and_restarted_every_line_stored_once_elasticsearch() {
     if let Some(sink) = Sink::es() {
-        sigkill_restarts(sink, 16_000);
+        sigkill_restarts(sink, 24_000);
     }
 }
 

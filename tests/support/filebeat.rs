@@ -92,7 +92,7 @@ fn qwen_line(prefix: &str, i: usize) -> (String, Value, String, String) {
     // midnight into 2025-04-06.
     let base = Utc.with_ymd_and_hms(2025, 4, 5, 23, 40, 0).unwrap();
     let at: DateTime<Utc> = base + chrono::Duration::milliseconds(3_000 * i as i64 + 7);
-    let timestamp = if i % 5 == 0 {
+    let timestamp = if i.is_multiple_of(5) {
         let cst = FixedOffset::east_opt(8 * 3600).unwrap();
         at.with_timezone(&cst)
             .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
@@ -575,20 +575,40 @@ pub struct Stored {
     pub doc: Value,
 }
 
-/// Every event document in the file output of `lumberd` (its data dir).
+/// Every event document in the file output of `lumberd` (its data dir), read in one
+/// pass: each `qwen-logs-*.ndjson` holds bulk pairs, an action line naming the index and
+/// the id, then the document.
 pub fn stored_in_files(lumberd: &Lumberd) -> Vec<Stored> {
-    let by_index = lumberd.events_by_index();
-    let with_ids = lumberd.events_with_ids();
-    let mut out = Vec::with_capacity(with_ids.len());
-    let mut ids = with_ids.into_iter();
-    for (index, docs) in by_index {
-        for doc in docs {
-            let (id, same) = ids.next().expect("as many ids as documents");
-            assert_eq!(same, doc, "events_with_ids and events_by_index disagree");
+    let mut out = Vec::new();
+    for path in lumberd.files("qwen-logs-") {
+        let text = fs::read_to_string(&path).unwrap();
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        while let Some((n, action)) = lines.next() {
+            let parse = |n: usize, l: &str| -> Value {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("{}:{}: not a JSON line ({e}): {l}", path.display(), n + 1)
+                })
+            };
+            let action = parse(n, action);
+            let Some((n, doc)) = lines.next() else {
+                panic!("{}: an action line without its document", path.display());
+            };
+            let create = &action["create"];
+            let stem = path.file_stem().unwrap().to_string_lossy();
+            assert_eq!(
+                create["_index"].as_str(),
+                Some(&*stem),
+                "{}:{}: the action must name the file's index: {action}",
+                path.display(),
+                n
+            );
             out.push(Stored {
-                index: index.clone(),
-                id,
-                doc,
+                index: create["_index"].as_str().unwrap_or("").to_string(),
+                id: create["_id"].as_str().map(str::to_owned),
+                doc: parse(n, doc),
             });
         }
     }

@@ -19,9 +19,9 @@ use std::path::PathBuf;
 use support::certs::{Ca, Validity};
 use support::es::EsNode;
 use support::filebeat::{
-    corrected_config, dead_letters_in_es, dead_letters_in_files, host, rebind_check, stable_port,
-    stored_in_es, stored_in_files, tally, Filebeat, QwenLog, Resends, Stored, Tally, SHIP_DEADLINE,
-    USER_CONFIG,
+    corrected_config, dead_letters_in_es, dead_letters_in_files, host, qwen_log_dir, rebind_check,
+    stable_port, stored_in_es, stored_in_files, tally, Filebeat, QwenLog, Resends, Stored, Tally,
+    SHIP_DEADLINE, USER_CONFIG,
 };
 use support::{metric, Lumberd, LumberdBuilder};
 
@@ -71,14 +71,6 @@ impl Sink {
     }
 }
 
-/// A scenario's directory for its log files.
-fn logs_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("lumberd-qwen-logs-")
-        .tempdir()
-        .unwrap()
-}
-
 /// The value of `series` on `lumberd`'s admin port (0 when absent).
 fn gauge(lumberd: &Lumberd, series: &str) -> f64 {
     metric(&lumberd.scrape(), series).unwrap_or(0.0)
@@ -118,6 +110,18 @@ fn finish(
     t
 }
 
+/// [`finish`] for a scenario in which nothing fails: every line stored exactly once.
+fn finish_exactly_once(
+    scenario: &str,
+    sink: &Sink,
+    fb: &mut Filebeat,
+    log: &QwenLog,
+    lumberds: &[&Lumberd],
+) {
+    let t = finish(scenario, sink, fb, log, lumberds, Resends::None);
+    assert_eq!(t, exactly_once(log.len()), "{scenario}");
+}
+
 fn exactly_once(n: usize) -> Tally {
     Tally {
         sent: n,
@@ -127,15 +131,31 @@ fn exactly_once(n: usize) -> Tally {
     }
 }
 
+/// A scenario's two tests: against the file output, and against a real Elasticsearch
+/// (skipped, loudly, when there is none and `LUMBERD_REQUIRE_ES` is unset).
+macro_rules! on_both_outputs {
+    ($scenario:ident => $files:ident, $es:ident) => {
+        #[test]
+        fn $files() {
+            $scenario(Sink::Files);
+        }
+
+        #[test]
+        fn $es() {
+            if let Some(sink) = Sink::es() {
+                $scenario(sink);
+            }
+        }
+    };
+}
+
 // ---- the user's configuration ---------------------------------------------------------
 
 /// The user's filebeat.yml as it is (filestream, `close_eof`, one host): every line once,
 /// the JSON parsed, numbers converted, `@timestamp` from the line, host/agent/ecs gone, in
 /// the index of its UTC day (the lines cross midnight, some written at +08:00).
 fn user_config_stores_every_line_once(sink: Sink) {
-    let dir = logs_dir();
-    let path = dir.path().join("qwen_inference.log");
-    let log = QwenLog::write(&path, "user", 600);
+    let (_dir, path, log) = qwen_log_dir("user", 600);
     let days: std::collections::BTreeSet<&str> =
         log.lines.iter().map(|l| l.index.as_str()).collect();
     assert_eq!(days.len(), 2, "the log must cross a UTC midnight: {days:?}");
@@ -148,28 +168,14 @@ fn user_config_stores_every_line_once(sink: Sink) {
         errors.len() == 1 && errors[0].contains("filestream input ID without ID"),
         "Filebeat's only ERROR should be the missing filestream id, got {errors:#?}"
     );
-    let t = finish(
-        "user config",
-        &sink,
-        &mut fb,
-        &log,
-        &[&lumberd],
-        Resends::None,
-    );
-    assert_eq!(t, exactly_once(600));
+    finish_exactly_once("user config", &sink, &mut fb, &log, &[&lumberd]);
 }
 
-#[test]
-fn filebeat_user_config_stores_every_line_once_parsed_in_its_utc_day_file_output() {
-    user_config_stores_every_line_once(Sink::Files);
-}
-
-#[test]
-fn filebeat_user_config_stores_every_line_once_parsed_in_its_utc_day_elasticsearch() {
-    if let Some(sink) = Sink::es() {
-        user_config_stores_every_line_once(sink);
-    }
-}
+on_both_outputs!(
+    user_config_stores_every_line_once =>
+    filebeat_user_config_stores_every_line_once_parsed_in_its_utc_day_file_output,
+    filebeat_user_config_stores_every_line_once_parsed_in_its_utc_day_elasticsearch
+);
 
 // ---- Filebeat settings users set -------------------------------------------------------
 
@@ -177,9 +183,7 @@ fn filebeat_user_config_stores_every_line_once_parsed_in_its_utc_day_elasticsear
 /// events, each one compressed frame, two in flight; every line once.
 fn compression_pipelining_bulk_max_size(sink: Sink) {
     const N: usize = 3000;
-    let dir = logs_dir();
-    let path = dir.path().join("qwen_inference.log");
-    let log = QwenLog::write(&path, "bulk", N);
+    let (_dir, path, log) = qwen_log_dir("bulk", N);
     let lumberd = sink.lumberd().start();
     let mut fb = Filebeat::user_config(&path, &lumberd)
         .set("output.logstash.compression_level", 6)
@@ -201,36 +205,26 @@ fn compression_pipelining_bulk_max_size(sink: Sink) {
          frames, {received} events received\n{}",
         fb.diagnosis(&[&lumberd])
     );
-    let t = finish(
+    finish_exactly_once(
         "compression_level 6, pipelining 2, bulk_max_size 100",
         &sink,
         &mut fb,
         &log,
         &[&lumberd],
-        Resends::None,
     );
-    assert_eq!(t, exactly_once(N));
 }
 
-#[test]
-fn filebeat_compression_6_pipelining_2_bulk_max_size_100_each_line_once_file_output() {
-    compression_pipelining_bulk_max_size(Sink::Files);
-}
-
-#[test]
-fn filebeat_compression_6_pipelining_2_bulk_max_size_100_each_line_once_elasticsearch() {
-    if let Some(sink) = Sink::es() {
-        compression_pipelining_bulk_max_size(sink);
-    }
-}
+on_both_outputs!(
+    compression_pipelining_bulk_max_size =>
+    filebeat_compression_6_pipelining_2_bulk_max_size_100_each_line_once_file_output,
+    filebeat_compression_6_pipelining_2_bulk_max_size_100_each_line_once_elasticsearch
+);
 
 /// `loadbalance: true` over two lumberd: both receive windows, each line is stored once
 /// across the two.
 fn loadbalance_over_two(sink: Sink) {
     const N: usize = 4000;
-    let dir = logs_dir();
-    let path = dir.path().join("qwen_inference.log");
-    let log = QwenLog::write(&path, "lb", N);
+    let (_dir, path, log) = qwen_log_dir("lb", N);
     let a = sink.lumberd().start();
     let b = sink.lumberd().start();
     let mut fb = Filebeat::builder(USER_CONFIG, &path, &[host(a.addr()), host(b.addr())])
@@ -249,38 +243,28 @@ fn loadbalance_over_two(sink: Sink) {
         b.addr(),
         fb.diagnosis(&[&a, &b])
     );
-    let t = finish(
+    finish_exactly_once(
         "loadbalance over two lumberd",
         &sink,
         &mut fb,
         &log,
         &[&a, &b],
-        Resends::None,
     );
-    assert_eq!(t, exactly_once(N));
     eprintln!("  loadbalance split: {ra} + {rb}");
 }
 
-#[test]
-fn filebeat_loadbalance_over_two_lumberd_stores_each_line_once_across_both_file_output() {
-    loadbalance_over_two(Sink::Files);
-}
-
-#[test]
-fn filebeat_loadbalance_over_two_lumberd_stores_each_line_once_across_both_elasticsearch() {
-    if let Some(sink) = Sink::es() {
-        loadbalance_over_two(sink);
-    }
-}
+on_both_outputs!(
+    loadbalance_over_two =>
+    filebeat_loadbalance_over_two_lumberd_stores_each_line_once_across_both_file_output,
+    filebeat_loadbalance_over_two_lumberd_stores_each_line_once_across_both_elasticsearch
+);
 
 /// `ssl.*` as the README gives them: Filebeat verifies lumberd's certificate and host
 /// name (`verification_mode: full`, host `localhost`) and presents a client certificate
 /// that lumberd requires.
 fn tls_full_verification_client_cert(sink: Sink) {
     const N: usize = 1000;
-    let dir = logs_dir();
-    let path = dir.path().join("qwen_inference.log");
-    let log = QwenLog::write(&path, "tls", N);
+    let (dir, path, log) = qwen_log_dir("tls", N);
     let ca = Ca::new("lumberd filebeat test CA");
     let ca_pem = ca.write(dir.path(), "ca.pem");
     let server = ca.server(dir.path(), "lumberd", Validity::Current);
@@ -315,28 +299,20 @@ fn tls_full_verification_client_cert(sink: Sink) {
         "no TLS handshake counted\n{}",
         fb.diagnosis(&[&lumberd])
     );
-    let t = finish(
+    finish_exactly_once(
         "ssl full verification, client certificate",
         &sink,
         &mut fb,
         &log,
         &[&lumberd],
-        Resends::None,
     );
-    assert_eq!(t, exactly_once(N));
 }
 
-#[test]
-fn filebeat_tls_full_verification_with_client_certificate_each_line_once_file_output() {
-    tls_full_verification_client_cert(Sink::Files);
-}
-
-#[test]
-fn filebeat_tls_full_verification_with_client_certificate_each_line_once_elasticsearch() {
-    if let Some(sink) = Sink::es() {
-        tls_full_verification_client_cert(sink);
-    }
-}
+on_both_outputs!(
+    tls_full_verification_client_cert =>
+    filebeat_tls_full_verification_with_client_certificate_each_line_once_file_output,
+    filebeat_tls_full_verification_with_client_certificate_each_line_once_elasticsearch
+);
 
 /// `ttl: 500ms` (with `pipelining: 0`: Filebeat's async client ignores `ttl`): Filebeat
 /// reconnects once the ttl has passed before its next window. Lines are appended in
@@ -344,9 +320,7 @@ fn filebeat_tls_full_verification_with_client_certificate_each_line_once_elastic
 fn ttl_reconnects(sink: Sink) {
     const ROUND: usize = 200;
     const MAX_ROUNDS: usize = 10;
-    let dir = logs_dir();
-    let path = dir.path().join("qwen_inference.log");
-    let mut log = QwenLog::write(&path, "ttl", ROUND);
+    let (_dir, path, mut log) = qwen_log_dir("ttl", ROUND);
     let lumberd = sink.lumberd().start();
     let mut fb = Filebeat::user_config(&path, &lumberd)
         .set("output.logstash.ttl", "500ms")
@@ -368,29 +342,15 @@ fn ttl_reconnects(sink: Sink) {
          shipped after Filebeat's harvester backoff (>= 2 s)\n{}",
         fb.diagnosis(&[&lumberd])
     );
-    let t = finish(
-        "ttl 500ms, pipelining 0",
-        &sink,
-        &mut fb,
-        &log,
-        &[&lumberd],
-        Resends::None,
-    );
-    assert_eq!(t, exactly_once(rounds * ROUND));
+    finish_exactly_once("ttl 500ms, pipelining 0", &sink, &mut fb, &log, &[&lumberd]);
     eprintln!("  ttl: {connections} connections over {rounds} rounds");
 }
 
-#[test]
-fn filebeat_ttl_reconnects_and_every_line_is_stored_once_file_output() {
-    ttl_reconnects(Sink::Files);
-}
-
-#[test]
-fn filebeat_ttl_reconnects_and_every_line_is_stored_once_elasticsearch() {
-    if let Some(sink) = Sink::es() {
-        ttl_reconnects(sink);
-    }
-}
+on_both_outputs!(
+    ttl_reconnects =>
+    filebeat_ttl_reconnects_and_every_line_is_stored_once_file_output,
+    filebeat_ttl_reconnects_and_every_line_is_stored_once_elasticsearch
+);
 
 /// The fewest windows Filebeat's `slow_start` can send `n` events in: the window starts
 /// at 10 events and grows by at most 1.5x (rounded up) per acknowledged window, up to
@@ -408,9 +368,7 @@ fn slow_start_min_windows(n: usize, bulk_max_size: usize) -> usize {
 /// `slow_start: true`: windows start small and grow; every line once.
 fn slow_start(sink: Sink) {
     const N: usize = 5000;
-    let dir = logs_dir();
-    let path = dir.path().join("qwen_inference.log");
-    let log = QwenLog::write(&path, "slow", N);
+    let (_dir, path, log) = qwen_log_dir("slow", N);
     let lumberd = sink.lumberd().start();
     let mut fb = Filebeat::user_config(&path, &lumberd)
         .set("output.logstash.slow_start", true)
@@ -423,29 +381,15 @@ fn slow_start(sink: Sink) {
         "slow_start: {N} events in {windows} windows; growing from 10 they need at least {least}\n{}",
         fb.diagnosis(&[&lumberd])
     );
-    let t = finish(
-        "slow_start",
-        &sink,
-        &mut fb,
-        &log,
-        &[&lumberd],
-        Resends::None,
-    );
-    assert_eq!(t, exactly_once(N));
+    finish_exactly_once("slow_start", &sink, &mut fb, &log, &[&lumberd]);
     eprintln!("  slow_start: {windows} windows (at least {least})");
 }
 
-#[test]
-fn filebeat_slow_start_grows_windows_and_every_line_is_stored_once_file_output() {
-    slow_start(Sink::Files);
-}
-
-#[test]
-fn filebeat_slow_start_grows_windows_and_every_line_is_stored_once_elasticsearch() {
-    if let Some(sink) = Sink::es() {
-        slow_start(sink);
-    }
-}
+on_both_outputs!(
+    slow_start =>
+    filebeat_slow_start_grows_windows_and_every_line_is_stored_once_file_output,
+    filebeat_slow_start_grows_windows_and_every_line_is_stored_once_elasticsearch
+);
 
 // ---- lumberd crashing under Filebeat ---------------------------------------------------
 
@@ -454,11 +398,10 @@ fn filebeat_slow_start_grows_windows_and_every_line_is_stored_once_elasticsearch
 /// file, and started again on the same port (and, for the file output, on the same data
 /// dir). Filebeat reconnects and resends what was not acknowledged: every line is stored,
 /// and a line stored twice is a resend under the same id (Elasticsearch keeps one).
-fn sigkill_restarts(sink: Sink, n: usize) {
+fn sigkill_restarts(sink: Sink) {
     const KILLS: usize = 3;
-    let dir = logs_dir();
-    let path = dir.path().join("qwen_inference.log");
-    let log = QwenLog::write(&path, "kill", n);
+    let n = 24_000;
+    let (_dir, path, log) = qwen_log_dir("kill", n);
     let size = std::fs::metadata(&path).unwrap().len();
     let port = stable_port();
     let listen = format!("127.0.0.1:{port}");
@@ -512,18 +455,11 @@ fn sigkill_restarts(sink: Sink, n: usize) {
     }
 }
 
-#[test]
-fn filebeat_lumberd_sigkilled_mid_stream_and_restarted_every_line_stored_resends_same_id_file_output(
-) {
-    sigkill_restarts(Sink::Files, 24_000);
-}
-
-#[test]
-fn filebeat_lumberd_sigkilled_mid_stream_and_restarted_every_line_stored_once_elasticsearch() {
-    if let Some(sink) = Sink::es() {
-        sigkill_restarts(sink, 24_000);
-    }
-}
+on_both_outputs!(
+    sigkill_restarts =>
+    filebeat_lumberd_sigkilled_mid_stream_and_restarted_every_line_stored_resends_same_id_file_output,
+    filebeat_lumberd_sigkilled_mid_stream_and_restarted_every_line_stored_once_elasticsearch
+);
 
 // ---- log rotation ----------------------------------------------------------------------
 
@@ -535,9 +471,7 @@ fn filebeat_lumberd_sigkilled_mid_stream_and_restarted_every_line_stored_once_el
 /// does not wait 10 s for Filebeat to notice the new file.
 fn rotation(sink: Sink) {
     const N: usize = 150;
-    let dir = logs_dir();
-    let path = dir.path().join("qwen_inference.log");
-    let mut log = QwenLog::write(&path, "rot", N);
+    let (dir, path, mut log) = qwen_log_dir("rot", N);
     let lumberd = sink.lumberd().start();
     let mut fb = Filebeat::user_config(&path, &lumberd)
         .set("filebeat.inputs.0.prospector.scanner.check_interval", "1s")
@@ -554,29 +488,20 @@ fn rotation(sink: Sink) {
         "both files' lines must fall on one day: {days:?}"
     );
     fb.wait_shipped(&[&path], SHIP_DEADLINE, &[&lumberd]);
-    let t = finish(
+    finish_exactly_once(
         "log rotated (renamed and recreated)",
         &sink,
         &mut fb,
         &log,
         &[&lumberd],
-        Resends::None,
     );
-    assert_eq!(t, exactly_once(2 * N));
 }
 
-#[test]
-fn filebeat_log_rotated_by_rename_and_recreate_every_line_of_both_files_stored_once_file_output() {
-    rotation(Sink::Files);
-}
-
-#[test]
-fn filebeat_log_rotated_by_rename_and_recreate_every_line_of_both_files_stored_once_elasticsearch()
-{
-    if let Some(sink) = Sink::es() {
-        rotation(sink);
-    }
-}
+on_both_outputs!(
+    rotation =>
+    filebeat_log_rotated_by_rename_and_recreate_every_line_of_both_files_stored_once_file_output,
+    filebeat_log_rotated_by_rename_and_recreate_every_line_of_both_files_stored_once_elasticsearch
+);
 
 // ---- the corrected configuration -------------------------------------------------------
 
@@ -586,9 +511,7 @@ fn filebeat_log_rotated_by_rename_and_recreate_every_line_of_both_files_stored_o
 #[test]
 fn filebeat_corrected_config_resumes_from_its_registry_after_a_restart_each_line_once() {
     let sink = Sink::Files;
-    let dir = logs_dir();
-    let path = dir.path().join("qwen_inference.log");
-    let mut log = QwenLog::write(&path, "fixed", 300);
+    let (dir, path, mut log) = qwen_log_dir("fixed", 300);
     let lumberd = sink.lumberd().start();
     let registry = dir.path().join("filebeat-data");
     let config = corrected_config();
@@ -614,15 +537,13 @@ fn filebeat_corrected_config_resumes_from_its_registry_after_a_restart_each_line
         .data_dir(&registry)
         .start();
     fb.wait_shipped(&[&path], SHIP_DEADLINE, &[&lumberd]);
-    let t = finish(
+    finish_exactly_once(
         "corrected config, Filebeat restarted on its registry",
         &sink,
         &mut fb,
         &log,
         &[&lumberd],
-        Resends::None,
     );
-    assert_eq!(t, exactly_once(500));
 }
 
 /// The compose stack's TLS variant as shipped: the certificates of
@@ -635,9 +556,7 @@ fn filebeat_corrected_config_resumes_from_its_registry_after_a_restart_each_line
 fn filebeat_compose_tls_variant_ships_with_the_make_certs_certificates_each_line_once() {
     const N: usize = 500;
     let sink = Sink::Files;
-    let dir = logs_dir();
-    let path = dir.path().join("qwen_inference.log");
-    let log = QwenLog::write(&path, "composetls", N);
+    let (dir, path, log) = qwen_log_dir("composetls", N);
     let certs = dir.path().join("tls");
     let made = std::process::Command::new("bash")
         .arg(support::repo_root().join("deploy/compose/tls/make-certs.sh"))
@@ -689,13 +608,11 @@ fn filebeat_compose_tls_variant_ships_with_the_make_certs_certificates_each_line
         "the TLS health check failed: {}",
         String::from_utf8_lossy(&probe.stderr)
     );
-    let t = finish(
+    finish_exactly_once(
         "compose TLS variant (make-certs.sh, filebeat.tls.yml)",
         &sink,
         &mut fb,
         &log,
         &[&lumberd],
-        Resends::None,
     );
-    assert_eq!(t, exactly_once(N));
 }

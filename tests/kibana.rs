@@ -24,7 +24,7 @@ use std::io::Write as _;
 
 use serde_json::Value;
 use support::es::EsNode;
-use support::filebeat::{dead_letters_in_es, Filebeat, QwenLog, SHIP_DEADLINE};
+use support::filebeat::{dead_letters_in_es, qwen_log_dir, Filebeat, SHIP_DEADLINE};
 
 /// `(type, id)` -> the object, in file order.
 fn saved_objects() -> BTreeMap<(String, String), Value> {
@@ -440,9 +440,7 @@ fn kibana_panel_fields_exist_with_the_types_their_operations_need_in_lumberds_ma
     let all = saved_objects();
     // Real events: the real Filebeat ships Qwen lines and one line Elasticsearch refuses
     // (an object where the template maps an integer), which becomes a dead letter.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("qwen_inference.log");
-    QwenLog::write(&path, "kibana", 300);
+    let (_dir, path, _) = qwen_log_dir("kibana", 300);
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)

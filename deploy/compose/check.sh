@@ -16,10 +16,11 @@
 #    config` on the filebeat.yml mounted in the filebeat service, paths mapped the same way
 #    (it opens the ssl files too).
 set -euo pipefail
-cd "$(dirname "$0")"
-LUMBERD=$(realpath "${1:?usage: check.sh LUMBERD_BIN [FILEBEAT_BIN]}")
-FILEBEAT=${2:+$(realpath "$2")}
 die() { echo "compose-check: $*" >&2; exit 1; }
+LUMBERD=$(realpath "${1:?usage: check.sh LUMBERD_BIN [FILEBEAT_BIN]}") || die "no $1: cargo build --bins"
+FILEBEAT=""
+if [[ -n ${2:-} ]]; then FILEBEAT=$(realpath "$2") || die "no $2: tests/clients/setup.sh"; fi
+cd "$(dirname "$0")"
 command -v docker-compose >/dev/null || die "docker-compose is missing: run tests/tools/docker-compose.sh (make test-deps does)"
 [[ -x $LUMBERD ]] || die "$LUMBERD is not executable (cargo build --bins)"
 # docker-compose's own interpreter has PyYAML (a dependency of the package).

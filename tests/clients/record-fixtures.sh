@@ -74,7 +74,7 @@ record lumberjack-protocol-v1-w5 "lumberjack-protocol $LJP (npm), v1" \
   '{"protocol":1,"window":5,"windows":1,"compression":"none"}' go-lumber -- \
   node tests/clients/node/v1_client.js -window 5 -windows 1 -id fx-v1
 
-# Elastic's Filebeat itself: the user's filebeat.yml (filestream, issue 14) with only the
+# Elastic's Filebeat itself: the user's filebeat.yml (tests/clients/filebeat/filebeat.user.yml) with only the
 # path and host changed, tailing 10 Qwen lines; bulk_max_size 4 (a -E flag) so the stream
 # has several windows, with Filebeat's defaults otherwise (pipelining 2, compression 3).
 # Filebeat keeps its connection until it stops: it is stopped (SIGTERM) once its registry
@@ -111,16 +111,8 @@ PY
     sleep 0.1
   done
   [[ -n $addr ]] || { cat "$WORK/$name.recorder.log" >&2; kill "$rec"; echo "record-fixtures: $name: recorder did not start" >&2; exit 1; }
-  sed -e "s#- /logs/qwen_inference.log#- $log#" -e "s#\"logstash:5044\"#\"$addr\"#" >"$dir/filebeat.yml" <<'YML'
-filebeat.inputs:
-- type: filestream
-  paths:
-    - /logs/qwen_inference.log
-  encoding: utf-8
-  close_eof: true
-output.logstash:
-  hosts: ["logstash:5044"]
-YML
+  sed -e "s#- /logs/qwen_inference.log#- $log#" -e "s#\"logstash:5044\"#\"$addr\"#" \
+    tests/clients/filebeat/filebeat.user.yml >"$dir/filebeat.yml"
   "$C/filebeat" -e -c "$dir/filebeat.yml" --path.home "$dir/home" --path.config "$dir" \
     --path.data "$dir/data" --path.logs "$dir/logs" -E output.logstash.bulk_max_size=4 \
     >"$WORK/$name.filebeat.log" 2>&1 &

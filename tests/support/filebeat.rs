@@ -31,17 +31,10 @@ use serde_json::{json, Value};
 use super::es::EsNode;
 use super::{client_path, repo_root, Lumberd};
 
-/// The user's `filebeat.yml`, as the deployment lumberd replaces has it (issue 14). The
-/// tests change only the path and the host in it.
-pub const USER_CONFIG: &str = "filebeat.inputs:
-- type: filestream
-  paths:
-    - /logs/qwen_inference.log
-  encoding: utf-8
-  close_eof: true
-output.logstash:
-  hosts: [\"logstash:5044\"]
-";
+/// The user's `filebeat.yml`, as the deployment lumberd replaces has it (issue 14;
+/// tests/clients/filebeat/filebeat.user.yml). The tests change only the path and the
+/// host in it.
+pub const USER_CONFIG: &str = include_str!("../clients/filebeat/filebeat.user.yml");
 
 /// The corrected configuration shipped with the compose stack.
 pub fn corrected_config() -> String {
@@ -179,6 +172,18 @@ impl QwenLog {
     pub fn len(&self) -> usize {
         self.lines.len()
     }
+}
+
+/// `qwen_inference.log` in a temp dir of its own (removed when the dir is dropped),
+/// holding `n` lines of the run `prefix`: `(dir, path of the log, its lines)`.
+pub fn qwen_log_dir(prefix: &str, n: usize) -> (tempfile::TempDir, PathBuf, QwenLog) {
+    let dir = tempfile::Builder::new()
+        .prefix("lumberd-qwen-logs-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("qwen_inference.log");
+    let log = QwenLog::write(&path, prefix, n);
+    (dir, path, log)
 }
 
 // ---------------------------------------------------------------------------------

@@ -19,9 +19,11 @@ use std::path::PathBuf;
 use support::certs::{Ca, Validity};
 use support::es::EsNode;
 use support::filebeat::{
-    corrected_config, dead_letters_in_es, dead_letters_in_files, host, qwen_log_dir, rebind_check,
-    stable_port, stored_in_es, stored_in_files, tally, Filebeat, QwenLog, Resends, Stored, Tally,
-    SHIP_DEADLINE, USER_CONFIG,
+    corrected_config, host, rebind_check, stable_port, Filebeat, SHIP_DEADLINE, USER_CONFIG,
+};
+use support::qwen_log::{
+    dead_letters_in_es, dead_letters_in_files, qwen_log_dir, stored_in_es, stored_in_files, tally,
+    QwenLog, Resends, Stored, Tally,
 };
 use support::{metric, Lumberd, LumberdBuilder};
 

@@ -24,7 +24,8 @@ use std::io::Write as _;
 
 use serde_json::Value;
 use support::es::EsNode;
-use support::filebeat::{dead_letters_in_es, qwen_log_dir, Filebeat, SHIP_DEADLINE};
+use support::filebeat::{Filebeat, SHIP_DEADLINE};
+use support::qwen_log::{dead_letters_in_es, qwen_log_dir};
 
 /// `(type, id)` -> the object, in file order.
 fn saved_objects() -> BTreeMap<(String, String), Value> {

@@ -7,7 +7,8 @@
 //! * [`stored`]: lumberd's file output read back, and the exactly-once check against
 //!   what the clients sent; [`es`]: a real Elasticsearch node and its queries;
 //! * [`certs`]: fresh certificates for the TLS tests;
-//! * [`filebeat`]: Elastic's Filebeat run against lumberd, and its registry.
+//! * [`filebeat`]: Elastic's Filebeat run against lumberd, and its registry;
+//!   [`qwen_log`]: the Qwen log files it ships, and the check of what lumberd stored.
 #![allow(dead_code)]
 
 pub mod certs;
@@ -15,6 +16,7 @@ pub mod clients;
 pub mod es;
 pub mod filebeat;
 pub mod lumberd;
+pub mod qwen_log;
 pub mod stored;
 
 use std::path::PathBuf;

@@ -21,11 +21,11 @@ use support::es::EsNode;
 use support::filebeat::{
     corrected_config, host, rebind_check, stable_port, Filebeat, SHIP_DEADLINE, USER_CONFIG,
 };
+use support::lumberd::{lumberd_command, metric, Lumberd, LumberdBuilder};
 use support::qwen_log::{
     dead_letters_in_es, dead_letters_in_files, qwen_log_dir, stored_in_es, stored_in_files, tally,
     QwenLog, Resends, Stored, Tally,
 };
-use support::{metric, Lumberd, LumberdBuilder};
 
 /// Where lumberd writes: its file output, or a real Elasticsearch node.
 enum Sink {
@@ -594,7 +594,7 @@ fn filebeat_compose_tls_variant_ships_with_the_make_certs_certificates_each_line
         "Filebeat logged errors: {:#?}",
         fb.errors()
     );
-    let probe = support::lumberd_command()
+    let probe = lumberd_command()
         .args(["send", "--host", &lumberd.addr().to_string()])
         .args(["--tls-server-name", "lumberd", "--tls-ca"])
         .arg(lumberd_tls("ca.crt"))

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{client_path, repo_root, Lumberd};
+use super::clients::client_path;
+use super::lumberd::Lumberd;
+use super::repo_root;
 
 /// The user's `filebeat.yml`, as the deployment lumberd replaces has it (issue 14;
 /// tests/clients/filebeat/filebeat.user.yml). The tests change only the path and the

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::es::EsNode;
 use super::filebeat::tail;
-use super::Lumberd;
+use super::lumberd::Lumberd;
 
 // ---------------------------------------------------------------------------------
 // Qwen inference log files

@@ -1,6 +1,6 @@
 //! Invariants of the pipeline over generated input: it never panics, whatever the JSON
 //! (or the bytes); every record is a single-line JSON object for a sane index; the
-//! document id depends on the event's origin and on nothing else.
+//! document id depends on the event's origin and its line (`message`), on nothing else.
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -106,23 +106,31 @@ proptest! {
     }
 
     #[test]
-    fn id_is_the_same_for_the_same_origin_and_differs_across_origins(
+    fn id_is_the_same_for_the_same_origin_and_line_and_differs_across_them(
         agent in "[a-f0-9-]{1,36}",
         path in "/[a-z/._]{1,40}",
         offset in any::<u64>(),
+        line in any::<String>(),
         a in event(),
         b in event(),
     ) {
-        let with_origin = |mut e: Value, offset: u64| {
+        let with_origin = |mut e: Value, offset: u64, line: &str| {
             e["agent"] = json!({ "id": agent, "name": "n" });
             e["host"] = json!({ "name": "h" });
             e["log"] = json!({ "offset": offset, "file": { "path": path } });
+            e["message"] = json!(line);
             let r = Pipeline::default()
                 .process_json(Bytes::from(e.to_string()), &origin(), &mut Scratch::default())
                 .unwrap();
             r.id.expect("a full origin gives an id")
         };
-        prop_assert_eq!(with_origin(a.clone(), offset), with_origin(b, offset));
-        prop_assert_ne!(with_origin(a.clone(), offset), with_origin(a, offset.wrapping_add(1)));
+        prop_assert_eq!(with_origin(a.clone(), offset, &line), with_origin(b, offset, &line));
+        prop_assert_ne!(
+            with_origin(a.clone(), offset, &line),
+            with_origin(a.clone(), offset.wrapping_add(1), &line)
+        );
+        // A rotated file's line at the same (path, offset) is another event.
+        let other = format!("{line}.");
+        prop_assert_ne!(with_origin(a.clone(), offset, &line), with_origin(a, offset, &other));
     }
 }

@@ -15,14 +15,20 @@ use super::path::FieldPath;
 use crate::record::DocId;
 
 /// The default: which Filebeat (its persistent `agent.id`, else the host name), which
-/// file (path, and filestream's file identity when present) and where in it.
-pub const DEFAULT_FINGERPRINT: [&str; 6] = [
+/// file (path, and filestream's file identity when present), where in it, and the line
+/// itself. The line is needed because Filebeat 7.17's filestream events (and the `log`
+/// input's) name a file by its path alone: after a rename rotation (or `copytruncate`)
+/// the new file's lines repeat the old file's (path, offset) pairs, and without the
+/// line they would get the old lines' ids and be answered 409, i.e. lost
+/// (tests/filebeat.rs, rotation). A resend carries the same line, so it keeps its id.
+pub const DEFAULT_FINGERPRINT: [&str; 7] = [
     "agent.id|host.name",
     "log.file.path",
     "log.file.device_id?",
     "log.file.inode?",
     "log.file.fingerprint?",
     "log.offset",
+    "message?",
 ];
 
 #[derive(Debug, Clone)]

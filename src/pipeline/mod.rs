@@ -510,13 +510,26 @@ mod tests {
     }
 
     #[test]
-    fn document_id_depends_on_the_origin_only() {
+    fn document_id_depends_on_the_origin_and_the_line_only() {
         let p = Pipeline::default();
         let a = run_on(&p, FILEBEAT_EVENT.as_bytes()).unwrap().id.unwrap();
-        // Another message at the same origin (a resend is byte-identical anyway).
-        let other_message = FILEBEAT_EVENT.replace("req_abc123xyz", "req_other");
-        assert_eq!(run_on(&p, other_message.as_bytes()).unwrap().id, Some(a));
+        // Other fields of the same event (Filebeat's read time) do not count: a resend
+        // after a Filebeat restart reads the line again at another time.
+        let read_later = FILEBEAT_EVENT.replace("10:23:46.789Z", "11:00:00.000Z");
+        assert_eq!(run_on(&p, read_later.as_bytes()).unwrap().id, Some(a));
+        let no_message = FILEBEAT_EVENT.replace(
+            &FILEBEAT_EVENT[FILEBEAT_EVENT.find("\"message\"").unwrap()
+                ..FILEBEAT_EVENT.find("\"input\"").unwrap()],
+            "",
+        );
+        assert!(
+            run_on(&p, no_message.as_bytes()).unwrap().id.is_some(),
+            "the line is an optional part"
+        );
         for (what, changed) in [
+            // Another line at the same (path, offset): a file rotated by rename or
+            // copytruncate, whose events Filebeat names by the path alone.
+            ("line", FILEBEAT_EVENT.replace("req_abc123xyz", "req_other")),
             (
                 "offset",
                 FILEBEAT_EVENT.replace("\"offset\":1234", "\"offset\":1235"),

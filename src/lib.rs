@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod protocol;
 pub mod record;
 pub mod server;
+pub mod spool;
 pub mod throttle;
 pub mod tls;
 

@@ -1,0 +1,507 @@
+//! The spool through its public API on real files: round trips, segments and their
+//! deletion, the byte budget, reopen and recovery of damaged directories.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+
+use super::frame::{encode, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use super::open::segment_files;
+use super::*;
+
+const SEGMENT: u64 = 4096;
+
+fn settings(dir: &Path) -> SpoolSettings {
+    SpoolSettings {
+        dir: dir.to_path_buf(),
+        max_bytes: 1024 * 1024,
+        segment_bytes: SEGMENT,
+        max_record_bytes: 1024,
+        queue_batches: 16,
+    }
+}
+
+/// Record `i`: its number, padded to a length that varies with it.
+fn rec(i: usize) -> Vec<u8> {
+    let mut r = format!("record-{i:06};").into_bytes();
+    r.resize(20 + (i * 37) % 300, b'a' + (i % 26) as u8);
+    r
+}
+
+async fn append(app: &Appender, range: std::ops::Range<usize>) -> Appended {
+    let mut b = app.batch();
+    for i in range {
+        b.push(&rec(i)).unwrap();
+    }
+    app.append(b).await.unwrap().await.unwrap()
+}
+
+/// Reads exactly `n` records, failing (not hanging) if they do not come.
+async fn read(reader: &mut Reader, n: usize) -> Vec<SpoolRecord> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let batch = tokio::time::timeout(
+            Duration::from_secs(20),
+            reader.next_batch(n - out.len(), usize::MAX),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("only {} of {n} records came back", out.len()))
+        .unwrap();
+        assert!(
+            !batch.is_empty(),
+            "reader ended after {} of {n} records",
+            out.len()
+        );
+        out.extend(batch);
+    }
+    out
+}
+
+fn numbers(records: &[SpoolRecord]) -> Vec<usize> {
+    records
+        .iter()
+        .map(|r| {
+            let s = std::str::from_utf8(&r.data[7..13]).unwrap();
+            let i: usize = s.parse().unwrap();
+            assert_eq!(r.data, rec(i), "record {i} came back altered");
+            i
+        })
+        .collect()
+}
+
+/// Nothing more is durable: the reader has nothing ready after the writer stops.
+async fn assert_drained(spool: Spool, reader: &mut Reader) {
+    spool.close().await;
+    let rest = reader.next_batch(100, usize::MAX).await.unwrap();
+    assert!(rest.is_empty(), "unexpected records: {:?}", numbers(&rest));
+}
+
+#[tokio::test]
+async fn appended_records_are_read_back_in_order_once_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+    let app = spool.appender();
+    let a = append(&app, 0..5).await;
+    let b = append(&app, 5..8).await;
+    assert_eq!((a.first_seq, a.records, b.first_seq), (0, 5, 5));
+    let got = read(&mut reader, 8).await;
+    assert_eq!(numbers(&got), (0..8).collect::<Vec<_>>());
+    assert!(got.windows(2).all(|w| w[0].position < w[1].position));
+    let stats = spool.stats();
+    assert_eq!(
+        (stats.written, stats.read, stats.records, stats.replayed),
+        (8, 8, 8, 0)
+    );
+    assert!(stats.oldest_append_ms.is_some());
+    reader.ack(got[7].position).await.unwrap();
+    let stats = spool.stats();
+    assert_eq!((stats.records, stats.oldest_append_ms), (0, None));
+    drop(app);
+    assert_drained(spool, &mut reader).await;
+}
+
+#[tokio::test]
+async fn a_reopened_spool_replays_exactly_what_was_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+        append(&spool.appender(), 0..40).await;
+        let got = read(&mut reader, 25).await;
+        reader.ack(got[14].position).await.unwrap();
+        shut(spool, reader).await;
+    }
+    let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+    assert!(spool.recovery().position_found);
+    assert_eq!(spool.recovery().records, 25);
+    let got = read(&mut reader, 25).await;
+    assert_eq!(numbers(&got), (15..40).collect::<Vec<_>>());
+    assert_eq!(spool.stats().replayed, 25);
+    append(&spool.appender(), 40..45).await;
+    let got = read(&mut reader, 5).await;
+    assert_eq!(numbers(&got), (40..45).collect::<Vec<_>>());
+    assert_eq!(spool.stats().replayed, 25, "new records are not replays");
+    assert_drained(spool, &mut reader).await;
+}
+
+#[tokio::test]
+async fn acknowledged_segments_are_deleted_and_their_bytes_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+    append(&spool.appender(), 0..200).await;
+    let files = segment_files(dir.path());
+    assert!(
+        files.len() > 5,
+        "200 records should span segments: {files:?}"
+    );
+    for f in &files {
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!(
+            len <= SEGMENT,
+            "{} is {len} bytes, over segment_bytes",
+            f.display()
+        );
+    }
+    let before = spool.stats();
+    assert_eq!(before.segments, files.len());
+    let got = read(&mut reader, 200).await;
+    reader.ack(got[99].position).await.unwrap();
+    let mid = spool.stats();
+    assert!(
+        mid.bytes < before.bytes && mid.segments < before.segments,
+        "{mid:?}"
+    );
+    reader.ack(got[199].position).await.unwrap();
+    let after = spool.stats();
+    assert_eq!(after.segments, 1, "only the segment being written remains");
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert_eq!(
+        after.bytes,
+        std::fs::metadata(&segment_files(dir.path())[0])
+            .unwrap()
+            .len()
+    );
+}
+
+#[tokio::test]
+async fn a_full_spool_holds_appends_back_until_an_ack_frees_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SpoolSettings {
+        max_bytes: 4 * SEGMENT,
+        ..settings(dir.path())
+    };
+    let (spool, mut reader) = Spool::open(s).unwrap();
+    let app = spool.appender();
+    let mut appended = 0;
+    let full_batch = loop {
+        let mut b = app.batch();
+        b.push(&rec(appended)).unwrap();
+        match app.try_append(b) {
+            Ok(d) => {
+                d.await.unwrap();
+                appended += 1;
+            }
+            Err((SpoolError::Full { .. }, batch)) => break batch,
+            Err((e, _)) => panic!("{e}"),
+        }
+    };
+    assert!(spool.stats().bytes <= 4 * SEGMENT + SEGMENT_HEADER_BYTES as u64 * 5);
+    // append() waits instead of failing, and nothing is lost while it waits.
+    let mut waiting = Box::pin(app.append(full_batch));
+    assert!(
+        (&mut waiting).now_or_never().is_none(),
+        "append did not wait on a full spool"
+    );
+    let got = read(&mut reader, appended).await;
+    reader.ack(got[appended - 1].position).await.unwrap();
+    waiting.await.unwrap().await.unwrap();
+    let got = read(&mut reader, 1).await;
+    assert_eq!(numbers(&got), [appended]);
+}
+
+#[tokio::test]
+async fn records_and_batches_over_the_limits_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _reader) = Spool::open(settings(dir.path())).unwrap();
+    let app = spool.appender();
+    let mut b = app.batch();
+    b.push(b"small").unwrap();
+    assert!(matches!(
+        b.push(&[0; 1025]),
+        Err(SpoolError::RecordTooLarge {
+            bytes: 1025,
+            limit: 1024
+        })
+    ));
+    assert!(b
+        .push_with(|out| out.extend_from_slice(&[1; 2000]))
+        .is_err());
+    assert_eq!(
+        (b.len(), b.frame_bytes()),
+        (1, (FRAME_HEADER_BYTES + 5) as u64)
+    );
+    let mut huge = app.batch();
+    while huge.frame_bytes() <= 1024 * 1024 {
+        huge.push(&[7; 1000]).unwrap();
+    }
+    assert!(matches!(
+        app.append(huge).await,
+        Err(SpoolError::BatchTooLarge { .. })
+    ));
+}
+
+#[tokio::test]
+async fn acks_before_an_earlier_ack_are_ignored_and_past_the_read_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+    append(&spool.appender(), 0..10).await;
+    let got = read(&mut reader, 5).await;
+    reader.ack(got[3].position).await.unwrap();
+    reader.ack(got[1].position).await.unwrap();
+    assert_eq!(spool.stats().records, 6);
+    let beyond = Position {
+        seq: 7,
+        ..got[4].position
+    };
+    assert!(matches!(
+        reader.ack(beyond).await,
+        Err(SpoolError::AckBeyondRead { seq: 7, read: 5 })
+    ));
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Spool::open(settings(dir.path())).unwrap();
+    assert!(matches!(
+        Spool::open(settings(dir.path())),
+        Err(SpoolError::Locked { .. })
+    ));
+}
+
+#[test]
+fn inconsistent_settings_are_refused_with_the_limit_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = [
+        SpoolSettings {
+            segment_bytes: 1000,
+            ..settings(dir.path())
+        },
+        SpoolSettings {
+            max_bytes: SEGMENT,
+            ..settings(dir.path())
+        },
+        SpoolSettings {
+            dir: "".into(),
+            ..settings(dir.path())
+        },
+    ];
+    for (s, word) in bad.into_iter().zip(["segment_bytes", "max_bytes", "dir"]) {
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains(word), "{e}");
+    }
+    SpoolSettings::new(dir.path()).validate().unwrap();
+}
+
+#[test]
+fn writer_rollback_reuses_the_sequence_numbers_and_leaves_no_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_file = std::fs::File::open(dir.path()).unwrap();
+    let mut w = writer::WriterCore::open(dir.path(), dir_file, SEGMENT, None, 0).unwrap();
+    let mut b = Batch::new(1024);
+    for i in 0..30 {
+        b.push(&rec(i)).unwrap();
+    }
+    w.append(&mut b.clone(), 1).unwrap();
+    let done = w.commit().unwrap();
+    assert_eq!(done.durable_next, 30);
+    let durable: Vec<(std::path::PathBuf, u64)> = segment_files(dir.path())
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect();
+    // A round that spans a new segment, then fails: both undone.
+    assert_eq!(w.append(&mut b.clone(), 2).unwrap(), 30);
+    assert!(segment_files(dir.path()).len() > durable.len());
+    w.rollback();
+    let after: Vec<(std::path::PathBuf, u64)> = segment_files(dir.path())
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect();
+    assert_eq!(after, durable);
+    assert_eq!(w.append(&mut b, 3).unwrap(), 30, "sequence numbers reused");
+    assert_eq!(w.commit().unwrap().durable_next, 60);
+}
+
+/// Closes a spool so that it can be opened again: the directory stays locked while the
+/// reader or the writer thread lives.
+async fn shut(spool: Spool, reader: Reader) {
+    drop(reader);
+    spool.close().await;
+}
+
+/// Writes a spool of `n` records (none acknowledged) and closes it.
+async fn fill(dir: &Path, n: usize) {
+    let (spool, reader) = Spool::open(settings(dir)).unwrap();
+    let app = spool.appender();
+    for start in (0..n).step_by(7) {
+        append(&app, start..(start + 7).min(n)).await;
+    }
+    drop(app);
+    shut(spool, reader).await;
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_with_its_bytes_counted_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 12).await;
+    let last = segment_files(dir.path()).pop().unwrap();
+    let mut torn = Vec::new();
+    encode(12, 0, &rec(12), &mut torn);
+    torn.truncate(FRAME_HEADER_BYTES + 5);
+    let len = std::fs::metadata(&last).unwrap().len();
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes.extend_from_slice(&torn);
+    std::fs::write(&last, &bytes).unwrap();
+
+    let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+    assert_eq!(spool.recovery().torn_bytes, torn.len() as u64);
+    assert_eq!(spool.stats().torn_bytes, torn.len() as u64);
+    assert_eq!(
+        std::fs::metadata(&last).unwrap().len(),
+        len,
+        "tail not cut back"
+    );
+    append(&spool.appender(), 12..14).await;
+    assert_eq!(
+        numbers(&read(&mut reader, 14).await),
+        (0..14).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        spool.stats().corrupt,
+        0,
+        "the cut tail is not read as corruption"
+    );
+    assert_drained(spool, &mut reader).await;
+}
+
+#[tokio::test]
+async fn a_corrupt_record_in_the_middle_is_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 60).await;
+    let files = segment_files(dir.path());
+    let victim = &files[1];
+    let mut bytes = std::fs::read(victim).unwrap();
+    // Flip a payload byte of the segment's second record.
+    let first_len =
+        FRAME_HEADER_BYTES + super::frame::declared_len(&bytes[SEGMENT_HEADER_BYTES..]) as usize;
+    bytes[SEGMENT_HEADER_BYTES + first_len + FRAME_HEADER_BYTES + 3] ^= 0x20;
+    std::fs::write(victim, &bytes).unwrap();
+
+    let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+    let got = read(&mut reader, 59).await;
+    let got = numbers(&got);
+    let lost: Vec<usize> = (0..60).filter(|i| !got.contains(i)).collect();
+    assert_eq!(
+        lost.len(),
+        1,
+        "exactly the corrupt record is lost: {lost:?}"
+    );
+    let stats = spool.stats();
+    assert_eq!(stats.corrupt, 1);
+    assert_eq!(
+        stats.corrupt_bytes,
+        (FRAME_HEADER_BYTES + rec(lost[0]).len()) as u64
+    );
+    assert_drained(spool, &mut reader).await;
+}
+
+#[tokio::test]
+async fn empty_segments_missing_position_and_stray_files_are_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 30).await;
+    {
+        // Acknowledge the first ten, so that losing the position means a replay.
+        let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+        let got = read(&mut reader, 10).await;
+        reader.ack(got[9].position).await.unwrap();
+        shut(spool, reader).await;
+    }
+    let files = segment_files(dir.path());
+    let p = dir.path();
+    std::fs::remove_file(p.join(position::POSITION_FILE)).unwrap();
+    std::fs::write(p.join("00000000000000000999.seg"), b"").unwrap();
+    std::fs::write(p.join("notes.txt"), b"left by an operator").unwrap();
+    std::fs::create_dir(p.join("00000000000000000003.seg")).unwrap();
+    let mut noise = vec![0u8; 5000];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    // Random bytes under a segment's name, between two real segments.
+    let between = files[0].file_name().unwrap().to_str().unwrap()[..20]
+        .parse::<u64>()
+        .unwrap()
+        + 1;
+    std::fs::write(p.join(format!("{between:020}.seg")), &noise).unwrap();
+
+    let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+    let r = spool.recovery().clone();
+    assert!(!r.position_found);
+    assert_eq!(r.removed_empty, 1);
+    assert_eq!(r.unknown_files.len(), 2, "{:?}", r.unknown_files);
+    assert!(!p.join("00000000000000000999.seg").exists());
+    // Everything still there is replayed: the ten acknowledged ones again (duplicates,
+    // which ids make harmless), none lost.
+    let got = numbers(&read(&mut reader, 30).await);
+    assert_eq!(got, (0..30).collect::<Vec<_>>());
+    let stats = spool.stats();
+    assert_eq!(stats.corrupt, 1, "the random segment is one corrupt region");
+    assert!(
+        stats.corrupt_bytes >= 5000 - SEGMENT_HEADER_BYTES as u64,
+        "{stats:?}"
+    );
+    assert_drained(spool, &mut reader).await;
+    assert!(p.join("notes.txt").exists(), "unknown files are left alone");
+}
+
+#[tokio::test]
+async fn the_oldest_record_time_follows_the_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+    assert_eq!(spool.stats().oldest_append_ms, None);
+    append(&spool.appender(), 0..3).await;
+    let first = spool
+        .stats()
+        .oldest_append_ms
+        .expect("set by the first commit");
+    let got = read(&mut reader, 3).await;
+    assert_eq!(first, got[0].appended_ms);
+    reader.ack(got[0].position).await.unwrap();
+    assert_eq!(spool.stats().oldest_append_ms, Some(got[1].appended_ms));
+    reader.ack(got[2].position).await.unwrap();
+    assert_eq!(spool.stats().oldest_append_ms, None);
+    assert_eq!(
+        spool.stats().oldest_age(std::time::SystemTime::now()),
+        Duration::ZERO
+    );
+}
+
+#[tokio::test]
+async fn concurrent_appenders_each_get_their_records_back_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let app = spool.appender();
+            tokio::spawn(async move {
+                for k in 0..10 {
+                    let start = t * 1000 + k * 10;
+                    append(&app, start..start + 10).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = numbers(&read(&mut reader, 800).await);
+    // Each appender's records in its own order, all of them, once.
+    for t in 0..8 {
+        let mine: Vec<usize> = got.iter().copied().filter(|i| i / 1000 == t).collect();
+        assert_eq!(
+            mine,
+            (t * 1000..t * 1000 + 100).collect::<Vec<_>>(),
+            "appender {t}"
+        );
+    }
+    assert_drained(spool, &mut reader).await;
+}

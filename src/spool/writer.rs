@@ -1,0 +1,418 @@
+//! The writing side: batches framed by the appenders, ordered and written by one
+//! thread, made durable with one fsync per round for every batch queued since the last
+//! (group commit), and rolled back when a write or an fsync fails.
+//!
+//! Only this thread writes segment files; the reader reads their durable part and
+//! deletes consumed ones, both through the ledger.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::frame::{
+    declared_len, describe_payload, segment_header, stamp, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+};
+use super::ledger::{Mark, SegmentInfo};
+use super::{segment_path, Appended, Shared, SpoolError};
+
+/// Batches written in one round at most: with [`MAX_ROUND_BYTES`], bounds how long the
+/// batches of a round wait for its fsync.
+const MAX_ROUND_BATCHES: usize = 1024;
+/// Bytes written in one round at most (~30 ms of a 500 MB/s disk), far above the
+/// ~0.5 MB one fsync needs to amortise below 0.1 us per record.
+const MAX_ROUND_BYTES: usize = 16 * 1024 * 1024;
+/// Writes of small batches are gathered up to this size before one `pwrite`.
+const WRITE_BUFFER: usize = 256 * 1024;
+/// While writes keep failing (a full disk), one error line at most this often.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Records framed on the appender's thread (length and payload hash), waiting for the
+/// writer to number and time them. Made by [`super::Appender::batch`].
+#[derive(Debug, Clone)]
+pub struct Batch {
+    frames: Vec<u8>,
+    records: usize,
+    max_record_bytes: u32,
+}
+
+impl Batch {
+    pub(super) fn new(max_record_bytes: u32) -> Batch {
+        Batch {
+            frames: Vec::new(),
+            records: 0,
+            max_record_bytes,
+        }
+    }
+
+    /// Adds one record (opaque bytes).
+    pub fn push(&mut self, record: &[u8]) -> Result<(), SpoolError> {
+        self.check(record.len())?;
+        self.push_with(|out| out.extend_from_slice(record))
+    }
+
+    /// Adds one record written by `write` straight into the batch's buffer (no copy of
+    /// a serialised record). Refused, and nothing added, when it exceeds
+    /// `max_record_bytes`.
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), SpoolError> {
+        let start = self.frames.len();
+        self.frames.resize(start + FRAME_HEADER_BYTES, 0);
+        write(&mut self.frames);
+        let len = self.frames.len() - start - FRAME_HEADER_BYTES;
+        if let Err(e) = self.check(len) {
+            self.frames.truncate(start);
+            return Err(e);
+        }
+        describe_payload(&mut self.frames[start..]);
+        self.records += 1;
+        Ok(())
+    }
+
+    fn check(&self, len: usize) -> Result<(), SpoolError> {
+        if len > self.max_record_bytes as usize {
+            return Err(SpoolError::RecordTooLarge {
+                bytes: len,
+                limit: self.max_record_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Bytes the batch takes on disk (its frames), what it reserves of `max_bytes`.
+    pub fn frame_bytes(&self) -> u64 {
+        self.frames.len() as u64
+    }
+}
+
+/// The segment being written.
+#[derive(Debug)]
+struct Active {
+    base: u64,
+    path: PathBuf,
+    file: File,
+    /// Bytes in the file (through `pwrite`), before `pending`.
+    written: u64,
+    /// Bytes durable (fsynced) in this file.
+    durable: u64,
+    pending: Vec<u8>,
+}
+
+impl Active {
+    fn size(&self) -> u64 {
+        self.written + self.pending.len() as u64
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
+        if self.pending.len() + data.len() > WRITE_BUFFER {
+            self.flush()?;
+        }
+        if data.len() >= WRITE_BUFFER {
+            self.file
+                .write_all_at(data, self.written)
+                .map_err(SpoolError::io("write", &self.path))?;
+            self.written += data.len() as u64;
+        } else {
+            self.pending.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SpoolError> {
+        if !self.pending.is_empty() {
+            self.file
+                .write_all_at(&self.pending, self.written)
+                .map_err(SpoolError::io("write", &self.path))?;
+            self.written += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+}
+
+/// The writer's files and sequence numbers, driven synchronously: `append` batches,
+/// then `commit` (or `rollback` after an error).
+#[derive(Debug)]
+pub(super) struct WriterCore {
+    dir: PathBuf,
+    dir_file: File,
+    segment_bytes: u64,
+    active: Option<Active>,
+    next_seq: u64,
+    durable_next: u64,
+    /// This round's segments left behind (written, not yet fsynced) and created.
+    rotated: Vec<Active>,
+    created: Vec<u64>,
+}
+
+/// What a commit made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Committed {
+    pub touched: Vec<SegmentInfo>,
+    pub durable_next: u64,
+}
+
+impl WriterCore {
+    /// A writer continuing `resume` (the last segment, when it is whole and has room:
+    /// base and valid length) or starting a new segment at `next_seq` on first append.
+    pub fn open(
+        dir: &Path,
+        dir_file: File,
+        segment_bytes: u64,
+        resume: Option<(u64, u64)>,
+        next_seq: u64,
+    ) -> Result<WriterCore, SpoolError> {
+        let active = match resume {
+            Some((base, len)) => {
+                let path = segment_path(dir, base);
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(SpoolError::io("open", &path))?;
+                Some(Active {
+                    base,
+                    path,
+                    file,
+                    written: len,
+                    durable: len,
+                    pending: Vec::with_capacity(WRITE_BUFFER),
+                })
+            }
+            None => None,
+        };
+        Ok(WriterCore {
+            dir: dir.to_path_buf(),
+            dir_file,
+            segment_bytes,
+            active,
+            next_seq,
+            durable_next: next_seq,
+            rotated: Vec::new(),
+            created: Vec::new(),
+        })
+    }
+
+    /// Numbers, times and writes `batch` (not yet durable); returns its first
+    /// sequence number.
+    pub fn append(&mut self, batch: &mut Batch, now_ms: u64) -> Result<u64, SpoolError> {
+        let first = self.next_seq;
+        let frames = &mut batch.frames;
+        // Frames go out in runs, one slice per segment they land in.
+        let (mut run, mut at) = (0, 0);
+        while at < frames.len() {
+            let len = (FRAME_HEADER_BYTES + declared_len(&frames[at..]) as usize) as u64;
+            // An empty segment takes any record: the settings keep records smaller
+            // than segments.
+            let room = self.active.as_ref().is_some_and(|a| {
+                let size = a.size() + (at - run) as u64;
+                size + len <= self.segment_bytes || size <= SEGMENT_HEADER_BYTES as u64
+            });
+            if !room {
+                self.write(&frames[run..at])?;
+                run = at;
+                self.rotate()?;
+            }
+            let end = at + len as usize;
+            stamp(&mut frames[at..end], self.next_seq, now_ms);
+            self.next_seq += 1;
+            at = end;
+        }
+        self.write(&frames[run..at])?;
+        Ok(first)
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let active = self
+            .active
+            .as_mut()
+            .expect("a segment is open before writing");
+        active.write(data)
+    }
+
+    fn rotate(&mut self) -> Result<(), SpoolError> {
+        if let Some(mut old) = self.active.take() {
+            let flushed = old.flush();
+            self.rotated.push(old);
+            flushed?;
+        }
+        let base = self.next_seq;
+        let path = segment_path(&self.dir, base);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(SpoolError::io("create", &path))?;
+        self.created.push(base);
+        let mut pending = Vec::with_capacity(WRITE_BUFFER);
+        pending.extend_from_slice(&segment_header(base));
+        self.active = Some(Active {
+            base,
+            path,
+            file,
+            written: 0,
+            durable: 0,
+            pending,
+        });
+        Ok(())
+    }
+
+    /// Makes everything appended durable: one `fdatasync` per segment written this
+    /// round, and one of the directory when a segment was created.
+    pub fn commit(&mut self) -> Result<Committed, SpoolError> {
+        let mut touched = Vec::with_capacity(self.rotated.len() + 1);
+        for a in self.rotated.iter_mut().chain(self.active.as_mut()) {
+            a.flush()?;
+            if a.written > a.durable {
+                a.file
+                    .sync_data()
+                    .map_err(SpoolError::io("fsync", &a.path))?;
+            }
+            touched.push(SegmentInfo {
+                base: a.base,
+                len: a.written,
+            });
+        }
+        if !self.created.is_empty() {
+            self.dir_file
+                .sync_all()
+                .map_err(SpoolError::io("fsync", &self.dir))?;
+        }
+        for a in self.rotated.iter_mut().chain(self.active.as_mut()) {
+            a.durable = a.written;
+        }
+        self.rotated.clear();
+        self.created.clear();
+        self.durable_next = self.next_seq;
+        Ok(Committed {
+            touched,
+            durable_next: self.durable_next,
+        })
+    }
+
+    /// Undoes a failed round: segments it created are removed, the segment it began in
+    /// is cut back to its durable length, and its sequence numbers are reused. If any of
+    /// that fails, the numbers are skipped instead and the next round starts a new
+    /// segment, so nothing not durable can sit before new records in one file.
+    pub fn rollback(&mut self) {
+        let mut ok = true;
+        let mut keep = None;
+        for mut a in self.rotated.drain(..).chain(self.active.take()) {
+            // The one segment not created this round is the one it began in.
+            if !self.created.contains(&a.base) {
+                a.pending.clear();
+                ok = a.file.set_len(a.durable).is_ok();
+                a.written = a.durable;
+                keep = Some(a);
+            }
+        }
+        for base in self.created.drain(..) {
+            let path = segment_path(&self.dir, base);
+            if let Err(e) = std::fs::remove_file(&path) {
+                ok &= e.kind() == io::ErrorKind::NotFound;
+            }
+        }
+        if ok {
+            self.active = keep;
+            self.next_seq = self.durable_next;
+        } else {
+            tracing::warn!(dir = %self.dir.display(),
+                "spool: could not undo a failed write; continuing in a new segment");
+        }
+    }
+}
+
+/// One batch waiting for the writer.
+pub(super) struct Job {
+    pub batch: Batch,
+    pub reply: oneshot::Sender<Result<Appended, SpoolError>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The writer thread: rounds of every queued batch, one commit each, until every
+/// appender is gone and the queue is empty.
+pub(super) fn run(
+    mut core: WriterCore,
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Job>,
+    marks: watch::Sender<Mark>,
+) {
+    let mut round: Vec<Job> = Vec::with_capacity(MAX_ROUND_BATCHES);
+    let mut failing: Option<(Instant, u64)> = None;
+    while let Some(job) = rx.blocking_recv() {
+        let mut bytes = job.batch.frames.len();
+        round.push(job);
+        while round.len() < MAX_ROUND_BATCHES && bytes < MAX_ROUND_BYTES {
+            match rx.try_recv() {
+                Ok(job) => {
+                    bytes += job.batch.frames.len();
+                    round.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        let mut firsts = Vec::with_capacity(round.len());
+        let result = round
+            .iter_mut()
+            .try_for_each(|j| core.append(&mut j.batch, now).map(|f| firsts.push(f)))
+            .and_then(|()| core.commit());
+        match result {
+            Ok(done) => {
+                if let Some((_, rounds)) = failing.take() {
+                    tracing::info!(dir = %shared.dir.display(), failed_rounds = rounds, "spool: writes succeed again");
+                }
+                let records: usize = round.iter().map(|j| j.batch.records).sum();
+                let mark = {
+                    let mut ledger = shared.ledger.lock().expect("ledger lock");
+                    ledger.commit(&done.touched, done.durable_next, Some(now));
+                    ledger.mark()
+                };
+                shared
+                    .counters
+                    .written
+                    .fetch_add(records as u64, Ordering::Relaxed);
+                shared.counters.commits.fetch_add(1, Ordering::Relaxed);
+                marks.send_replace(mark);
+                for (j, first_seq) in round.drain(..).zip(firsts) {
+                    let records = j.batch.records;
+                    let _ = j.reply.send(Ok(Appended { first_seq, records }));
+                }
+            }
+            Err(e) => {
+                core.rollback();
+                shared.release(bytes as u64);
+                let (since, rounds) = failing.get_or_insert((Instant::now(), 0));
+                *rounds += 1;
+                if *rounds == 1 || since.elapsed() >= ERROR_LOG_INTERVAL {
+                    tracing::error!(error = %e, failed_rounds = *rounds, batches = round.len(),
+                        "spool: write failed; these batches are not durable and were refused");
+                    *since = Instant::now();
+                }
+                for j in round.drain(..) {
+                    let _ = j.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}

@@ -19,6 +19,7 @@ pub const POSITION_FILE: &str = "read-position";
 const MAGIC: [u8; 8] = *b"LBDSPOS1";
 const SLOT_BYTES: usize = 48;
 const SLOT_OFFSETS: [u64; 2] = [0, 4096];
+const FILE_BYTES: u64 = SLOT_OFFSETS[1] + SLOT_BYTES as u64;
 
 /// Where reading resumes: the first record not acknowledged has a sequence number of at
 /// least `next_seq`, and is at or after byte `offset` of segment `segment`.
@@ -95,7 +96,13 @@ impl PositionFile {
             .truncate(false)
             .open(&path)?;
         let mut bytes = Vec::new();
-        (&file).take(SLOT_OFFSETS[1] + 64).read_to_end(&mut bytes)?;
+        (&file).take(FILE_BYTES).read_to_end(&mut bytes)?;
+        if (bytes.len() as u64) < FILE_BYTES {
+            // Allocate the rest (a hole would need space at the first save there).
+            let zeros = vec![0; FILE_BYTES as usize - bytes.len()];
+            file.write_all_at(&zeros, bytes.len() as u64)?;
+            file.sync_data()?;
+        }
         let found = decode_file(&bytes);
         let loaded = match found {
             Some((_, p)) => Loaded::Found(p),

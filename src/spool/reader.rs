@@ -61,6 +61,9 @@ pub(super) struct ReaderCore {
     replay_below: u64,
     ready: VecDeque<SpoolRecord>,
     ready_bytes: usize,
+    /// Whether the last fill stopped with events possibly left in the cursor's buffer
+    /// (it had enough records), so there is more to read before the file's next bytes.
+    buffered: bool,
     /// Handed out, not acknowledged: sequence number and append time.
     pending: VecDeque<(u64, u64)>,
 }
@@ -84,6 +87,7 @@ impl ReaderCore {
             replay_below,
             ready: VecDeque::new(),
             ready_bytes: 0,
+            buffered: false,
             pending: VecDeque::new(),
         }
     }
@@ -104,7 +108,7 @@ impl ReaderCore {
 
     /// Whether durable bytes remain unread.
     pub fn behind(&self, mark: Mark) -> bool {
-        self.at() < mark
+        self.buffered || self.at() < mark
     }
 
     /// Reads ahead until `records` records (or `bytes` bytes) are ready, or everything
@@ -154,14 +158,20 @@ impl ReaderCore {
             }
         };
         let eof = sealed && c.pos >= durable;
+        self.buffered = true;
         while !self.full(records, bytes) {
             match c.scanner.next(&mut c.buf, eof) {
                 Some(event) => self.take(c, event),
-                None if eof => return Ok(Step::SegmentEnd),
-                None => break,
+                None => {
+                    self.buffered = false;
+                    if eof {
+                        return Ok(Step::SegmentEnd);
+                    }
+                    break;
+                }
             }
         }
-        if self.full(records, bytes) {
+        if self.buffered {
             return Ok(Step::More);
         }
         if c.pos >= durable {

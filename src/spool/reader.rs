@@ -207,7 +207,8 @@ impl ReaderCore {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     tracing::warn!(segment = %path.display(), "spool: segment vanished before it was read");
-                    self.shared.ledger.lock().expect("ledger lock").remove(base);
+                    let freed = self.shared.ledger.lock().expect("ledger lock").remove(base);
+                    self.shared.release(freed);
                     self.want_segment = base + 1;
                     continue;
                 }

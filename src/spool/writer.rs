@@ -50,6 +50,12 @@ impl Batch {
         }
     }
 
+    /// Makes room for `records` more records of `bytes` bytes in all, so that a batch
+    /// whose size is known grows its buffer once.
+    pub fn reserve(&mut self, records: usize, bytes: usize) {
+        self.frames.reserve(records * FRAME_HEADER_BYTES + bytes);
+    }
+
     /// Adds one record (opaque bytes).
     pub fn push(&mut self, record: &[u8]) -> Result<(), SpoolError> {
         self.check(record.len())?;

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rustix::fs::{flock, FlockOperation};
@@ -25,6 +26,9 @@ use super::writer::{self, WriterCore};
 use super::{segment_path, Counters, Reader, Recovery, Shared, Spool, SpoolError, SpoolSettings};
 
 const LOCK_FILE: &str = "lock";
+/// How long open waits for another holder of the directory's lock before refusing.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+const LOCK_POLL: Duration = Duration::from_millis(20);
 const READ_CHUNK: usize = 1024 * 1024;
 
 fn parse_segment_name(name: &str) -> Option<u64> {
@@ -95,12 +99,21 @@ pub(super) fn open(settings: SpoolSettings) -> Result<(Spool, Reader), SpoolErro
         .truncate(false)
         .open(&lock_path)
         .map_err(io("create", &lock_path))?;
-    // Two lumberd on one volume would interleave their writes: refuse the second.
-    if let Err(e) = flock(&lock, FlockOperation::NonBlockingLockExclusive) {
-        if e == rustix::io::Errno::WOULDBLOCK {
-            return Err(SpoolError::Locked { path: dir });
+    // Two lumberd on one volume would interleave their writes: refuse the second. A
+    // lock held a moment longer is waited for: a process that forks (any child it
+    // spawns) keeps a copy of the descriptor, and so the lock, until the child execs.
+    let waited = Instant::now();
+    loop {
+        match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                if waited.elapsed() >= LOCK_WAIT {
+                    return Err(SpoolError::Locked { path: dir });
+                }
+                std::thread::sleep(LOCK_POLL);
+            }
+            Err(e) => return Err(io("lock", &lock_path)(e.into())),
         }
-        return Err(io("lock", &lock_path)(e.into()));
     }
 
     let mut recovery = Recovery::default();

@@ -557,7 +557,7 @@ impl Acker {
             let metrics = &self.shared.metrics;
             let result = loop {
                 tokio::select! {
-                    r = &mut delivery => break r.unwrap_or_else(|_| Err(crate::output::DeliveryFailed("output stopped".into()))),
+                    r = &mut delivery => break r.unwrap_or(Err(crate::output::DeliveryFailed::OutputStopped)),
                     _ = self.stop.cancelled() => return None,
                     _ = tokio::time::sleep(keepalive) => {
                         if since.elapsed() >= stall {

@@ -12,15 +12,31 @@ use tokio::sync::oneshot;
 
 /// Why a window was not delivered; its connection closes without an ACK.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("output did not deliver the window: {0}")]
-pub struct DeliveryFailed(pub String);
+pub enum DeliveryFailed {
+    /// A batch was dropped before the output reported it (an output that ended or
+    /// panicked, a drain that gave up on it).
+    #[error("output did not deliver the window: a batch was dropped undelivered")]
+    Dropped,
+    /// The output went away without answering for the window.
+    #[error("output did not deliver the window: output stopped")]
+    OutputStopped,
+    /// The file output could not write or fsync the batch.
+    #[error("output did not deliver the window: file output: {0}")]
+    File(String),
+    /// Rejected events could not be stored in `output.dead_letter_file`.
+    #[error("output did not deliver the window: dead letter file {path}: {reason}")]
+    DeadLetterFile { path: String, reason: String },
+    /// Elasticsearch refused the dead letters of rejected events too.
+    #[error("output did not deliver the window: dead letter refused: {reason}")]
+    DeadLetterRefused { status: u16, reason: String },
+}
 
 pub type DeliveryReceiver = oneshot::Receiver<Result<(), DeliveryFailed>>;
 
 #[derive(Debug)]
 struct Shared {
     failed: AtomicBool,
-    reason: Mutex<Option<String>>,
+    reason: Mutex<Option<DeliveryFailed>>,
     tx: Mutex<Option<oneshot::Sender<Result<(), DeliveryFailed>>>>,
 }
 
@@ -29,9 +45,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let result = if self.failed.load(Ordering::Acquire) {
             let reason = self.reason.lock().ok().and_then(|mut r| r.take());
-            Err(DeliveryFailed(reason.unwrap_or_else(|| {
-                "a batch was dropped undelivered".into()
-            })))
+            Err(reason.unwrap_or(DeliveryFailed::Dropped))
         } else {
             Ok(())
         };
@@ -77,10 +91,11 @@ impl Delivery {
         self.done = true;
     }
 
-    /// This handle's part of the window cannot be delivered.
-    pub fn fail(mut self, reason: &str) {
+    /// This handle's part of the window cannot be delivered; the first reason given
+    /// for a window is the one its connection reports.
+    pub fn fail(mut self, reason: &DeliveryFailed) {
         if let Ok(mut r) = self.shared.reason.lock() {
-            r.get_or_insert_with(|| reason.to_string());
+            r.get_or_insert_with(|| reason.clone());
         }
         self.shared.failed.store(true, Ordering::Release);
         self.done = true;
@@ -117,18 +132,18 @@ mod tests {
         let a = d.share();
         d.delivered();
         drop(a);
-        assert!(rx.try_recv().unwrap().is_err());
+        assert_eq!(rx.try_recv().unwrap(), Err(DeliveryFailed::Dropped));
     }
 
     #[test]
     fn failure_reason_reaches_the_receiver() {
         let (d, mut rx) = Delivery::new();
         let a = d.share();
-        a.fail("disk full");
+        a.fail(&DeliveryFailed::File("disk full".into()));
         d.delivered();
         assert_eq!(
             rx.try_recv().unwrap(),
-            Err(DeliveryFailed("disk full".into()))
+            Err(DeliveryFailed::File("disk full".into()))
         );
     }
 }

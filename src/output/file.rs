@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
-use super::{write_bulk_action, Batch, OutputSender};
+use super::{write_bulk_action, Batch, DeliveryFailed, OutputSender};
 use crate::metrics::{EventOutcome, OutputMetrics};
 use crate::throttle::LogThrottle;
 
@@ -31,6 +31,38 @@ const WRITE_BUFFER: usize = 256 * 1024;
 pub struct FileSettings {
     /// Where `<index>.ndjson` files are appended.
     pub data_dir: PathBuf,
+}
+
+/// What the file output could not do, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write in {}: {source}", path.display())]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the writer thread: {0}")]
+    Thread(std::io::Error),
+    #[error("opening {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("fsyncing {}: {source}", path.display())]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The running writer thread.
@@ -48,13 +80,21 @@ impl FileOutput {
         metrics: OutputMetrics,
         log: Arc<LogThrottle>,
         alive: impl Send + 'static,
-    ) -> std::io::Result<(OutputSender, FileOutput)> {
-        std::fs::create_dir_all(&settings.data_dir)?;
-        let dir = settings.data_dir.canonicalize()?;
+    ) -> Result<(OutputSender, FileOutput), FileError> {
+        let create = |source| FileError::CreateDir {
+            path: settings.data_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&settings.data_dir).map_err(create)?;
+        let dir = settings.data_dir.canonicalize().map_err(create)?;
         // Fail at start, not at the first window, when the directory is not writable.
         let probe = dir.join(".lumberd-write-test");
-        File::create(&probe)?;
-        std::fs::remove_file(&probe)?;
+        File::create(&probe)
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|source| FileError::NotWritable {
+                path: dir.clone(),
+                source,
+            })?;
         metrics.up.set(1);
         let (tx, rx) = mpsc::channel(queue_batches);
         let thread = std::thread::Builder::new()
@@ -68,7 +108,8 @@ impl FileOutput {
                 }
                 .run(rx);
                 drop(alive);
-            })?;
+            })
+            .map_err(FileError::Thread)?;
         Ok((tx, FileOutput { thread }))
     }
 
@@ -113,7 +154,7 @@ impl Writer {
                     }
                     // Reopen files next round: a failed BufWriter may hold partial data.
                     self.files.clear();
-                    let reason = format!("file output: {e}");
+                    let reason = DeliveryFailed::File(e.to_string());
                     round.drain(..).for_each(|b| b.delivery.fail(&reason));
                 }
             }
@@ -123,7 +164,7 @@ impl Writer {
         }
     }
 
-    fn write_round(&mut self, round: &mut [Batch]) -> std::io::Result<()> {
+    fn write_round(&mut self, round: &mut [Batch]) -> Result<(), FileError> {
         let mut touched: Vec<Arc<str>> = Vec::new();
         let mut line = Vec::new();
         let mut created = false;
@@ -146,22 +187,38 @@ impl Writer {
                 // The document goes from its buffer to the file's without another copy.
                 line.clear();
                 write_bulk_action(record, &mut line);
-                file.write_all(&line)?;
-                file.write_all(&record.doc)?;
-                file.write_all(b"\n")?;
+                file.write_all(&line)
+                    .and_then(|_| file.write_all(&record.doc))
+                    .and_then(|_| file.write_all(b"\n"))
+                    .map_err(|source| FileError::Write {
+                        path: path(&self.dir, &record.index),
+                        source,
+                    })?;
             }
             // The records' bytes are in the write buffers or the kernel now.
             batch.budget.take();
         }
         for index in &touched {
             if let Some(f) = self.files.get_mut(index) {
-                f.flush()?;
-                f.get_ref().sync_data()?;
+                let file = || path(&self.dir, index);
+                f.flush().map_err(|source| FileError::Write {
+                    path: file(),
+                    source,
+                })?;
+                f.get_ref().sync_data().map_err(|source| FileError::Sync {
+                    path: file(),
+                    source,
+                })?;
             }
         }
         if created {
             // A new file's directory entry must be durable too, or a crash loses the file.
-            File::open(&self.dir)?.sync_all()?;
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| FileError::Sync {
+                    path: self.dir.clone(),
+                    source,
+                })?;
         }
         if self.files.len() > MAX_OPEN_FILES {
             self.files.retain(|k, _| touched.contains(k));
@@ -170,9 +227,15 @@ impl Writer {
     }
 }
 
-fn open(dir: &Path, index: &str) -> std::io::Result<(BufWriter<File>, bool)> {
-    let path = dir.join(format!("{index}.ndjson"));
+fn path(dir: &Path, index: &str) -> PathBuf {
+    dir.join(format!("{index}.ndjson"))
+}
+
+fn open(dir: &Path, index: &str) -> Result<(BufWriter<File>, bool), FileError> {
+    let path = path(dir, index);
     let existed = path.exists();
-    let file = OpenOptions::new().create(true).append(true).open(&path)?;
-    Ok((BufWriter::with_capacity(WRITE_BUFFER, file), !existed))
+    match OpenOptions::new().create(true).append(true).open(&path) {
+        Ok(file) => Ok((BufWriter::with_capacity(WRITE_BUFFER, file), !existed)),
+        Err(source) => Err(FileError::Open { path, source }),
+    }
 }

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use self::bulk::{Item, Outcome, RequestOutcome};
 use self::settings::EsSettings;
 pub use self::setup::SetupError;
-use super::{Batch, OutputSender};
+use super::{Batch, DeliveryFailed, OutputSender};
 use crate::metrics::{BulkOutcome, EventOutcome, OutputMetrics};
 use crate::throttle::LogThrottle;
 
@@ -274,7 +274,10 @@ impl Writer {
                     Err(e) => {
                         tracing::error!(file = %path.display(), error = %e,
                             "cannot write dead letters; their windows are not acknowledged");
-                        let reason = format!("dead letter file {}: {e}", path.display());
+                        let reason = DeliveryFailed::DeadLetterFile {
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        };
                         batches.into_iter().for_each(|b| b.delivery.fail(&reason));
                         return;
                     }
@@ -288,7 +291,10 @@ impl Writer {
                     reason = %r.reason,
                     "Elasticsearch refused dead letters too; their windows are not acknowledged"
                 );
-                let reason = format!("dead letter refused: {}", r.reason);
+                let reason = DeliveryFailed::DeadLetterRefused {
+                    status: r.status,
+                    reason: r.reason.clone(),
+                };
                 batches.into_iter().for_each(|b| b.delivery.fail(&reason));
                 return;
             }

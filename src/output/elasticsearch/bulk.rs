@@ -60,14 +60,50 @@ pub enum RequestOutcome {
     /// 413 (too large) or 400 (unparseable): send the items in two halves; a single item
     /// that still fails is rejected on its own.
     Split,
-    /// 429, 5xx, 401/403 (credentials may be fixed), anything else: retry it all.
-    Retry,
+    /// 429, 5xx, 401/403 (credentials may be fixed), anything else: retry it all. `down`
+    /// when the answer says the output cannot write at all (5xx, 401, 403), as opposed
+    /// to a busy or odd answer from a cluster that is there (429, 404, ...).
+    Retry { down: bool },
 }
 
 pub fn classify_request(status: u16) -> RequestOutcome {
     match status {
         400 | 413 => RequestOutcome::Split,
-        _ => RequestOutcome::Retry,
+        401 | 403 | 500.. => RequestOutcome::Retry { down: true },
+        _ => RequestOutcome::Retry { down: false },
+    }
+}
+
+/// The most of a refused request's body kept for its log line and dead letter.
+const REFUSAL_BODY_BYTES: usize = 300;
+
+/// What a `_bulk` answer says, read from its status and body.
+#[derive(Debug)]
+pub enum Reply {
+    /// 200: each item's result, in request order.
+    Items(Vec<ItemResult>),
+    /// 200 with a body that is not a bulk answer (a proxy's page, a cut-off body).
+    Unreadable(String),
+    /// Any other status: the request was refused as a whole; the start of the body.
+    Refused {
+        status: u16,
+        outcome: RequestOutcome,
+        body: String,
+    },
+}
+
+pub fn read_reply(status: u16, body: &[u8]) -> Reply {
+    if status != 200 {
+        let body = String::from_utf8_lossy(&body[..body.len().min(REFUSAL_BODY_BYTES)]);
+        return Reply::Refused {
+            status,
+            outcome: classify_request(status),
+            body: body.into_owned(),
+        };
+    }
+    match serde_json::from_slice::<BulkResponse>(body) {
+        Ok(r) => Reply::Items(r.items.into_iter().map(|i| i.create).collect()),
+        Err(e) => Reply::Unreadable(e.to_string()),
     }
 }
 
@@ -196,19 +232,6 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration, random: u64) -> D
     half + Duration::from_nanos(jitter)
 }
 
-/// A random number for jitter, without a dependency: `RandomState` is seeded randomly.
-pub fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    h.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,7 +290,28 @@ mod tests {
         assert_eq!(classify_request(413), RequestOutcome::Split);
         assert_eq!(classify_request(400), RequestOutcome::Split);
         for s in [401, 403, 404, 429, 500, 502, 503] {
-            assert_eq!(classify_request(s), RequestOutcome::Retry, "{s}");
+            assert!(
+                matches!(classify_request(s), RequestOutcome::Retry { .. }),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_errors_and_refused_credentials_mean_down_a_busy_cluster_does_not() {
+        for s in [401, 403, 500, 502, 503, 504] {
+            assert_eq!(
+                classify_request(s),
+                RequestOutcome::Retry { down: true },
+                "{s}"
+            );
+        }
+        for s in [404, 405, 429] {
+            assert_eq!(
+                classify_request(s),
+                RequestOutcome::Retry { down: false },
+                "{s}"
+            );
         }
     }
 

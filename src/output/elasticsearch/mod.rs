@@ -1,7 +1,8 @@
-//! The Elasticsearch bulk output: batches from the bounded queue become `_bulk` requests
-//! (a few in flight), each item's answer decides its fate ([`bulk::Outcome`]), and a batch
-//! is reported delivered only when every record of it is indexed, a duplicate, or stored
-//! as a dead letter. Knows nothing of Lumberjack or the receive side.
+//! The Elasticsearch bulk output: batches from the bounded queue become deliveries (a
+//! few in flight), each settled by a [`settle::Settlement`] that this writer drives
+//! (it sends, sleeps and records metrics and logs), and a batch is reported delivered
+//! only when every record of it is indexed, a duplicate, or stored as a dead letter.
+//! Knows nothing of Lumberjack or the receive side.
 //!
 //! Backpressure: the writer takes a batch from the queue only when a request slot is
 //! free, and every batch keeps its share of the in-flight byte budget until it is
@@ -10,24 +11,25 @@
 
 pub mod bulk;
 pub mod settings;
+pub mod settle;
 pub mod setup;
+pub mod transport;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
-use elasticsearch::http::transport::Transport;
-use elasticsearch::http::Method;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use self::bulk::{Item, Outcome, RequestOutcome};
+use self::bulk::Item;
 use self::settings::EsSettings;
+use self::settle::{Policy, Rejected, Report, Settlement, Signal, Verdict};
 pub use self::setup::SetupError;
+use self::transport::Hosts;
 use super::{Batch, DeliveryFailed, OutputSender};
-use crate::metrics::{BulkOutcome, EventOutcome, OutputMetrics};
+use crate::metrics::{EventOutcome, OutputMetrics};
 use crate::throttle::LogThrottle;
 
 /// The output's state as last seen, logged once per transition and exported as
@@ -59,12 +61,12 @@ impl Health {
         }
     }
 
-    pub fn down(&self, reason: &str) {
+    pub fn down(&self, reason: &dyn std::fmt::Display) {
         self.gauge.set(0);
         if self.state.swap(DOWN, Ordering::AcqRel) != DOWN {
             tracing::warn!(
                 state = "down",
-                reason,
+                reason = %reason,
                 "Elasticsearch output is down; retrying"
             );
         }
@@ -96,13 +98,13 @@ impl EsOutput {
         log: Arc<LogThrottle>,
         alive: impl Send + 'static,
     ) -> Result<(OutputSender, EsOutput), SetupError> {
-        let transport = setup::transport(settings)?;
+        let hosts = Hosts::new(settings)?;
         let health = Arc::new(Health::new(metrics.up.clone()));
-        setup::wait_ready(&transport, settings, &health).await?;
-        setup::install(&transport, settings).await?;
+        setup::wait_ready(&hosts, settings, &health).await?;
+        setup::install(&hosts, settings).await?;
         let (tx, rx) = mpsc::channel(queue_batches);
         let writer = Arc::new(Writer {
-            transport,
+            hosts,
             settings: settings.clone(),
             health,
             metrics,
@@ -196,20 +198,12 @@ async fn flush(
 }
 
 struct Writer {
-    transport: Transport,
+    hosts: Hosts,
     settings: EsSettings,
     health: Arc<Health>,
     metrics: OutputMetrics,
     /// Rate-limits the retry and dead-letter warnings (an outage repeats them).
     log: Arc<LogThrottle>,
-}
-
-/// An item the cluster refused for good, with its answer.
-struct Rejected {
-    item: Item,
-    status: u16,
-    kind: String,
-    reason: String,
 }
 
 /// Appends dead letters to the local file in bulk form and fsyncs it, off the runtime.
@@ -307,197 +301,75 @@ impl Writer {
         }
     }
 
-    /// Sends `items` until each is indexed, a duplicate, or rejected; returns the
-    /// rejected. Retries (429, 5xx, connection errors) wait with capped exponential
-    /// backoff and jitter and resend only the items that failed.
-    async fn settle(&self, mut todo: Vec<Item>) -> Vec<Rejected> {
+    /// Sends `items` until each is indexed, a duplicate, or rejected (the settlement
+    /// decides what to send and when), recording each answer; returns the rejected.
+    async fn settle(&self, items: Vec<Item>) -> Vec<Rejected> {
         let s = &self.settings;
-        let mut rejected = Vec::new();
-        let mut attempt = 0u32;
-        // Shrinks when Elasticsearch answers 413; never below one item.
-        let mut max_bytes = s.bulk_max_bytes as usize;
-        let mut failovers = 0usize;
-        while !todo.is_empty() {
-            // The next request: a prefix of `todo` within the byte limit.
-            let mut n = 0;
-            let mut size = 0;
-            while n < todo.len() && (n == 0 || size + todo[n].encoded_len() <= max_bytes) {
-                size += todo[n].encoded_len();
-                n += 1;
-            }
-            let chunk: Vec<Item> = todo.drain(..n).collect();
-            let mut retry: Vec<Item> = Vec::new();
-            let mut first_retry: Option<String> = None;
+        let policy = Policy {
+            max_bytes: s.bulk_max_bytes as usize,
+            initial_backoff: s.retry_initial_backoff,
+            max_backoff: s.retry_max_backoff,
+            hosts: self.hosts.count(),
+        };
+        let mut settlement = Settlement::new(items, policy, self.hosts.first(), fastrand::u64(..));
+        while let Some(request) = settlement.request() {
+            let (host, body) = (request.host, request.body());
             let sent_at = Instant::now();
-            let answer = self.send(&chunk).await;
+            let answer = self.hosts.bulk(host, body).await;
             self.metrics
                 .bulk_duration
                 .observe(sent_at.elapsed().as_secs_f64());
-            match answer {
-                Ok(Answer::Items(answers)) if answers.len() == chunk.len() => {
-                    let (mut indexed, mut dup) = (0, 0);
-                    for (item, (status, error)) in chunk.into_iter().zip(answers) {
-                        match bulk::classify(status, item.id.is_some(), error.as_ref()) {
-                            Outcome::Indexed => indexed += 1,
-                            Outcome::Duplicate => dup += 1,
-                            Outcome::Retry { status, reason } => {
-                                first_retry.get_or_insert(format!("HTTP {status} {reason}"));
-                                retry.push(item);
-                            }
-                            Outcome::Reject {
-                                status,
-                                kind,
-                                reason,
-                            } => rejected.push(Rejected {
-                                item,
-                                status,
-                                kind,
-                                reason,
-                            }),
-                        }
-                    }
-                    self.health.up();
-                    self.metrics.events(EventOutcome::Indexed, indexed);
-                    self.metrics.events(EventOutcome::Duplicate, dup);
-                    self.metrics.bulk_request(if retry.is_empty() {
-                        BulkOutcome::Success
-                    } else {
-                        BulkOutcome::Partial
-                    });
-                    if dup > 0 {
-                        tracing::debug!(duplicates = dup, "events already stored (resent)");
-                    }
-                }
-                Ok(Answer::Items(answers)) => {
-                    self.metrics.bulk_request(BulkOutcome::Retried);
-                    first_retry = Some(format!(
-                        "bulk answer has {} items for {} sent",
-                        answers.len(),
-                        chunk.len()
-                    ));
-                    retry = chunk;
-                }
-                Ok(Answer::Status(status, reason)) => match bulk::classify_request(status) {
-                    RequestOutcome::Split if chunk.len() > 1 => {
-                        self.metrics.bulk_request(BulkOutcome::Failed);
-                        max_bytes = (size / 2).max(1);
-                        tracing::info!(
-                            status,
-                            items = chunk.len(),
-                            "bulk request refused as a whole; sending it in halves"
-                        );
-                        todo.splice(0..0, chunk);
-                        continue;
-                    }
-                    RequestOutcome::Split => {
-                        self.metrics.bulk_request(BulkOutcome::Failed);
-                        let item = chunk.into_iter().next().expect("one item");
-                        rejected.push(Rejected {
-                            item,
-                            status,
-                            kind: format!("http_{status}"),
-                            reason,
-                        });
-                        continue;
-                    }
-                    RequestOutcome::Retry => {
-                        self.metrics.bulk_request(BulkOutcome::Retried);
-                        first_retry = Some(format!("HTTP {status} {reason}"));
-                        if status >= 500 || status == 401 || status == 403 {
-                            self.health.down(&format!("HTTP {status} {reason}"));
-                        }
-                        retry = chunk;
-                    }
-                },
-                Err(e) => {
-                    self.metrics.bulk_request(BulkOutcome::Retried);
-                    self.health.down(&e);
-                    first_retry = Some(e);
-                    retry = chunk;
-                    // Another host may be up: try each once before backing off.
-                    failovers += 1;
-                    if failovers < s.hosts.len() {
-                        todo.splice(0..0, retry);
-                        continue;
-                    }
-                }
+            let report = settlement.answer(answer);
+            self.record(&report);
+            if let Verdict::Backoff { wait, .. } = report.verdict {
+                tokio::time::sleep(wait).await;
             }
-            failovers = 0;
-            if retry.is_empty() {
-                attempt = 0;
-                continue;
-            }
-            attempt += 1;
-            self.metrics.events(EventOutcome::Retried, retry.len());
-            let wait = bulk::backoff(
-                attempt,
-                s.retry_initial_backoff,
-                s.retry_max_backoff,
-                bulk::random(),
+        }
+        settlement.finish()
+    }
+
+    /// An answer's metrics, health and log lines.
+    fn record(&self, r: &Report) {
+        self.metrics.bulk_request(r.request);
+        self.metrics.events(EventOutcome::Indexed, r.indexed);
+        self.metrics.events(EventOutcome::Duplicate, r.duplicates);
+        match &r.health {
+            Some(Signal::Up) => self.health.up(),
+            Some(Signal::Down(fault)) => self.health.down(fault),
+            None => {}
+        }
+        if r.duplicates > 0 {
+            tracing::debug!(duplicates = r.duplicates, "events already stored (resent)");
+        }
+        if let Some(h) = r.halved {
+            tracing::info!(
+                status = h.status,
+                items = h.items,
+                "bulk request refused as a whole; sending it in halves"
             );
+        }
+        if let Verdict::Backoff {
+            wait,
+            attempt,
+            items,
+            reason,
+        } = &r.verdict
+        {
+            self.metrics.events(EventOutcome::Retried, *items);
             // One line per failing round, with the first reason, not one per item; and
             // through an outage, one per log.repeat_interval.
             if let Some(suppressed) = self.log.allow(("elasticsearch", "retry")) {
                 tracing::warn!(
-                    items = retry.len(),
+                    items,
                     attempt,
                     wait_ms = wait.as_millis() as u64,
-                    reason = first_retry.as_deref().unwrap_or(""),
+                    reason = %reason,
                     suppressed,
                     "bulk items not stored; retrying"
                 );
             }
-            tokio::time::sleep(wait).await;
-            todo.splice(0..0, retry);
         }
-        rejected
     }
-
-    async fn send(&self, items: &[Item]) -> Result<Answer, String> {
-        let body = bytes::Bytes::from(bulk::encode(items));
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        );
-        let r = self
-            .transport
-            .send(
-                Method::Post,
-                "/_bulk",
-                headers,
-                None::<&()>,
-                Some(body),
-                None,
-            )
-            .await
-            .map_err(|e| format!("connection: {}", setup::error_chain(&e)))?;
-        let status = r.status_code().as_u16();
-        let text = r
-            .bytes()
-            .await
-            .map_err(|e| format!("reading answer: {}", setup::error_chain(&e)))?;
-        if status != 200 {
-            let reason = String::from_utf8_lossy(&text[..text.len().min(300)]).into_owned();
-            return Ok(Answer::Status(status, reason));
-        }
-        let parsed: bulk::BulkResponse =
-            serde_json::from_slice(&text).map_err(|e| format!("unreadable bulk answer: {e}"))?;
-        Ok(Answer::Items(
-            parsed
-                .items
-                .into_iter()
-                .map(|i| (i.create.status, i.create.error))
-                .collect(),
-        ))
-    }
-}
-
-enum Answer {
-    /// HTTP 200: each item's status and error, in request order.
-    Items(Vec<(u16, Option<bulk::ItemError>)>),
-    /// Any other HTTP status, with the start of the body.
-    Status(u16, String),
 }
 
 #[cfg(test)]
@@ -508,8 +380,8 @@ mod tests {
     fn output_state_changes_are_recorded_once_each() {
         let h = Health::new(prometheus::IntGauge::new("up", "up").unwrap());
         assert_eq!(h.state(), UNKNOWN);
-        h.down("x");
-        h.down("y");
+        h.down(&"x");
+        h.down(&"y");
         assert_eq!(h.state(), DOWN);
         h.up();
         assert!(h.is_up());

@@ -1,135 +1,89 @@
-//! Before the first window: the HTTP transport (hosts, credentials, CA), waiting until
-//! Elasticsearch answers, the index templates and, where the cluster has it, ILM.
+//! Before the first window: waiting until Elasticsearch answers, the index templates and,
+//! where the cluster has it, ILM. Knows nothing of bulk items or the writer.
 
 use std::time::{Duration, Instant};
 
-use elasticsearch::auth::Credentials;
-use elasticsearch::cert::{Certificate, CertificateValidation};
-use elasticsearch::http::headers::HeaderMap;
-use elasticsearch::http::transport::{MultiNodeConnectionPool, Transport, TransportBuilder};
-use elasticsearch::http::{Method, Url};
+use elasticsearch::http::Method;
 use serde_json::{json, Value};
 
-use super::settings::{EsAuth, EsSettings, TemplateSettings};
+use super::settings::{EsSettings, TemplateSettings};
+use super::transport::{Hosts, SendError, TransportError};
 use super::Health;
 
 /// Why the output could not start; `serve` exits with it before binding.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("output.elasticsearch: {0}")]
-    Transport(String),
-    #[error("output.ca_file {path}: {reason}")]
-    CaFile { path: String, reason: String },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     #[error("Elasticsearch ({hosts}) did not answer within {waited:?} (output.ready_timeout); last: {last}")]
     NotReady {
         hosts: String,
         waited: Duration,
-        last: String,
+        last: Refusal,
     },
     #[error("installing {what}: {reason}")]
-    Template { what: String, reason: String },
+    Template { what: String, reason: Refusal },
 }
 
-pub fn transport(s: &EsSettings) -> Result<Transport, SetupError> {
-    let urls = s
-        .hosts
-        .iter()
-        .map(|h| Url::parse(h).map_err(|e| SetupError::Transport(format!("{h}: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Round robin over the hosts: a request that fails is retried on the next host.
-    let pool = MultiNodeConnectionPool::round_robin(urls, None);
-    let mut b = TransportBuilder::new(pool)
-        .timeout(s.request_timeout)
-        .request_body_compression(s.gzip)
-        .enable_meta_header(false);
-    b = match &s.auth {
-        EsAuth::None => b,
-        EsAuth::Basic { username, password } => {
-            b.auth(Credentials::Basic(username.clone(), password.clone()))
+/// Why a setup request did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Answered, but not with 2xx (the start of the answer shown).
+    #[error("HTTP {status} {body}")]
+    Status { status: u16, body: String },
+    #[error(transparent)]
+    Unanswered(#[from] SendError),
+}
+
+impl Refusal {
+    fn status(status: u16, body: &Value) -> Refusal {
+        Refusal::Status {
+            status,
+            body: short(body),
         }
-        EsAuth::ApiKey(key) => b.auth(Credentials::EncodedApiKey(key.clone())),
-    };
-    if let Some(path) = &s.ca_file {
-        let ca_err = |reason: String| SetupError::CaFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-        let cert = Certificate::from_pem(&pem).map_err(|e| ca_err(e.to_string()))?;
-        b = b.cert_validation(CertificateValidation::Full(cert));
     }
-    b.build()
-        .map_err(|e| SetupError::Transport(format!("{e:?}")))
 }
 
-/// [`call_once`] on each host in turn until one answers (the pool is round robin), so
-/// a dead host in the list does not stop the start.
-pub async fn call(
-    t: &Transport,
-    hosts: usize,
+/// A request to each host in turn (round robin) until one answers, so a dead host in the
+/// list does not stop the start.
+async fn call(
+    hosts: &Hosts,
     method: Method,
     path: &str,
     body: Option<&Value>,
-) -> Result<(u16, Value), String> {
-    let mut last = Err(String::new());
-    for _ in 0..hosts.max(1) {
-        last = call_once(t, method, path, body).await;
-        if last.is_ok() {
-            break;
+) -> Result<(u16, Value), SendError> {
+    let first = hosts.first();
+    let mut last = None;
+    for i in 0..hosts.count() {
+        match hosts
+            .json((first + i) % hosts.count(), method, path, body)
+            .await
+        {
+            Ok(answer) => return Ok(answer),
+            Err(e) => last = Some(e),
         }
     }
-    last
-}
-
-/// Sends a request and returns its status and JSON body (Null when not JSON).
-async fn call_once(
-    t: &Transport,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-) -> Result<(u16, Value), String> {
-    let body = body.map(|b| b.to_string());
-    let r = t
-        .send(method, path, HeaderMap::new(), None::<&()>, body, None)
-        .await
-        .map_err(|e| error_chain(&e))?;
-    let status = r.status_code().as_u16();
-    let text = r.text().await.map_err(|e| error_chain(&e))?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-}
-
-/// An error with its causes ("error sending request: ...: invalid peer certificate:
-/// UnknownIssuer"): the top-level message alone does not say what went wrong.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
+    Err(last.unwrap_or_else(|| SendError::Connection("no hosts".into())))
 }
 
 /// Polls until Elasticsearch answers 2xx (this distribution has no `GET /`, so the
 /// cluster health), trying every host, or fails after `ready_timeout`.
-pub async fn wait_ready(t: &Transport, s: &EsSettings, health: &Health) -> Result<(), SetupError> {
+pub async fn wait_ready(hosts: &Hosts, s: &EsSettings, health: &Health) -> Result<(), SetupError> {
     let started = Instant::now();
-    let mut last;
     let mut logged = false;
     let mut attempt = 0;
     loop {
-        match call_once(t, Method::Get, "/_cluster/health", None).await {
+        let last = match hosts
+            .json(hosts.first(), Method::Get, "/_cluster/health", None)
+            .await
+        {
             Ok((200..=299, _)) => {
                 health.up();
                 return Ok(());
             }
-            Ok((status, body)) => last = format!("HTTP {status} {}", short(&body)),
-            Err(e) => last = e,
-        }
+            Ok((status, body)) => Refusal::status(status, &body),
+            Err(e) => Refusal::Unanswered(e),
+        };
         if !logged {
             tracing::warn!(hosts = ?s.hosts, last = %last,
                 "waiting for Elasticsearch before accepting Beats connections");
@@ -147,7 +101,7 @@ pub async fn wait_ready(t: &Transport, s: &EsSettings, health: &Health) -> Resul
             attempt,
             s.retry_initial_backoff,
             s.retry_max_backoff.min(Duration::from_secs(2)),
-            super::bulk::random(),
+            fastrand::u64(..),
         );
         tokio::time::sleep(d.min(s.ready_timeout.saturating_sub(started.elapsed()))).await;
     }
@@ -236,24 +190,21 @@ pub fn dead_letter_template(t: &TemplateSettings, prefix: &str) -> Value {
 
 /// Installs ILM (when the cluster has it) and both templates. Without ILM (this repo's
 /// test distribution, or a cluster without the module) it warns once and carries on.
-pub async fn install(t: &Transport, s: &EsSettings) -> Result<(), SetupError> {
+pub async fn install(hosts: &Hosts, s: &EsSettings) -> Result<(), SetupError> {
     let Some(tpl) = &s.template else {
         return Ok(());
     };
-    let n = s.hosts.len();
-    let fail = |what: &str, reason: String| SetupError::Template {
+    let fail = |what: &str, reason: Refusal| SetupError::Template {
         what: what.to_string(),
         reason,
     };
-    let ilm = match call(t, n, Method::Get, "/_ilm/status", None).await {
+    let ilm = match call(hosts, Method::Get, "/_ilm/status", None).await {
         Ok((200, _)) => {
             let path = format!("/_ilm/policy/{}", tpl.name);
-            match call(t, n, Method::Put, &path, Some(&ilm_policy(tpl))).await {
+            match call(hosts, Method::Put, &path, Some(&ilm_policy(tpl))).await {
                 Ok((200..=299, _)) => true,
-                Ok((status, body)) => {
-                    return Err(fail(&path, format!("HTTP {status} {}", short(&body))))
-                }
-                Err(e) => return Err(fail(&path, e)),
+                Ok((status, body)) => return Err(fail(&path, Refusal::status(status, &body))),
+                Err(e) => return Err(fail(&path, e.into())),
             }
         }
         Ok((status, _)) => {
@@ -264,7 +215,7 @@ pub async fn install(t: &Transport, s: &EsSettings) -> Result<(), SetupError> {
             );
             false
         }
-        Err(e) => return Err(fail("_ilm/status", e)),
+        Err(e) => return Err(fail("_ilm/status", e.into())),
     };
     for (name, body) in [
         (tpl.name.clone(), event_template(tpl, ilm)),
@@ -274,12 +225,10 @@ pub async fn install(t: &Transport, s: &EsSettings) -> Result<(), SetupError> {
         ),
     ] {
         let path = format!("/_index_template/{name}");
-        match call(t, n, Method::Put, &path, Some(&body)).await {
+        match call(hosts, Method::Put, &path, Some(&body)).await {
             Ok((200..=299, _)) => tracing::info!(template = %name, "index template installed"),
-            Ok((status, body)) => {
-                return Err(fail(&path, format!("HTTP {status} {}", short(&body))))
-            }
-            Err(e) => return Err(fail(&path, e)),
+            Ok((status, body)) => return Err(fail(&path, Refusal::status(status, &body))),
+            Err(e) => return Err(fail(&path, e.into())),
         }
     }
     Ok(())
@@ -288,6 +237,7 @@ pub async fn install(t: &Transport, s: &EsSettings) -> Result<(), SetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::elasticsearch::settings::EsAuth;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Settings for one host; only the transport and readiness keys matter here.
@@ -332,9 +282,9 @@ mod tests {
             String::from_utf8_lossy(&head).to_ascii_lowercase()
         });
         let s = settings(url, auth);
-        let t = transport(&s).unwrap();
+        let hosts = Hosts::new(&s).unwrap();
         let health = Health::new(prometheus::IntGauge::new("up", "up").unwrap());
-        wait_ready(&t, &s, &health).await.unwrap();
+        wait_ready(&hosts, &s, &health).await.unwrap();
         assert!(health.is_up());
         server.await.unwrap()
     }
@@ -367,6 +317,9 @@ mod tests {
         std::fs::write(&path, "not a certificate").unwrap();
         let mut s = settings("https://127.0.0.1:9200".into(), EsAuth::None);
         s.ca_file = Some(path);
-        assert!(matches!(transport(&s), Err(SetupError::CaFile { .. })));
+        assert!(matches!(
+            Hosts::new(&s).map_err(SetupError::from),
+            Err(SetupError::Transport(TransportError::CaFile { .. }))
+        ));
     }
 }

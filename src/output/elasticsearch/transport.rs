@@ -1,0 +1,203 @@
+//! The HTTP side of the output: one client per configured host (credentials, CA, timeout,
+//! gzip), a request to a host by its index, and why a request got no answer. Knows
+//! nothing of bulk items, retries or templates.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use elasticsearch::http::transport::{SingleNodeConnectionPool, Transport, TransportBuilder};
+use elasticsearch::http::{Method, Url};
+use serde_json::Value;
+
+use super::settings::{EsAuth, EsSettings};
+
+/// Why the hosts' clients could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("output.elasticsearch: {host}: {reason}")]
+    Url { host: String, reason: String },
+    #[error("output.ca_file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("output.elasticsearch: {host}: {reason}")]
+    Client { host: String, reason: String },
+    #[error("output.elasticsearch: no hosts")]
+    NoHosts,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Neither an answer nor an error within `output.request_timeout`.
+    #[error("no answer within {0:?} (output.request_timeout)")]
+    Timeout(Duration),
+    /// The request did not get through: refused, reset, name lookup, TLS.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// The answer broke off.
+    #[error("reading answer: {0}")]
+    Read(String),
+}
+
+/// An HTTP answer: its status and body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// The configured hosts, each with its own client, addressed by index in the order of
+/// `output.elasticsearch`.
+pub struct Hosts {
+    nodes: Vec<Transport>,
+    timeout: Duration,
+    /// The host the next settlement or probe starts with: round robin.
+    next: AtomicUsize,
+}
+
+impl Hosts {
+    pub fn new(s: &EsSettings) -> Result<Hosts, TransportError> {
+        if s.hosts.is_empty() {
+            return Err(TransportError::NoHosts);
+        }
+        let ca = match &s.ca_file {
+            Some(path) => {
+                let ca_err = |reason: String| TransportError::CaFile {
+                    path: path.display().to_string(),
+                    reason,
+                };
+                let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+                // Checked once here; each host's client parses its own copy below.
+                Certificate::from_pem(&pem).map_err(|e| ca_err(e.to_string()))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        let nodes = s
+            .hosts
+            .iter()
+            .map(|host| node(host, s, ca.as_deref()))
+            .collect::<Result<_, _>>()?;
+        Ok(Hosts {
+            nodes,
+            timeout: s.request_timeout,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The host to start with; each call moves on to the next.
+    pub fn first(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len()
+    }
+
+    /// Posts an NDJSON body to `/_bulk` on `host`.
+    pub async fn bulk(&self, host: usize, body: Vec<u8>) -> Result<Response, SendError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        self.send(
+            host,
+            Method::Post,
+            "/_bulk",
+            headers,
+            Some(Bytes::from(body)),
+        )
+        .await
+    }
+
+    /// A request with an optional JSON body; its status and JSON answer (Null when the
+    /// body is not JSON).
+    pub async fn json(
+        &self,
+        host: usize,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), SendError> {
+        let body = body.map(|b| Bytes::from(b.to_string()));
+        let r = self
+            .send(host, method, path, HeaderMap::new(), body)
+            .await?;
+        Ok((
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        ))
+    }
+
+    async fn send(
+        &self,
+        host: usize,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<Response, SendError> {
+        let failed = |e: elasticsearch::Error, what: fn(String) -> SendError| {
+            if e.is_timeout() {
+                SendError::Timeout(self.timeout)
+            } else {
+                what(error_chain(&e))
+            }
+        };
+        let r = self.nodes[host]
+            .send(method, path, headers, None::<&()>, body, None)
+            .await
+            .map_err(|e| failed(e, SendError::Connection))?;
+        let status = r.status_code().as_u16();
+        let body = r.bytes().await.map_err(|e| failed(e, SendError::Read))?;
+        Ok(Response { status, body })
+    }
+}
+
+/// One host's client.
+fn node(host: &str, s: &EsSettings, ca: Option<&[u8]>) -> Result<Transport, TransportError> {
+    let url = Url::parse(host).map_err(|e| TransportError::Url {
+        host: host.to_string(),
+        reason: e.to_string(),
+    })?;
+    let client_err = |reason: String| TransportError::Client {
+        host: host.to_string(),
+        reason,
+    };
+    let mut b = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+        .timeout(s.request_timeout)
+        .request_body_compression(s.gzip)
+        .enable_meta_header(false);
+    b = match &s.auth {
+        EsAuth::None => b,
+        EsAuth::Basic { username, password } => {
+            b.auth(Credentials::Basic(username.clone(), password.clone()))
+        }
+        EsAuth::ApiKey(key) => b.auth(Credentials::EncodedApiKey(key.clone())),
+    };
+    if let Some(pem) = ca {
+        let cert = Certificate::from_pem(pem).map_err(|e| client_err(e.to_string()))?;
+        b = b.cert_validation(CertificateValidation::Full(cert));
+    }
+    b.build().map_err(|e| client_err(format!("{e:?}")))
+}
+
+/// An error with its causes ("error sending request: ...: invalid peer certificate:
+/// UnknownIssuer"): the top-level message alone does not say what went wrong.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -17,9 +17,8 @@ use bytes::BytesMut;
 use chrono::Utc;
 use criterion::{criterion_group, Criterion, Throughput};
 use lumberd::pipeline::{Pipeline, Scratch};
-use lumberd::protocol::{encode_window, Codec, Compression, Frame, Limits};
+use lumberd::protocol::{encode_window, Compression, DataFrame, Limits, Payload, Session, Step};
 use lumberd::record::Origin;
-use tokio_util::codec::Decoder;
 
 struct Case {
     name: &'static str,
@@ -104,45 +103,54 @@ fn cases() -> Vec<Case> {
     out
 }
 
-/// Decodes the whole stream; returns (data frames, inflated payload bytes).
-fn decode(wire: &[u8]) -> (usize, usize) {
-    let mut codec = Codec::new(Limits::default());
-    let mut buf = BytesMut::from(wire);
-    let (mut n, mut bytes) = (0, 0);
-    while let Some(frame) = codec.decode(&mut buf).expect("valid stream") {
-        if let Frame::Json { payload, .. } = frame {
-            n += 1;
-            bytes += payload.len();
-            black_box(payload);
+/// Calls `on_json` with every `J` payload of a whole stream, read by the session the
+/// connection reads with.
+fn each_json(wire: &[u8], mut on_json: impl FnMut(bytes::Bytes)) {
+    let mut session = Session::new(Limits::default());
+    session.buffer().extend_from_slice(wire);
+    session.end_of_stream();
+    loop {
+        match session.next().expect("valid stream") {
+            Some(Step::Event {
+                frame:
+                    DataFrame {
+                        payload: Payload::Json(payload),
+                        ..
+                    },
+                ..
+            }) => on_json(payload),
+            Some(Step::End { .. }) => return,
+            Some(_) => {}
+            None => unreachable!("the whole stream is buffered"),
         }
     }
+}
+
+/// Decodes the whole stream; returns (data frames, inflated payload bytes).
+fn decode(wire: &[u8]) -> (usize, usize) {
+    let (mut n, mut bytes) = (0, 0);
+    each_json(wire, |payload| {
+        n += 1;
+        bytes += payload.len();
+        black_box(payload);
+    });
     (n, bytes)
 }
 
 fn decode_and_route(wire: &[u8], pipeline: &Pipeline, origin: &Origin) -> usize {
-    let mut codec = Codec::new(Limits::default());
-    let mut buf = BytesMut::from(wire);
     let mut cache = Scratch::default();
     let mut n = 0;
-    while let Some(frame) = codec.decode(&mut buf).expect("valid stream") {
-        if let Frame::Json { payload, .. } = frame {
-            black_box(pipeline.process_json(payload, origin, &mut cache));
-            n += 1;
-        }
-    }
+    each_json(wire, |payload| {
+        black_box(pipeline.process_json(payload, origin, &mut cache));
+        n += 1;
+    });
     n
 }
 
 /// The decoded payloads of a stream, for timing the pipeline alone.
 fn payloads(wire: &[u8]) -> Vec<bytes::Bytes> {
-    let mut codec = Codec::new(Limits::default());
-    let mut buf = BytesMut::from(wire);
     let mut out = Vec::new();
-    while let Some(frame) = codec.decode(&mut buf).expect("valid stream") {
-        if let Frame::Json { payload, .. } = frame {
-            out.push(payload);
-        }
-    }
+    each_json(wire, |payload| out.push(payload));
     out
 }
 

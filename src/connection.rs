@@ -18,13 +18,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
-use tokio_util::codec::Decoder as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{FrameType, ReceiveMetrics};
 use crate::output::{Batch, Delivery, DeliveryReceiver, OutputSender};
 use crate::pipeline::{Pipeline, Scratch};
-use crate::protocol::{encode_ack, Codec, CompletedWindow, DecodeError, Frame, WindowTracker};
+use crate::protocol::{encode_ack, CompletedWindow, DecodeError, Payload, Session, Step};
 use crate::record::{Origin, Record, TlsPeer};
 use crate::server::settings::ServerSettings;
 use crate::tls::{HandshakeError, HandshakeFailure, TlsServer};
@@ -263,88 +262,31 @@ struct OpenWindow {
 
 impl Reader {
     async fn run<R: AsyncRead + Unpin>(self, socket: R) -> ConnectionEnd {
-        let mut codec = Codec::new(self.shared.settings.limits);
+        let mut session = Session::new(self.shared.settings.limits);
         let mut stats = CodecStats::default();
-        let end = self.receive(socket, &mut codec, &mut stats).await;
-        stats.report(&codec, &self.shared.metrics);
+        let end = self.receive(socket, &mut session, &mut stats).await;
+        stats.report(&session, &self.shared.metrics);
         end
     }
 
     async fn receive<R: AsyncRead + Unpin>(
         &self,
         mut socket: R,
-        codec: &mut Codec,
+        session: &mut Session,
         stats: &mut CodecStats,
     ) -> ConnectionEnd {
         let settings = &self.shared.settings;
-        let mut windows = WindowTracker::new(settings.limits.max_window_events);
-        // Allocated at the first read: health-check connects cost no buffer.
-        let mut buf = BytesMut::new();
         let mut scratch = Scratch::default();
         let mut open: Option<OpenWindow> = None;
         // Budget reserved for a large frame before its bytes are read.
         let mut reserved: Option<OwnedSemaphorePermit> = None;
-        let mut eof = false;
 
         loop {
-            let decoded = if eof {
-                codec.decode_eof(&mut buf)
-            } else {
-                codec.decode(&mut buf)
-            };
-            let frame = match decoded {
-                Ok(Some(frame)) => frame,
-                Ok(None) if eof => {
-                    if codec.offset() == 0 {
-                        return ConnectionEnd::Probe;
-                    }
-                    return match windows.finish() {
-                        Ok(()) => ConnectionEnd::Closed,
-                        Err(error) => DecodeError {
-                            offset: codec.offset(),
-                            error,
-                        }
-                        .into(),
-                    };
-                }
-                Ok(None) => {
-                    stats.report(codec, &self.shared.metrics);
-                    let demand = codec.buffer_demand(&buf);
-                    if demand > RESERVE_THRESHOLD && reserved.is_none() {
-                        match self.acquire(demand, &mut open).await {
-                            Some(p) => reserved = Some(p),
-                            None => return ConnectionEnd::Shutdown,
-                        }
-                    }
-                    match self.read(&mut socket, &mut buf, windows.is_open()).await {
-                        Ok(0) => eof = true,
-                        Ok(_) => {}
-                        Err(end) => return end,
-                    }
-                    continue;
-                }
-                Err(e) => return e.into(),
-            };
-            reserved = None;
-            let completed = match windows.on_frame(&frame) {
-                Ok(c) => c,
-                Err(error) => {
-                    return DecodeError {
-                        offset: codec.offset(),
-                        error,
-                    }
-                    .into()
-                }
-            };
-            let origin = Origin::new(self.peer, Utc::now(), self.tls.clone());
-            let metrics = &self.shared.metrics;
-            if !matches!(frame, Frame::Window { .. }) {
-                metrics.events.inc();
-                self.held.add(1);
-            }
-            let record = match &frame {
-                Frame::Window { .. } => {
-                    metrics.frame(FrameType::Window);
+            let (frame, completed) = match session.next() {
+                Ok(Some(Step::Event { frame, completes })) => (frame, completes),
+                Ok(Some(Step::Window { .. })) => {
+                    reserved = None;
+                    self.shared.metrics.frame(FrameType::Window);
                     let (delivery, receiver) = Delivery::new();
                     open = Some(OpenWindow {
                         delivery,
@@ -354,20 +296,46 @@ impl Reader {
                     });
                     continue;
                 }
-                Frame::Json { payload, .. } => {
+                Ok(Some(Step::End { probe: true })) => return ConnectionEnd::Probe,
+                Ok(Some(Step::End { probe: false })) => return ConnectionEnd::Closed,
+                Ok(None) => {
+                    stats.report(session, &self.shared.metrics);
+                    let demand = session.buffer_demand();
+                    if demand > RESERVE_THRESHOLD && reserved.is_none() {
+                        match self.acquire(demand, &mut open).await {
+                            Some(p) => reserved = Some(p),
+                            None => return ConnectionEnd::Shutdown,
+                        }
+                    }
+                    let mid_window = session.in_window();
+                    match self.read(&mut socket, session.buffer(), mid_window).await {
+                        Ok(0) => session.end_of_stream(),
+                        Ok(_) => {}
+                        Err(end) => return end,
+                    }
+                    continue;
+                }
+                Err(e) => return e.into(),
+            };
+            reserved = None;
+            let origin = Origin::new(self.peer, Utc::now(), self.tls.clone());
+            let metrics = &self.shared.metrics;
+            metrics.events.inc();
+            self.held.add(1);
+            let record = match frame.payload {
+                Payload::Json(payload) => {
                     metrics.frame(FrameType::Json);
                     self.shared
                         .pipeline
-                        .process_json(payload.clone(), &origin, &mut scratch)
+                        .process_json(payload, &origin, &mut scratch)
                 }
-                Frame::Data { pairs, .. } => {
+                Payload::Pairs(pairs) => {
                     metrics.frame(FrameType::Data);
                     self.shared
                         .pipeline
-                        .process_pairs(pairs, &origin, &mut scratch)
+                        .process_pairs(&pairs, &origin, &mut scratch)
                 }
             };
-            drop(frame);
             // A dropped event (a `drop` filter) holds nothing; its window still completes.
             if let Some(record) = record {
                 let Some(permit) = self
@@ -515,8 +483,8 @@ struct CodecStats {
 }
 
 impl CodecStats {
-    fn report(&mut self, codec: &Codec, metrics: &ReceiveMetrics) {
-        let (frames, bytes) = (codec.compressed_frames(), codec.inflated_bytes());
+    fn report(&mut self, session: &Session, metrics: &ReceiveMetrics) {
+        let (frames, bytes) = (session.compressed_frames(), session.inflated_bytes());
         metrics.frames(FrameType::Compressed, frames - self.compressed_frames);
         if bytes > self.inflated_bytes {
             metrics.inflated_bytes.inc_by(bytes - self.inflated_bytes);

@@ -2,8 +2,8 @@
 //! Filebeat and Elasticsearch.
 //!
 //! ```text
-//! Filebeat --TCP/TLS--> server --> connection --(protocol::Codec)--> frames
-//!                                 | window bookkeeping (protocol::WindowTracker)
+//! Filebeat --TCP/TLS--> server --> connection --(protocol::Session)--> frames
+//!                                 | window bookkeeping (in the same Session)
 //!                                 | payload -> Record (pipeline)
 //!                                 v
 //!                   bounded queue (the only queue; full = stop reading)

@@ -1,13 +1,14 @@
-//! Properties of the codec and the window bookkeeping over generated streams (STYLE.md
-//! habits 2 and 11): any chunking decodes the same, a partial frame is "need more bytes"
-//! and never an error, an ACK never passes its window, and no input panics.
+//! Properties of `protocol::Session` (the decoder and the window bookkeeping, as the
+//! connection drives them) over generated streams (STYLE.md habits 2 and 11): any
+//! chunking decodes the same, a partial frame is "need more bytes" and never an error,
+//! an ACK never passes its window, and no input panics.
 
 use bytes::{Bytes, BytesMut};
 use lumberd::protocol::{
-    encode_window, Codec, CompletedWindow, Compression, DecodeError, Frame, Limits, WindowTracker,
+    encode_frame, encode_window, CompletedWindow, Compression, DataFrame, DecodeError, Frame,
+    Limits, Payload, Session, Step, Transcript,
 };
 use proptest::prelude::*;
-use tokio_util::codec::Decoder;
 
 /// One window as a client would send it.
 #[derive(Debug, Clone)]
@@ -39,6 +40,14 @@ fn stream(
     )
 }
 
+fn json(version: u8, seq: u32, payload: Bytes) -> Frame {
+    Frame::Data(DataFrame {
+        version,
+        seq,
+        payload: Payload::Json(payload),
+    })
+}
+
 /// The wire bytes, the frames a decoder must yield, and each window's last seq.
 fn encode(windows: &[Window], continuous: bool) -> (Vec<u8>, Vec<Frame>, Vec<u32>) {
     let mut buf = BytesMut::new();
@@ -58,11 +67,7 @@ fn encode(windows: &[Window], continuous: bool) -> (Vec<u8>, Vec<Frame>, Vec<u32
             count: w.payloads.len() as u32,
         });
         for (i, p) in w.payloads.iter().enumerate() {
-            frames.push(Frame::Json {
-                version: b'2',
-                seq: first + i as u32,
-                payload: Bytes::copy_from_slice(p),
-            });
+            frames.push(json(b'2', first + i as u32, Bytes::copy_from_slice(p)));
         }
         last_seqs.push(first + w.payloads.len() as u32 - 1);
         next = first + w.payloads.len() as u32;
@@ -89,79 +94,65 @@ fn split<'a>(bytes: &'a [u8], cuts: &[u16]) -> Vec<&'a [u8]> {
     out
 }
 
-/// Decodes `chunks` in order, then end of stream; frames until the first error.
-fn decode_all(chunks: &[&[u8]], limits: Limits) -> (Vec<Frame>, Option<DecodeError>) {
-    let mut codec = Codec::new(limits);
-    let mut buf = BytesMut::new();
-    let mut frames = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(f)) => frames.push(f),
-                Ok(None) => break,
-                Err(e) => return (frames, Some(e)),
-            }
-        }
-    }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(f)) => frames.push(f),
-            Ok(None) => return (frames, None),
-            Err(e) => return (frames, Some(e)),
-        }
-    }
-}
-
-/// Feeds frames to a tracker and checks every completed window against the frames it
-/// received: its count, and an ACK equal to its own last data frame's seq.
-fn track(frames: &[Frame], max_window_events: u32) -> Result<Vec<CompletedWindow>, TestCaseError> {
-    let mut tracker = WindowTracker::new(max_window_events);
-    let mut done = Vec::new();
+/// Checks every completed window against the frames the session accepted: it completes
+/// exactly at its announced count, and its ACK echoes the window's version and carries
+/// its own last data frame's seq.
+fn check_windows(t: &Transcript) -> Result<(), TestCaseError> {
+    let mut done = t.windows.iter();
     let mut open: Option<(u8, u32, Vec<u32>)> = None;
-    for f in frames {
-        let result = tracker.on_frame(f);
+    for f in &t.frames {
         match f {
             Frame::Window { version, count } => {
-                if result.is_ok() {
-                    open = Some((*version, *count, Vec::new()));
-                }
+                prop_assert!(open.is_none(), "W {} accepted inside an open window", count);
+                open = Some((*version, *count, Vec::new()));
             }
-            Frame::Json { seq, .. } | Frame::Data { seq, .. } => {
-                if let Some((_, _, seqs)) = open.as_mut() {
-                    seqs.push(*seq);
+            Frame::Data(DataFrame { seq, .. }) => {
+                let Some((version, count, seqs)) = open.as_mut() else {
+                    return Err(TestCaseError::fail(format!(
+                        "data frame seq {seq} accepted outside a window"
+                    )));
+                };
+                seqs.push(*seq);
+                if seqs.len() as u32 == *count {
+                    let w: &CompletedWindow = done
+                        .next()
+                        .ok_or_else(|| TestCaseError::fail("a full window did not complete"))?;
+                    prop_assert_eq!(w.count, *count);
+                    prop_assert_eq!(
+                        w.ack().version,
+                        *version,
+                        "ACK must echo the window version"
+                    );
+                    prop_assert_eq!(
+                        w.ack().seq,
+                        *seqs.last().unwrap(),
+                        "ACK must be the window's last data frame's seq (frames {:?})",
+                        seqs
+                    );
+                    open = None;
                 }
-            }
-        }
-        match result {
-            Err(_) => break,
-            Ok(None) => {}
-            Ok(Some(w)) => {
-                let (version, count, seqs) =
-                    open.take().expect("a window completed while none was open");
-                prop_assert_eq!(seqs.len() as u32, count, "window completed early or late");
-                prop_assert_eq!(w.count, count);
-                prop_assert_eq!(w.ack().version, version, "ACK must echo the window version");
-                prop_assert_eq!(
-                    w.ack().seq,
-                    *seqs.last().unwrap(),
-                    "ACK must be the window's last data frame's seq (frames {:?})",
-                    seqs
-                );
-                done.push(w);
             }
         }
     }
-    Ok(done)
+    prop_assert!(
+        done.next().is_none(),
+        "a window completed early, without its frames"
+    );
+    Ok(())
 }
 
-/// Every frame a prefix of a stream yields, or the error it gives (it must give none).
+/// Every frame a prefix of a stream yields before it needs more bytes, or the error it
+/// gives (it must give none).
 fn decode_prefix(prefix: &[u8]) -> Result<Vec<Frame>, DecodeError> {
-    let mut codec = Codec::new(Limits::default());
-    let mut buf = BytesMut::from(prefix);
+    let mut session = Session::new(Limits::default());
+    session.buffer().extend_from_slice(prefix);
     let mut got = Vec::new();
-    while let Some(f) = codec.decode(&mut buf)? {
-        got.push(f);
+    while let Some(step) = session.next()? {
+        match step {
+            Step::Window { version, count } => got.push(Frame::Window { version, count }),
+            Step::Event { frame, .. } => got.push(Frame::Data(frame)),
+            Step::End { .. } => unreachable!("the stream has not ended"),
+        }
     }
     Ok(got)
 }
@@ -175,9 +166,9 @@ proptest! {
         cuts in prop::collection::vec(any::<u16>(), 0..40),
     ) {
         let (bytes, expected, _) = encode(&windows, continuous);
-        let (frames, error) = decode_all(&split(&bytes, &cuts), Limits::default());
-        prop_assert!(error.is_none(), "error {:?}", error);
-        prop_assert_eq!(frames, expected);
+        let t = Transcript::replay(Limits::default(), split(&bytes, &cuts));
+        prop_assert!(t.error.is_none(), "error {:?}", t.error);
+        prop_assert_eq!(t.frames, expected);
     }
 
     #[test]
@@ -186,9 +177,10 @@ proptest! {
         cuts in prop::collection::vec(any::<u16>(), 0..40),
     ) {
         let (bytes, _, last_seqs) = encode(&windows, continuous);
-        let (frames, error) = decode_all(&split(&bytes, &cuts), Limits::default());
-        prop_assert!(error.is_none(), "error {:?}", error);
-        let acks: Vec<u32> = track(&frames, 16_384)?.iter().map(|w| w.ack().seq).collect();
+        let t = Transcript::replay(Limits::default(), split(&bytes, &cuts));
+        prop_assert!(t.error.is_none(), "error {:?}", t.error);
+        check_windows(&t)?;
+        let acks: Vec<u32> = t.windows.iter().map(|w| w.ack().seq).collect();
         prop_assert_eq!(acks, last_seqs);
     }
 
@@ -206,8 +198,8 @@ proptest! {
         for f in &expected {
             at += match f {
                 Frame::Window { .. } => 6,
-                Frame::Json { payload, .. } => 10 + payload.len(),
-                Frame::Data { .. } => unreachable!(),
+                Frame::Data(DataFrame { payload: Payload::Json(payload), .. }) => 10 + payload.len(),
+                Frame::Data(_) => unreachable!("the encoder writes J frames"),
             };
             ends.push(at);
         }
@@ -242,13 +234,25 @@ proptest! {
             prop_oneof![
                 (0u32..6).prop_map(|count| Frame::Window { version: b'2', count }),
                 (0u32..6).prop_map(|count| Frame::Window { version: b'1', count }),
-                any::<u32>().prop_map(|seq| Frame::Json { version: b'2', seq, payload: Bytes::new() }),
-                (0u32..20).prop_map(|seq| Frame::Data { version: b'1', seq, pairs: vec![] }),
+                any::<u32>().prop_map(|seq| json(b'2', seq, Bytes::new())),
+                (0u32..20).prop_map(|seq| Frame::Data(DataFrame {
+                    version: b'1',
+                    seq,
+                    payload: Payload::Pairs(vec![]),
+                })),
             ],
             0..60,
         ),
     ) {
-        track(&frames, 4)?;
+        let mut wire = BytesMut::new();
+        for f in &frames {
+            encode_frame(f, &mut wire);
+        }
+        let limits = Limits { max_window_events: 4, ..Limits::default() };
+        let t = Transcript::replay(limits, [&wire[..]]);
+        check_windows(&t)?;
+        // Frames are accepted in order up to the first one the window rules refuse.
+        prop_assert_eq!(&t.frames[..], &frames[..t.frames.len()]);
     }
 
     #[test]
@@ -265,7 +269,7 @@ proptest! {
     ) {
         let bytes: Vec<u8> = prefix.into_iter().chain(noise).collect();
         let limits = Limits { max_frame_bytes: 4096, max_inflated_bytes: 65_536, max_window_events: 8 };
-        let (frames, _) = decode_all(&split(&bytes, &cuts), limits);
-        track(&frames, limits.max_window_events)?;
+        let t = Transcript::replay(limits, split(&bytes, &cuts));
+        check_windows(&t)?;
     }
 }

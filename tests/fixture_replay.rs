@@ -1,5 +1,6 @@
-//! Replays every stream in `proto-fixtures/` through `Codec` + `WindowTracker` (no
-//! sockets), whole and in several chunkings, and checks it against its `.expect.json`.
+//! Replays every stream in `proto-fixtures/` through `protocol::Session`, the driver the
+//! connection reads with (no sockets), whole and in several chunkings, and checks it
+//! against its `.expect.json`.
 //!
 //! - `invalid/`: the first error has the listed kind, exactly the listed windows
 //!   complete before it (docs/PROTOCOL.md rule 5), and the chunking changes neither.
@@ -12,12 +13,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use lumberd::pipeline::{Pipeline, Scratch};
-use lumberd::protocol::{Codec, CompletedWindow, Frame, Limits, ProtocolError, WindowTracker};
+use lumberd::protocol::{DataFrame, Frame, Limits, Payload, Transcript};
 use lumberd::record::{Origin, RecordKind};
 use serde_json::Value;
-use tokio_util::codec::Decoder;
 
 // ---- replay driver -------------------------------------------------------------------
 
@@ -84,87 +84,26 @@ fn chunks(bytes: &[u8], chunking: Chunking) -> Vec<&[u8]> {
     }
 }
 
-/// What a connection would have seen: the frames, the windows it could ACK, and the
-/// error that ended it.
-#[derive(Debug, PartialEq)]
-struct Replay {
-    frames: Vec<Frame>,
-    windows: Vec<CompletedWindow>,
-    error: Option<ProtocolError>,
+/// What a connection would have seen, `bytes` read as `chunking` says: the frames, the
+/// windows it could ACK, and the error that ended it.
+fn replay(bytes: &[u8], limits: Limits, chunking: Chunking) -> Transcript {
+    Transcript::replay(limits, chunks(bytes, chunking))
 }
 
-impl Replay {
-    fn acked(&self) -> Vec<u32> {
-        self.windows.iter().map(|w| w.ack().seq).collect()
-    }
-}
-
-/// Feeds `bytes` as `chunking` says, then signals end of stream; stops at the first
-/// error, from the codec or from the window bookkeeping.
-fn replay(bytes: &[u8], limits: Limits, chunking: Chunking) -> Replay {
-    let mut codec = Codec::new(limits);
-    let mut tracker = WindowTracker::new(limits.max_window_events);
-    let mut out = Replay {
-        frames: Vec::new(),
-        windows: Vec::new(),
-        error: None,
-    };
-    let mut buf = BytesMut::new();
-    // `frames` holds the frames the tracker accepted: the one it refuses is not in it.
-    let mut on_frame = |frame: Frame, out: &mut Replay| -> Result<(), ProtocolError> {
-        let done = tracker.on_frame(&frame)?;
-        out.frames.push(frame);
-        if let Some(window) = done {
-            out.windows.push(window);
-        }
-        Ok(())
-    };
-    for chunk in chunks(bytes, chunking) {
-        buf.extend_from_slice(chunk);
-        if let Err(e) = drain(&mut codec, &mut buf, false, |f| on_frame(f, &mut out)) {
-            out.error = Some(e);
-            return out;
-        }
-    }
-    if let Err(e) = drain(&mut codec, &mut buf, true, |f| on_frame(f, &mut out)) {
-        out.error = Some(e);
-        return out;
-    }
-    out.error = tracker.finish().err();
-    out
-}
-
-/// Decodes everything `buf` holds (as at end of stream when `eof`), handing each frame
-/// to `on_frame`; the first error, from either, ends it.
-fn drain(
-    codec: &mut Codec,
-    buf: &mut BytesMut,
-    eof: bool,
-    mut on_frame: impl FnMut(Frame) -> Result<(), ProtocolError>,
-) -> Result<(), ProtocolError> {
-    loop {
-        let decoded = if eof {
-            codec.decode_eof(buf)
-        } else {
-            codec.decode(buf)
-        };
-        match decoded.map_err(|e| e.error)? {
-            Some(frame) => on_frame(frame)?,
-            None => return Ok(()),
-        }
-    }
+fn acked(r: &Transcript) -> Vec<u32> {
+    r.windows.iter().map(|w| w.ack().seq).collect()
 }
 
 /// The window rules every replay must keep, whatever the input: each completed window
 /// holds exactly its announced number of data frames, and its ACK carries the window's
 /// version byte and the sequence number of its own last data frame, never more.
-fn check_window_invariants(r: &Replay) -> Result<(), String> {
+fn check_window_invariants(r: &Transcript) -> Result<(), String> {
     let mut windows = r.windows.iter();
     let mut open: Option<(u8, u32, u32)> = None; // version, expected, received
     for frame in &r.frames {
         match frame {
             Frame::Window { version, count } => open = Some((*version, *count, 0)),
-            Frame::Json { seq, .. } | Frame::Data { seq, .. } => {
+            Frame::Data(DataFrame { seq, .. }) => {
                 let Some((version, expected, received)) = open.as_mut() else {
                     return Err(format!("data frame seq {seq} accepted outside a window"));
                 };
@@ -272,17 +211,17 @@ fn expected_windows(f: &Fixture) -> Vec<(u8, u32, u32)> {
 /// A data frame's event as the recorders write it: a `J` payload parsed as JSON, a `D`
 /// frame's pairs as an object of strings; `Err` with why when the payload is not JSON.
 fn frame_event(frame: &Frame) -> Option<Result<Value, String>> {
-    match frame {
-        Frame::Window { .. } => None,
-        Frame::Json { payload, .. } => {
-            Some(serde_json::from_slice::<Value>(payload).map_err(|e| {
-                format!(
-                    "payload {:?} is not JSON: {e}",
-                    String::from_utf8_lossy(payload)
-                )
-            }))
-        }
-        Frame::Data { pairs, .. } => Some(
+    let Frame::Data(data) = frame else {
+        return None;
+    };
+    match &data.payload {
+        Payload::Json(payload) => Some(serde_json::from_slice::<Value>(payload).map_err(|e| {
+            format!(
+                "payload {:?} is not JSON: {e}",
+                String::from_utf8_lossy(payload)
+            )
+        })),
+        Payload::Pairs(pairs) => Some(
             pairs
                 .iter()
                 .map(|(k, v)| {
@@ -314,12 +253,12 @@ fn check_all(fixtures: &[Fixture], check: impl Fn(&Fixture, Chunking) -> Result<
 }
 
 /// Windows complete as expected with no error, and every ACK is right.
-fn check_complete_stream(f: &Fixture, chunking: Chunking) -> Result<Replay, String> {
+fn check_complete_stream(f: &Fixture, chunking: Chunking) -> Result<Transcript, String> {
     let r = replay(&f.bytes, limits_of(f), chunking);
     if let Some(e) = &r.error {
         return Err(format!(
             "failed with {} ({e}) after {} windows",
-            e.kind(),
+            e.error.kind(),
             r.windows.len()
         ));
     }
@@ -338,7 +277,7 @@ fn check_complete_stream(f: &Fixture, chunking: Chunking) -> Result<Replay, Stri
     Ok(r)
 }
 
-fn check_events(f: &Fixture, r: &Replay, skip_non_json: bool) -> Result<(), String> {
+fn check_events(f: &Fixture, r: &Transcript, skip_non_json: bool) -> Result<(), String> {
     let want = f.expect["events"]
         .as_array()
         .ok_or_else(|| "expect.json has no \"events\" list".to_string())?;
@@ -383,17 +322,17 @@ fn every_invalid_stream_fails_with_its_error_kind_after_exactly_its_acked_window
             .map_err(|e| format!("acked_windows: {e}"))?;
         let r = replay(&f.bytes, limits_of(f), chunking);
         check_window_invariants(&r)?;
-        match &r.error {
+        match r.error.as_ref().map(|e| &e.error) {
             None => return Err(format!("no error; expected {want_kind}")),
             Some(e) if e.kind() != want_kind => {
                 return Err(format!("error {} ({e}); expected {want_kind}", e.kind()))
             }
             Some(_) => {}
         }
-        if r.acked() != want_acked {
+        if acked(&r) != want_acked {
             return Err(format!(
                 "ACKs before the error: want {want_acked:?}, got {:?}",
-                r.acked()
+                acked(&r)
             ));
         }
         Ok(())
@@ -480,7 +419,11 @@ fn payload_errors_become_dead_letters_and_only_objects_become_events() {
         let mut events = Vec::new();
         let mut dead = Vec::new();
         for frame in &r.frames {
-            let Frame::Json { payload, .. } = frame else {
+            let Frame::Data(DataFrame {
+                payload: Payload::Json(payload),
+                ..
+            }) = frame
+            else {
                 continue;
             };
             let record = pipeline

@@ -1,5 +1,6 @@
-//! Arbitrary bytes through `Codec` + `WindowTracker`, whole and in chunks, as a
-//! connection would see them. Invariants (STYLE.md habits 2 and 11):
+//! Arbitrary bytes through `protocol::Session` (the driver the connection reads with),
+//! whole and in chunks, as a connection would see them. Invariants (STYLE.md habits 2
+//! and 11):
 //! - nothing panics;
 //! - decoding in chunks yields the same frames, windows and error kind as decoding whole;
 //! - every completed window holds exactly its announced data frames, and its ACK carries
@@ -10,10 +11,8 @@
 
 #![no_main]
 
-use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use lumberd::protocol::{Codec, CompletedWindow, Frame, Limits, ProtocolError, WindowTracker};
-use tokio_util::codec::Decoder;
+use lumberd::protocol::{DataFrame, Frame, Limits, Transcript};
 
 const LIMITS: Limits = Limits {
     max_frame_bytes: 64 * 1024,
@@ -23,84 +22,22 @@ const LIMITS: Limits = Limits {
 
 const MAX_READ: [usize; 8] = [1, 2, 3, 7, 16, 64, 512, 4096];
 
-#[derive(Debug, PartialEq)]
-struct Replay {
-    frames: Vec<Frame>,
-    windows: Vec<CompletedWindow>,
-    error: Option<ProtocolError>,
-}
-
-fn replay(data: &[u8], max_read: usize, mut seed: u64) -> Replay {
-    let mut codec = Codec::new(LIMITS);
-    let mut tracker = WindowTracker::new(LIMITS.max_window_events);
-    let mut out = Replay {
-        frames: Vec::new(),
-        windows: Vec::new(),
-        error: None,
-    };
-    let mut buf = BytesMut::new();
-    let mut accept = |frame: Frame, out: &mut Replay| match tracker.on_frame(&frame) {
-        Ok(done) => {
-            out.frames.push(frame);
-            out.windows.extend(done);
-            true
-        }
-        Err(e) => {
-            out.error = Some(e);
-            false
-        }
-    };
+/// `data` in reads of 1..=`max_read` bytes, sizes drawn by xorshift64* from `seed`.
+fn reads(data: &[u8], max_read: usize, mut seed: u64) -> Vec<&[u8]> {
+    let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
-        // xorshift64*: read sizes 1..=max_read.
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let n = (1 + seed as usize % max_read).min(rest.len());
-        buf.extend_from_slice(&rest[..n]);
-        rest = &rest[n..];
-        if !drain(&mut codec, &mut buf, false, &mut out, &mut accept) {
-            return out;
-        }
+        let (head, tail) = rest.split_at((1 + seed as usize % max_read).min(rest.len()));
+        out.push(head);
+        rest = tail;
     }
-    if !drain(&mut codec, &mut buf, true, &mut out, &mut accept) {
-        return out;
-    }
-    out.error = tracker.finish().err();
     out
 }
 
-/// Decodes everything `buf` holds (as at end of stream when `eof`); false once a codec
-/// error or a refused frame ended the replay.
-fn drain(
-    codec: &mut Codec,
-    buf: &mut BytesMut,
-    eof: bool,
-    out: &mut Replay,
-    accept: &mut impl FnMut(Frame, &mut Replay) -> bool,
-) -> bool {
-    loop {
-        let decoded = if eof {
-            codec.decode_eof(buf)
-        } else {
-            codec.decode(buf)
-        };
-        match decoded {
-            Ok(Some(frame)) => {
-                if !accept(frame, out) {
-                    return false;
-                }
-            }
-            Ok(None) => return true,
-            Err(e) => {
-                out.error = Some(e.error);
-                return false;
-            }
-        }
-    }
-}
-
-fn check_windows(r: &Replay) {
+fn check_windows(r: &Transcript) {
     let mut windows = r.windows.iter();
     let mut open: Option<(u8, u32, u32)> = None;
     for frame in &r.frames {
@@ -113,7 +50,7 @@ fn check_windows(r: &Replay) {
                 );
                 open = Some((version, count, 0));
             }
-            Frame::Json { seq, .. } | Frame::Data { seq, .. } => {
+            Frame::Data(DataFrame { seq, .. }) => {
                 let (version, expected, received) =
                     open.as_mut().expect("data frame accepted outside a window");
                 *received += 1;
@@ -140,16 +77,15 @@ fuzz_target!(|input: &[u8]| {
     let Some((&control, data)) = input.split_first() else {
         return;
     };
-    let whole = replay(data, usize::MAX, 1);
+    let whole = Transcript::replay(LIMITS, [data]);
     check_windows(&whole);
-    let chunked = replay(
-        data,
-        MAX_READ[(control & 7) as usize],
-        u64::from(control >> 3) + 1,
+    let chunked = Transcript::replay(
+        LIMITS,
+        reads(data, MAX_READ[(control & 7) as usize], u64::from(control >> 3) + 1),
     );
     check_windows(&chunked);
 
-    let kind = |r: &Replay| r.error.as_ref().map(ProtocolError::kind);
+    let kind = |r: &Transcript| r.error.as_ref().map(|e| e.error.kind());
     assert_eq!(
         kind(&chunked),
         kind(&whole),

@@ -5,8 +5,8 @@ use bytes::{Buf, BytesMut};
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::{
-    Ack, DecodeError, Frame, Limits, ProtocolError, TYPE_ACK, TYPE_COMPRESSED, TYPE_DATA,
-    TYPE_JSON, TYPE_WINDOW, VERSION_1, VERSION_2,
+    Ack, DataFrame, DecodeError, Frame, Limits, Payload, ProtocolError, TYPE_ACK, TYPE_COMPRESSED,
+    TYPE_DATA, TYPE_JSON, TYPE_WINDOW, VERSION_1, VERSION_2,
 };
 
 /// Inflated bytes produced per step: the decoder's scratch memory for a `C` frame is one
@@ -18,10 +18,10 @@ const HTTP_METHODS: [&[u8; 4]; 8] = [
     b"GET ", b"POST", b"PUT ", b"HEAD", b"OPTI", b"DELE", b"PATC", b"CONN",
 ];
 
-/// Server-side codec: decodes client frames (inflating `C` frames into the frames they
-/// carry) and encodes ACKs. It keeps no window state; see [`super::WindowTracker`].
+/// Server-side decoder: client frames, with `C` frames inflated into the frames they
+/// carry. It keeps no window state; [`super::Session`] drives it with the window tracker.
 #[derive(Debug)]
-pub struct Codec {
+pub(super) struct Codec {
     limits: Limits,
     /// Wire bytes consumed so far: the offset reported with errors.
     consumed: u64,
@@ -63,7 +63,7 @@ enum Parsed {
 }
 
 impl Codec {
-    pub fn new(limits: Limits) -> Self {
+    pub(super) fn new(limits: Limits) -> Self {
         Codec {
             limits,
             consumed: 0,
@@ -74,24 +74,24 @@ impl Codec {
     }
 
     /// Wire bytes consumed so far.
-    pub fn offset(&self) -> u64 {
+    pub(super) fn offset(&self) -> u64 {
         self.consumed
     }
 
     /// `C` frames met so far (their inner frames come out as frames of their own).
-    pub fn compressed_frames(&self) -> u64 {
+    pub(super) fn compressed_frames(&self) -> u64 {
         self.compressed_frames
     }
 
     /// Bytes inflated so far, over every `C` frame.
-    pub fn inflated_bytes(&self) -> u64 {
+    pub(super) fn inflated_bytes(&self) -> u64 {
         self.inflated_total
     }
 
     /// Bytes the codec must hold in one piece to finish the frame it is in, when that
     /// frame's header is already known to announce more than is buffered (a large `J`
     /// payload); 0 otherwise. Lets the caller reserve memory before reading those bytes.
-    pub fn buffer_demand(&self, src: &BytesMut) -> usize {
+    pub(super) fn buffer_demand(&self, src: &BytesMut) -> usize {
         let buf = match &self.inflating {
             Some(inf) => &inf.out,
             None => src,
@@ -107,7 +107,8 @@ impl Codec {
         }
     }
 
-    fn decode_frame(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+    /// The next frame from the front of `src`; `Ok(None)` when more bytes are needed.
+    pub(super) fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
         loop {
             if let Some(inf) = self.inflating.as_mut() {
                 let at = inf.frame_offset;
@@ -209,18 +210,11 @@ impl Codec {
             }
         }
     }
-}
 
-impl tokio_util::codec::Decoder for Codec {
-    type Item = Frame;
-    type Error = DecodeError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
-        self.decode_frame(src)
-    }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
-        if let Some(frame) = self.decode_frame(src)? {
+    /// As [`Codec::decode`], once no more bytes will come: a partial frame left over is
+    /// an error.
+    pub(super) fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        if let Some(frame) = self.decode(src)? {
             return Ok(Some(frame));
         }
         let partial = src.len() + self.inflating.as_ref().map_or(0, |i| i.out.len().max(1));
@@ -235,15 +229,6 @@ impl tokio_util::codec::Decoder for Codec {
             });
         }
         Ok(None)
-    }
-}
-
-impl tokio_util::codec::Encoder<Ack> for Codec {
-    type Error = std::io::Error;
-
-    fn encode(&mut self, ack: Ack, dst: &mut BytesMut) -> Result<(), std::io::Error> {
-        super::encode_ack(ack, dst);
-        Ok(())
     }
 }
 
@@ -314,11 +299,11 @@ fn parse(
             }
             buf.advance(10);
             let payload = buf.split_to(len as usize).freeze();
-            Ok(Some(Parsed::Frame(Frame::Json {
+            Ok(Some(Parsed::Frame(Frame::Data(DataFrame {
                 version,
                 seq,
-                payload,
-            })))
+                payload: Payload::Json(payload),
+            }))))
         }
         TYPE_DATA => parse_data(buf, version, max),
         TYPE_COMPRESSED => {
@@ -387,11 +372,11 @@ fn parse_data(buf: &mut BytesMut, version: u8, max: u32) -> Result<Option<Parsed
         let value = buf.split_to(value_len).freeze();
         fields.push((key, value));
     }
-    Ok(Some(Parsed::Frame(Frame::Data {
+    Ok(Some(Parsed::Frame(Frame::Data(DataFrame {
         version,
         seq,
-        pairs: fields,
-    })))
+        payload: Payload::Pairs(fields),
+    }))))
 }
 
 fn be32(b: &[u8]) -> u32 {

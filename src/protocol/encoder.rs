@@ -1,11 +1,15 @@
-//! Frame encoding: ACKs for the server, windows for `lumberd send`, benches and tests.
+//! Frame encoding: ACKs for the server, windows for `lumberd send`, benches and tests,
+//! any frame for tests that build streams the clients would not send.
 
 use std::io::Write;
 
 use bytes::{BufMut, BytesMut};
 use flate2::write::ZlibEncoder;
 
-use super::{Ack, TYPE_ACK, TYPE_COMPRESSED, TYPE_JSON, TYPE_WINDOW, VERSION_2};
+use super::{
+    Ack, DataFrame, Frame, Payload, TYPE_ACK, TYPE_COMPRESSED, TYPE_DATA, TYPE_JSON, TYPE_WINDOW,
+    VERSION_2,
+};
 
 /// zlib level for a window's `C` frame; `None` sends the `J` frames bare (go-lumber's
 /// `CompressionLevel` 0).
@@ -61,14 +65,50 @@ pub fn encode_window<P: AsRef<[u8]>>(
     }
 }
 
+/// Encodes one frame as it is on the wire, whatever it says (an empty window, a `D`
+/// frame of version `'2'`): for tests that feed streams no well-behaved client sends.
+pub fn encode_frame(frame: &Frame, dst: &mut BytesMut) {
+    match frame {
+        Frame::Window { version, count } => {
+            dst.put_u8(*version);
+            dst.put_u8(TYPE_WINDOW);
+            dst.put_u32(*count);
+        }
+        Frame::Data(DataFrame {
+            version,
+            seq,
+            payload: Payload::Json(p),
+        }) => put_json(*version, *seq, p, dst),
+        Frame::Data(DataFrame {
+            version,
+            seq,
+            payload: Payload::Pairs(pairs),
+        }) => {
+            dst.put_u8(*version);
+            dst.put_u8(TYPE_DATA);
+            dst.put_u32(*seq);
+            dst.put_u32(pairs.len() as u32);
+            for (k, v) in pairs {
+                dst.put_u32(k.len() as u32);
+                dst.put_slice(k);
+                dst.put_u32(v.len() as u32);
+                dst.put_slice(v);
+            }
+        }
+    }
+}
+
 fn put_json_frames<P: AsRef<[u8]>>(first_seq: u32, payloads: &[P], dst: &mut BytesMut) {
     for (i, p) in payloads.iter().enumerate() {
-        let p = p.as_ref();
-        dst.reserve(10 + p.len());
-        dst.put_u8(VERSION_2);
-        dst.put_u8(TYPE_JSON);
-        dst.put_u32(first_seq.wrapping_add(i as u32));
-        dst.put_u32(p.len() as u32);
-        dst.put_slice(p);
+        put_json(VERSION_2, first_seq.wrapping_add(i as u32), p.as_ref(), dst);
     }
+}
+
+fn put_json(version: u8, seq: u32, payload: &[u8], dst: &mut BytesMut) {
+    dst.reserve(10 + payload.len());
+    dst.put_u8(version);
+    dst.put_u8(TYPE_JSON);
+    dst.put_u32(seq);
+    dst.put_u32(payload.len() as u32);
+    dst.put_slice(payload);
 }

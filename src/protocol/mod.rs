@@ -6,11 +6,13 @@
 
 mod decoder;
 mod encoder;
+mod session;
 mod window;
 
-pub use decoder::{AckDecoder, Codec};
-pub use encoder::{encode_ack, encode_window, Compression};
-pub use window::{CompletedWindow, WindowTracker};
+pub use decoder::AckDecoder;
+pub use encoder::{encode_ack, encode_frame, encode_window, Compression};
+pub use session::{Session, Step, Transcript};
+pub use window::CompletedWindow;
 
 use bytes::Bytes;
 
@@ -31,18 +33,25 @@ pub(crate) const TYPE_ACK: u8 = b'A';
 pub enum Frame {
     /// `W`: the next `count` data frames form one window.
     Window { version: u8, count: u32 },
+    /// `J` or `D`: one event.
+    Data(DataFrame),
+}
+
+/// A data frame: one event, numbered `seq` by the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFrame {
+    pub version: u8,
+    pub seq: u32,
+    pub payload: Payload,
+}
+
+/// What a data frame carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
     /// `J`: one event as a JSON document (not validated here).
-    Json {
-        version: u8,
-        seq: u32,
-        payload: Bytes,
-    },
+    Json(Bytes),
     /// `D`: one v1 event as key/value string pairs (not validated as UTF-8 here).
-    Data {
-        version: u8,
-        seq: u32,
-        pairs: Vec<(Bytes, Bytes)>,
-    },
+    Pairs(Vec<(Bytes, Bytes)>),
 }
 
 /// An acknowledgement, as the server writes it and a client reads it.

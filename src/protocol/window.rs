@@ -1,7 +1,7 @@
 //! Window bookkeeping: which data frames belong to which window, and the ACK each
 //! completed window earns. Pure: driven by frames, no clocks or sockets.
 
-use super::{Ack, Frame, ProtocolError};
+use super::{Ack, DataFrame, Frame, ProtocolError};
 
 /// A window whose data frames have all arrived: what its ACK must say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,15 +40,16 @@ struct Open {
     last_seq: u32,
 }
 
-/// Enforces exact windows (docs/PROTOCOL.md rule 2) and says when one is complete.
+/// Enforces exact windows (docs/PROTOCOL.md rule 2) and says when one is complete. The only
+/// record of whether a window is open; [`super::Session`] feeds it every frame.
 #[derive(Debug)]
-pub struct WindowTracker {
+pub(super) struct WindowTracker {
     max_window_events: u32,
     open: Option<Open>,
 }
 
 impl WindowTracker {
-    pub fn new(max_window_events: u32) -> Self {
+    pub(super) fn new(max_window_events: u32) -> Self {
         WindowTracker {
             max_window_events,
             open: None,
@@ -56,7 +57,10 @@ impl WindowTracker {
     }
 
     /// Feeds one decoded frame; returns the window it completes, if any.
-    pub fn on_frame(&mut self, frame: &Frame) -> Result<Option<CompletedWindow>, ProtocolError> {
+    pub(super) fn on_frame(
+        &mut self,
+        frame: &Frame,
+    ) -> Result<Option<CompletedWindow>, ProtocolError> {
         match *frame {
             Frame::Window { version, count } => {
                 if let Some(open) = self.open {
@@ -82,7 +86,7 @@ impl WindowTracker {
                 });
                 Ok(None)
             }
-            Frame::Json { seq, .. } | Frame::Data { seq, .. } => {
+            Frame::Data(DataFrame { seq, .. }) => {
                 let open = self
                     .open
                     .as_mut()
@@ -104,12 +108,12 @@ impl WindowTracker {
     }
 
     /// True while a window has been announced and not all of its frames have arrived.
-    pub fn is_open(&self) -> bool {
+    pub(super) fn is_open(&self) -> bool {
         self.open.is_some()
     }
 
     /// At end of stream: an unfinished window is an error (the client must resend it).
-    pub fn finish(&self) -> Result<(), ProtocolError> {
+    pub(super) fn finish(&self) -> Result<(), ProtocolError> {
         match self.open {
             Some(open) => Err(ProtocolError::TruncatedWindow {
                 expected: open.expected,
@@ -122,15 +126,16 @@ impl WindowTracker {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Payload;
     use super::*;
     use bytes::Bytes;
 
     fn json(seq: u32) -> Frame {
-        Frame::Json {
+        Frame::Data(DataFrame {
             version: b'2',
             seq,
-            payload: Bytes::from_static(b"{}"),
-        }
+            payload: Payload::Json(Bytes::from_static(b"{}")),
+        })
     }
 
     #[test]
@@ -189,11 +194,11 @@ mod tests {
         })
         .unwrap();
         let done = t
-            .on_frame(&Frame::Data {
+            .on_frame(&Frame::Data(DataFrame {
                 version: b'1',
                 seq: 7,
-                pairs: vec![],
-            })
+                payload: Payload::Pairs(vec![]),
+            }))
             .unwrap()
             .unwrap();
         assert_eq!(

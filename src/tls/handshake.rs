@@ -1,7 +1,9 @@
-//! What a failed handshake is called (fixed labels, for log lines and metrics) and the
-//! handshake counters. Knows no sockets.
+//! What a failed handshake is called (fixed labels, for log lines and metrics, and the
+//! wording of each failure, first-byte sniffing included) and the handshake counters.
+//! Knows no sockets.
 
 use std::fmt;
+use std::time::Duration;
 
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use rustls::CertificateError;
@@ -146,6 +148,42 @@ pub struct HandshakeError {
     pub detail: String,
 }
 
+impl HandshakeError {
+    /// What the first byte of a connection says before rustls parses anything, so that a
+    /// plain Beats client or an HTTP request is named as such (docs/PROTOCOL.md rule 7): `None`
+    /// for a TLS handshake record, the failure otherwise.
+    pub fn sniff(first: u8) -> Option<HandshakeError> {
+        let reason = HandshakeFailure::from_first_byte(first)?;
+        let detail = match reason {
+            HandshakeFailure::PlainBeats => {
+                "a plain Beats client on the TLS port (enable ssl in the client's output.logstash)"
+            }
+            HandshakeFailure::Http => "an HTTP request on the TLS Beats port",
+            _ => "not a TLS ClientHello",
+        };
+        Some(HandshakeError {
+            reason,
+            detail: format!("{detail} (first byte 0x{first:02x})"),
+        })
+    }
+
+    /// No complete handshake within `tls.handshake_timeout`.
+    pub fn timed_out(limit: Duration) -> HandshakeError {
+        HandshakeError {
+            reason: HandshakeFailure::Timeout,
+            detail: format!("no complete handshake within tls.handshake_timeout ({limit:?})"),
+        }
+    }
+
+    /// The connection failed before its first byte could be read.
+    pub fn io(error: &std::io::Error) -> HandshakeError {
+        HandshakeError {
+            reason: HandshakeFailure::Io,
+            detail: error.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.detail)
@@ -273,6 +311,35 @@ mod tests {
         assert_eq!(
             HandshakeFailure::from_first_byte(0x00),
             Some(HandshakeFailure::NotTls)
+        );
+    }
+
+    #[test]
+    fn sniffing_names_what_came_instead_of_a_client_hello() {
+        assert!(
+            HandshakeError::sniff(0x16).is_none(),
+            "a TLS record goes to rustls"
+        );
+        let plain = HandshakeError::sniff(b'2').unwrap();
+        assert_eq!(plain.reason, HandshakeFailure::PlainBeats);
+        assert_eq!(
+            plain.detail,
+            "a plain Beats client on the TLS port (enable ssl in the client's output.logstash) \
+             (first byte 0x32)"
+        );
+        let http = HandshakeError::sniff(b'G').unwrap();
+        assert_eq!(
+            (http.reason, http.detail.as_str()),
+            (
+                HandshakeFailure::Http,
+                "an HTTP request on the TLS Beats port (first byte 0x47)"
+            )
+        );
+        let other = HandshakeError::sniff(0x00).unwrap();
+        assert_eq!(other.detail, "not a TLS ClientHello (first byte 0x00)");
+        assert_eq!(
+            HandshakeError::timed_out(Duration::from_secs(10)).to_string(),
+            "no complete handshake within tls.handshake_timeout (10s)"
         );
     }
 

@@ -1,0 +1,212 @@
+//! One client connection: decode frames, queue events for the output, and acknowledge each
+//! window once the output has made all of it durable. Knows no output or filter details.
+//!
+//! Two halves run side by side: the reader (`reader.rs`: socket -> protocol session ->
+//! pipeline -> window batches, `batcher.rs` -> output queue) and the acknowledger
+//! (`acker.rs`: delivery results -> ACK frames, keep-alives while waiting). Either one
+//! ending ends the connection; a window not yet acknowledged then never is, and the
+//! client resends it (docs/PROTOCOL.md rule 5).
+
+mod acker;
+mod batcher;
+mod reader;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ReceiveMetrics;
+use crate::output::OutputSender;
+use crate::pipeline::Pipeline;
+use crate::protocol::DecodeError;
+use crate::record::TlsPeer;
+use crate::server::settings::ServerSettings;
+use crate::tls::{HandshakeError, TlsServer};
+use acker::Acker;
+use reader::Reader;
+
+/// What every connection shares.
+pub struct Shared {
+    pub settings: ServerSettings,
+    /// `Some` when the port speaks TLS.
+    pub tls: Option<Arc<TlsServer>>,
+    pub pipeline: Pipeline,
+    pub output: OutputSender,
+    /// Bytes of events held in memory, over all connections (the in-flight budget).
+    pub budget: Arc<Semaphore>,
+    /// Cancelled on shutdown: stop reading new windows, finish what is pending.
+    pub shutdown: CancellationToken,
+    pub metrics: ReceiveMetrics,
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionEnd {
+    #[error("closed by the client")]
+    Closed,
+    #[error("connected and closed without sending a byte")]
+    Probe,
+    #[error("protocol error: {0}")]
+    Protocol(#[from] DecodeError),
+    #[error("read error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The TLS handshake failed; `count` is how many failed for that reason so far.
+    #[error("TLS handshake failed ({}): {error}", error.reason)]
+    Handshake { error: HandshakeError, count: u64 },
+    #[error("idle for {0:?} with nothing pending")]
+    Idle(Duration),
+    #[error(
+        "output made no progress on the oldest window for {0:?}; closing so the client fails over"
+    )]
+    Stalled(Duration),
+    #[error("{0}")]
+    DeliveryFailed(String),
+    #[error("shutting down")]
+    Shutdown,
+}
+
+impl ConnectionEnd {
+    /// The fixed `reason` label of `lumberd_connections_closed_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ConnectionEnd::Closed => "closed",
+            ConnectionEnd::Probe => "probe",
+            ConnectionEnd::Protocol(_) => "protocol_error",
+            ConnectionEnd::Io(_) => "io_error",
+            ConnectionEnd::Handshake { .. } => "tls_handshake_failed",
+            ConnectionEnd::Idle(_) => "idle",
+            ConnectionEnd::Stalled(_) => "stalled",
+            ConnectionEnd::DeliveryFailed(_) => "delivery_failed",
+            ConnectionEnd::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Events this connection received and has not acknowledged, mirrored in the
+/// `lumberd_inflight_events` gauge; what is left when the connection ends (windows that
+/// will be resent) is taken off the gauge then.
+struct HeldEvents {
+    gauge: prometheus::IntGauge,
+    count: AtomicI64,
+}
+
+impl HeldEvents {
+    fn add(&self, n: i64) {
+        self.count.fetch_add(n, Ordering::Relaxed);
+        self.gauge.add(n);
+    }
+}
+
+impl Drop for HeldEvents {
+    fn drop(&mut self) {
+        self.gauge.sub(self.count.load(Ordering::Relaxed));
+    }
+}
+
+/// A freshly accepted connection: the TLS handshake first when the port speaks TLS, then
+/// the Beats protocol over whichever stream results. Returns why it ended, to log once.
+pub async fn accepted(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> ConnectionEnd {
+    let Some(tls) = shared.tls.clone() else {
+        return serve(stream, peer, None, shared).await;
+    };
+    let handshake = tokio::select! {
+        h = tokio::time::timeout(tls.handshake_timeout(), handshake(stream, &tls)) => h,
+        _ = shared.shutdown.cancelled() => return ConnectionEnd::Shutdown,
+    };
+    let handshake =
+        handshake.unwrap_or_else(|_| Err(HandshakeError::timed_out(tls.handshake_timeout())));
+    match handshake {
+        Ok(None) => ConnectionEnd::Probe,
+        Ok(Some((stream, tls_peer))) => {
+            tls.counters.handshake_ok();
+            tracing::debug!(%peer, protocol = %tls_peer.protocol, cipher = %tls_peer.cipher,
+                subject = tls_peer.subject.as_deref().unwrap_or("-"), sans = ?tls_peer.sans,
+                "TLS handshake ok");
+            serve(stream, peer, Some(tls_peer), shared).await
+        }
+        Err(error) => ConnectionEnd::Handshake {
+            count: tls.counters.handshake_failed(error.reason),
+            error,
+        },
+    }
+}
+
+/// Peeks at the first byte before handing the stream to rustls, so that what is not a
+/// ClientHello is named as such (`HandshakeError::sniff`); `None` for a health-check
+/// connect-and-close.
+async fn handshake(
+    stream: TcpStream,
+    tls: &TlsServer,
+) -> Result<Option<(TlsStream<TcpStream>, Arc<TlsPeer>)>, HandshakeError> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(0) => return Ok(None),
+        Ok(_) => {}
+        Err(e) => return Err(HandshakeError::io(&e)),
+    }
+    if let Some(not_tls) = HandshakeError::sniff(first[0]) {
+        return Err(not_tls);
+    }
+    tls.accept(stream).await.map(Some)
+}
+
+/// Serves one connection until it ends; returns why, for the caller to log once. `tls` is
+/// the verified TLS peer when `stream` is a TLS session.
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    tls: Option<Arc<TlsPeer>>,
+    shared: Arc<Shared>,
+) -> ConnectionEnd
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    let (pending_tx, pending_rx) = mpsc::channel(shared.settings.max_pending_windows);
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let stop = CancellationToken::new();
+    let held = Arc::new(HeldEvents {
+        gauge: shared.metrics.inflight_events.clone(),
+        count: AtomicI64::new(0),
+    });
+
+    let reader = Reader {
+        shared: shared.clone(),
+        peer,
+        tls,
+        pending: pending_tx,
+        waiting: waiting.clone(),
+        stop: stop.clone(),
+        held: held.clone(),
+    };
+    let acker = Acker {
+        shared: shared.clone(),
+        waiting,
+        stop: stop.clone(),
+        held,
+    };
+    let (read_end, ack_end) = tokio::join!(
+        // Whatever ended the reader, the windows it completed before are still
+        // acknowledged once delivered (fewer resends, fewer duplicates); only the broken
+        // window is not (docs/PROTOCOL.md rule 5).
+        reader.run(read_half),
+        async {
+            let end = acker.run(write_half, pending_rx).await;
+            stop.cancel();
+            end
+        }
+    );
+    // The first real cause wins: a stalled output or failed delivery explains why the
+    // reader saw the socket close under it.
+    match (read_end, ack_end) {
+        (ConnectionEnd::Closed | ConnectionEnd::Shutdown, Some(ack)) => ack,
+        (read, _) => read,
+    }
+}

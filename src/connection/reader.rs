@@ -1,0 +1,247 @@
+//! The reader: socket bytes into the protocol session, each event through the pipeline
+//! into the window's batches, batches into the output queue, and each completed window
+//! to the acknowledger. Reading stops while the in-flight budget is exhausted (TCP then
+//! pushes back on the client).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use chrono::Utc;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::acker::Pending;
+use super::batcher::{LastBatch, WindowBatcher};
+use super::{ConnectionEnd, HeldEvents, Shared};
+use crate::metrics::{FrameType, ReceiveMetrics};
+use crate::output::Batch;
+use crate::pipeline::Scratch;
+use crate::protocol::{CompletedWindow, DataFrame, Payload, Session, Step};
+use crate::record::{Origin, TlsPeer};
+
+/// Bytes read from the socket per call.
+const READ_CHUNK: usize = 16 * 1024;
+/// Frames announcing more than this are reserved against the budget before being read.
+const RESERVE_THRESHOLD: usize = READ_CHUNK;
+/// Budget charged per event beyond its payload: the record, index handle and batch slot.
+const EVENT_OVERHEAD: usize = 64;
+
+pub(super) struct Reader {
+    pub shared: Arc<Shared>,
+    pub peer: SocketAddr,
+    pub tls: Option<Arc<TlsPeer>>,
+    pub pending: mpsc::Sender<Pending>,
+    /// Windows handed to the acknowledger and not yet acknowledged.
+    pub waiting: Arc<AtomicUsize>,
+    pub stop: CancellationToken,
+    pub held: Arc<HeldEvents>,
+}
+
+impl Reader {
+    pub async fn run<R: AsyncRead + Unpin>(self, socket: R) -> ConnectionEnd {
+        let mut session = Session::new(self.shared.settings.limits);
+        let mut stats = SessionStats::default();
+        let Err(end) = self.receive(socket, &mut session, &mut stats).await;
+        stats.report(&session, &self.shared.metrics);
+        end
+    }
+
+    /// Reads until the connection ends, which is the only way out: `Err` says why.
+    async fn receive<R: AsyncRead + Unpin>(
+        &self,
+        mut socket: R,
+        session: &mut Session,
+        stats: &mut SessionStats,
+    ) -> Result<Infallible, ConnectionEnd> {
+        let mut batcher = WindowBatcher::new(self.shared.settings.batch_events);
+        let mut scratch = Scratch::default();
+        // Budget reserved for a large frame before its bytes are read.
+        let mut reserved: Option<OwnedSemaphorePermit> = None;
+        loop {
+            let Some(step) = session.next()? else {
+                stats.report(session, &self.shared.metrics);
+                let demand = session.buffer_demand();
+                if demand > RESERVE_THRESHOLD && reserved.is_none() {
+                    reserved = Some(self.acquire(demand, &mut batcher).await?);
+                }
+                let mid_window = session.in_window();
+                if self.read(&mut socket, session.buffer(), mid_window).await? == 0 {
+                    session.end_of_stream();
+                }
+                continue;
+            };
+            reserved = None;
+            match step {
+                Step::Window { .. } => self.shared.metrics.frame(FrameType::Window),
+                Step::Event { frame, completes } => {
+                    self.event(frame, &mut batcher, &mut scratch).await?;
+                    match completes {
+                        Some(window) => self.complete(window, batcher.finish()).await?,
+                        None => {
+                            if let Some(full) = batcher.full() {
+                                self.send(full).await?;
+                            }
+                        }
+                    }
+                }
+                Step::End { probe: true } => return Err(ConnectionEnd::Probe),
+                Step::End { probe: false } => return Err(ConnectionEnd::Closed),
+            }
+        }
+    }
+
+    /// One event through the pipeline and into the window's batcher.
+    async fn event(
+        &self,
+        frame: DataFrame,
+        batcher: &mut WindowBatcher,
+        scratch: &mut Scratch,
+    ) -> Result<(), ConnectionEnd> {
+        let metrics = &self.shared.metrics;
+        metrics.events.inc();
+        self.held.add(1);
+        let origin = Origin::new(self.peer, Utc::now(), self.tls.clone());
+        let pipeline = &self.shared.pipeline;
+        let record = match frame.payload {
+            Payload::Json(payload) => {
+                metrics.frame(FrameType::Json);
+                pipeline.process_json(payload, &origin, scratch)
+            }
+            Payload::Pairs(pairs) => {
+                metrics.frame(FrameType::Data);
+                pipeline.process_pairs(&pairs, &origin, scratch)
+            }
+        };
+        // A dropped event (a `drop` filter) holds nothing; its window still completes.
+        let Some(record) = record else {
+            return Ok(());
+        };
+        let permit = self
+            .acquire(record.size() + EVENT_OVERHEAD, batcher)
+            .await?;
+        batcher.push(record, permit);
+        Ok(())
+    }
+
+    /// Queues a completed window's last batch and hands the window to the acknowledger.
+    async fn complete(
+        &self,
+        window: CompletedWindow,
+        last: LastBatch,
+    ) -> Result<(), ConnectionEnd> {
+        self.send(last.batch).await?;
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let pending = Pending {
+            window,
+            delivery: last.delivered,
+            completed_at: Instant::now(),
+        };
+        self.pending
+            .send(pending)
+            .await
+            .map_err(|_| ConnectionEnd::Closed)
+    }
+
+    /// Queues one batch for the output.
+    async fn send(&self, batch: Batch) -> Result<(), ConnectionEnd> {
+        // Not cancelled by shutdown: a window being received is finished and delivered
+        // during the drain (the grace period bounds it).
+        tokio::select! {
+            sent = self.shared.output.send(batch) => sent.map_err(|_| ConnectionEnd::Shutdown),
+            _ = self.stop.cancelled() => Err(ConnectionEnd::Shutdown),
+        }
+    }
+
+    /// Takes `bytes` from the in-flight budget, waiting (and so not reading: TCP
+    /// backpressure) while it is exhausted; the window's partial batch goes to the output
+    /// first (see [`WindowBatcher::partial`]).
+    async fn acquire(
+        &self,
+        bytes: usize,
+        batcher: &mut WindowBatcher,
+    ) -> Result<OwnedSemaphorePermit, ConnectionEnd> {
+        // Config validation keeps a frame within the budget, so this always fits.
+        let n = bytes.min(self.shared.settings.max_inflight_bytes as usize) as u32;
+        if let Ok(p) = self.shared.budget.clone().try_acquire_many_owned(n) {
+            return Ok(p);
+        }
+        if let Some(partial) = batcher.partial() {
+            self.send(partial).await?;
+        }
+        tokio::select! {
+            p = self.shared.budget.clone().acquire_many_owned(n) => p.map_err(|_| ConnectionEnd::Shutdown),
+            _ = self.stop.cancelled() => Err(ConnectionEnd::Shutdown),
+        }
+    }
+
+    /// One read; `Err` ends the connection (I/O error, idle, shutdown, acker stopped).
+    /// On shutdown a connection stops reading between windows; inside one
+    /// (`mid_window`) it reads on until the window is complete, so that what the client
+    /// has started sending is acknowledged rather than resent.
+    async fn read<R: AsyncRead + Unpin>(
+        &self,
+        socket: &mut R,
+        buf: &mut BytesMut,
+        mid_window: bool,
+    ) -> Result<usize, ConnectionEnd> {
+        let idle = self.shared.settings.idle_timeout;
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let shutdown = async {
+            if mid_window {
+                std::future::pending::<()>().await
+            } else {
+                self.shared.shutdown.cancelled().await
+            }
+        };
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                // Checked before the socket: once shutdown has begun, a connection
+                // between windows stops even when its client has already sent more (a
+                // random pick would sometimes start a new window during the drain).
+                biased;
+                _ = self.stop.cancelled() => return Err(ConnectionEnd::Closed),
+                _ = &mut shutdown => return Err(ConnectionEnd::Shutdown),
+                r = tokio::time::timeout(idle, socket.read_buf(buf)) => match r {
+                    Ok(Ok(n)) => {
+                        self.shared.metrics.received_bytes.inc_by(n as u64);
+                        return Ok(n);
+                    }
+                    // rustls reports a TCP close without close_notify as UnexpectedEof;
+                    // the framing already tells a truncated window from a clean end, so
+                    // this is an end of stream like any other (plain TCP never says it).
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Ok(Err(e)) => return Err(e.into()),
+                    // A client waiting for our ACK sends nothing: not idle.
+                    Err(_) if self.waiting.load(Ordering::Acquire) > 0 => continue,
+                    Err(_) => return Err(ConnectionEnd::Idle(idle)),
+                },
+            }
+        }
+    }
+}
+
+/// What the session counted, reported to the metrics as it grows.
+#[derive(Default)]
+struct SessionStats {
+    compressed_frames: u64,
+    inflated_bytes: u64,
+}
+
+impl SessionStats {
+    fn report(&mut self, session: &Session, metrics: &ReceiveMetrics) {
+        let (frames, bytes) = (session.compressed_frames(), session.inflated_bytes());
+        metrics.frames(FrameType::Compressed, frames - self.compressed_frames);
+        if bytes > self.inflated_bytes {
+            metrics.inflated_bytes.inc_by(bytes - self.inflated_bytes);
+        }
+        (self.compressed_frames, self.inflated_bytes) = (frames, bytes);
+    }
+}

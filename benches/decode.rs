@@ -161,6 +161,7 @@ fn run_pipeline(payloads: &[bytes::Bytes], pipeline: &Pipeline, origin: &Origin)
     for p in payloads {
         let r = pipeline
             .process_json(p.clone(), origin, &mut scratch)
+            .into_record()
             .expect("nothing dropped");
         n += usize::from(r.kind == lumberd::record::RecordKind::Event);
         black_box(r);

@@ -135,15 +135,10 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         }
     };
     if let Some(t) = &tls {
-        t.counters
-            .register(metrics.registry())
+        metrics
+            .register_tls()
             .context("cannot register the TLS metrics")?;
-        let expiry = prometheus::IntGauge::new(
-            "lumberd_tls_certificate_expiry_timestamp_seconds",
-            "Unix time the served certificate expires (it is re-read every tls.reload_interval).",
-        )?;
-        metrics.registry().register(Box::new(expiry.clone()))?;
-        let t = t.clone();
+        let (t, expiry) = (t.clone(), metrics.tls.certificate_expiry.clone());
         metrics.on_scrape(move || expiry.set(t.summary().not_after_unix));
     }
     // With Elasticsearch configured, the Beats port is bound only once it has answered.
@@ -194,7 +189,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         output,
         shutdown.clone(),
         Reporting {
-            metrics: metrics.receive.clone(),
+            metrics: metrics.clone(),
             log,
         },
     )
@@ -211,10 +206,10 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             tracing::info!(%addr, admin = %admin_text, output = %destination, tls = true,
                 subject = %cert.subject, not_after = %cert.not_after, "listening");
             let alive = status.task("TLS reloader");
-            let t = t.clone();
-            let shutdown = shutdown.clone();
+            let (t, shutdown, tls_metrics) = (t.clone(), shutdown.clone(), metrics.tls.clone());
             tokio::spawn(async move {
-                t.watch(shutdown).await;
+                t.watch(shutdown, |outcome| tls_metrics.reload(outcome))
+                    .await;
                 drop(alive);
             });
         }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::settings::ServerSettings;
 use crate::connection::{self, ConnectionEnd, Shared};
-use crate::metrics::ReceiveMetrics;
+use crate::metrics::{Metrics, RejectReason};
 use crate::output::OutputSender;
 use crate::pipeline::Pipeline;
 use crate::throttle::LogThrottle;
@@ -29,7 +29,7 @@ pub struct Server {
 
 /// What the server reports into.
 pub struct Reporting {
-    pub metrics: ReceiveMetrics,
+    pub metrics: Arc<Metrics>,
     /// Rate-limits the per-connection warnings.
     pub log: Arc<LogThrottle>,
 }
@@ -82,7 +82,7 @@ impl Server {
     pub async fn run(self) -> Instant {
         let mut tasks = JoinSet::new();
         let shutdown = self.shared.shutdown.clone();
-        let metrics = self.shared.metrics.clone();
+        let metrics = self.shared.metrics.receive.clone();
         loop {
             let accepted = tokio::select! {
                 // Shutdown first: no connection is accepted once it has begun.
@@ -103,7 +103,7 @@ impl Server {
                 }
             };
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                metrics.connections_rejected_max.inc();
+                metrics.rejected.inc(RejectReason::MaxConnections);
                 if let Some(suppressed) = self.log.allow(("refused", "max_connections")) {
                     tracing::warn!(%peer, suppressed, limit = self.shared.settings.max_connections,
                         "connection refused: server.max_connections reached");
@@ -120,11 +120,12 @@ impl Server {
             // timeout: a slow or silent client never holds up the accept loop.
             tasks.spawn(async move {
                 // Counted even when the task is aborted at the end of the grace period.
-                let _active = ActiveGuard(shared.metrics.connections_active.clone());
+                let metrics = &shared.metrics.receive;
+                let _active = ActiveGuard(metrics.connections_active.clone());
                 let end = connection::accepted(stream, peer, shared.clone()).await;
-                shared.metrics.closed(end.label());
+                metrics.closed.inc(end.reason());
                 if let ConnectionEnd::Protocol(e) = &end {
-                    shared.metrics.decode_error(e.error.kind());
+                    metrics.decode_errors.inc(e.error.kind());
                 }
                 log_end(peer, &end, &log);
                 drop(permit);
@@ -168,11 +169,11 @@ fn log_end(peer: SocketAddr, end: &ConnectionEnd, log: &LogThrottle) {
             tracing::debug!(%peer, "connection ended: {end}");
             return;
         }
-        ConnectionEnd::Protocol(e) => e.error.kind(),
+        ConnectionEnd::Protocol(e) => e.error.kind().label(),
         ConnectionEnd::Handshake { error, .. } => error.reason.label(),
-        _ => end.label(),
+        _ => end.reason().label(),
     };
-    let Some(suppressed) = log.allow((end.label(), kind)) else {
+    let Some(suppressed) = log.allow((end.reason().label(), kind)) else {
         return;
     };
     match end {

@@ -41,7 +41,7 @@ fn start(tweak: impl FnOnce(&mut ServerSettings)) -> Conn {
         output: tx,
         budget: budget.clone(),
         shutdown: shutdown.clone(),
-        metrics: metrics.receive.clone(),
+        metrics: metrics.clone(),
     });
     let (client, server) = tokio::io::duplex(256 * 1024);
     let task = tokio::spawn(serve(
@@ -332,7 +332,7 @@ async fn protocol_error_closes_the_connection_without_acking_the_broken_window()
     first.delivery.delivered();
     let end = c.task.await.unwrap();
     match end {
-        ConnectionEnd::Protocol(e) => assert_eq!(e.error.kind(), "premature_window", "{e}"),
+        ConnectionEnd::Protocol(e) => assert_eq!(e.error.kind().label(), "premature_window", "{e}"),
         other => panic!("expected a protocol error, got {other:?}"),
     }
     let mut rest = Vec::new();

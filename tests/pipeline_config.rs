@@ -31,11 +31,13 @@ fn configured(toml_text: &str) -> Pipeline {
 }
 
 fn run_on(pipeline: &Pipeline, payload: &[u8]) -> Option<Record> {
-    pipeline.process_json(
-        Bytes::copy_from_slice(payload),
-        &origin(),
-        &mut Scratch::default(),
-    )
+    pipeline
+        .process_json(
+            Bytes::copy_from_slice(payload),
+            &origin(),
+            &mut Scratch::default(),
+        )
+        .into_record()
 }
 
 fn doc(r: &Record) -> Json {
@@ -112,6 +114,7 @@ fn tls_peer_is_metadata_for_routing() {
             &o,
             &mut Scratch::default(),
         )
+        .into_record()
         .unwrap();
     assert_eq!(&*r.index, "logs-CN=node-1");
     assert!(doc(&r).get("@metadata").is_none());

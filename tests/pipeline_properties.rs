@@ -87,6 +87,7 @@ proptest! {
         let payload = Bytes::from(e.to_string());
         let r = Pipeline::default()
             .process_json(payload, &origin(), &mut Scratch::default())
+            .into_record()
             .expect("the default pipeline drops nothing");
         prop_assert_eq!(r.kind, RecordKind::Event);
         prop_assert!(!r.doc.contains(&b'\n'), "a raw newline would split the line");
@@ -101,6 +102,7 @@ proptest! {
     fn pipeline_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let r = Pipeline::default()
             .process_json(Bytes::from(bytes), &origin(), &mut Scratch::default())
+            .into_record()
             .expect("the default pipeline drops nothing");
         prop_assert!(!r.doc.contains(&b'\n'));
     }
@@ -121,6 +123,7 @@ proptest! {
             e["message"] = json!(line);
             let r = Pipeline::default()
                 .process_json(Bytes::from(e.to_string()), &origin(), &mut Scratch::default())
+                .into_record()
                 .unwrap();
             r.id.expect("a full origin gives an id")
         };

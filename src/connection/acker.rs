@@ -51,7 +51,7 @@ impl Acker {
                 completed_at,
             } = next?;
             let since = Instant::now();
-            let metrics = &self.shared.metrics;
+            let metrics = &self.shared.metrics.receive;
             let result = loop {
                 tokio::select! {
                     r = &mut delivery => break r.unwrap_or(Err(crate::output::DeliveryFailed::OutputStopped)),

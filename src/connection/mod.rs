@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::ReceiveMetrics;
+use crate::metrics::{CloseReason, Metrics};
 use crate::output::OutputSender;
 use crate::pipeline::Pipeline;
 use crate::protocol::DecodeError;
@@ -43,7 +43,7 @@ pub struct Shared {
     pub budget: Arc<Semaphore>,
     /// Cancelled on shutdown: stop reading new windows, finish what is pending.
     pub shutdown: CancellationToken,
-    pub metrics: ReceiveMetrics,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a connection ended.
@@ -73,18 +73,18 @@ pub enum ConnectionEnd {
 }
 
 impl ConnectionEnd {
-    /// The fixed `reason` label of `lumberd_connections_closed_total`.
-    pub fn label(&self) -> &'static str {
+    /// The `reason` of `lumberd_connections_closed_total`.
+    pub fn reason(&self) -> CloseReason {
         match self {
-            ConnectionEnd::Closed => "closed",
-            ConnectionEnd::Probe => "probe",
-            ConnectionEnd::Protocol(_) => "protocol_error",
-            ConnectionEnd::Io(_) => "io_error",
-            ConnectionEnd::Handshake { .. } => "tls_handshake_failed",
-            ConnectionEnd::Idle(_) => "idle",
-            ConnectionEnd::Stalled(_) => "stalled",
-            ConnectionEnd::DeliveryFailed(_) => "delivery_failed",
-            ConnectionEnd::Shutdown => "shutdown",
+            ConnectionEnd::Closed => CloseReason::Closed,
+            ConnectionEnd::Probe => CloseReason::Probe,
+            ConnectionEnd::Protocol(_) => CloseReason::ProtocolError,
+            ConnectionEnd::Io(_) => CloseReason::IoError,
+            ConnectionEnd::Handshake { .. } => CloseReason::TlsHandshakeFailed,
+            ConnectionEnd::Idle(_) => CloseReason::Idle,
+            ConnectionEnd::Stalled(_) => CloseReason::Stalled,
+            ConnectionEnd::DeliveryFailed(_) => CloseReason::DeliveryFailed,
+            ConnectionEnd::Shutdown => CloseReason::Shutdown,
         }
     }
 }
@@ -125,14 +125,14 @@ pub async fn accepted(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) 
     match handshake {
         Ok(None) => ConnectionEnd::Probe,
         Ok(Some((stream, tls_peer))) => {
-            tls.counters.handshake_ok();
+            shared.metrics.tls.handshake_ok();
             tracing::debug!(%peer, protocol = %tls_peer.protocol, cipher = %tls_peer.cipher,
                 subject = tls_peer.subject.as_deref().unwrap_or("-"), sans = ?tls_peer.sans,
                 "TLS handshake ok");
             serve(stream, peer, Some(tls_peer), shared).await
         }
         Err(error) => ConnectionEnd::Handshake {
-            count: tls.counters.handshake_failed(error.reason),
+            count: shared.metrics.tls.handshake_failed(error.reason),
             error,
         },
     }
@@ -173,7 +173,7 @@ where
     let waiting = Arc::new(AtomicUsize::new(0));
     let stop = CancellationToken::new();
     let held = Arc::new(HeldEvents {
-        gauge: shared.metrics.inflight_events.clone(),
+        gauge: shared.metrics.receive.inflight_events.clone(),
         count: AtomicI64::new(0),
     });
 

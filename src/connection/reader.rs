@@ -47,7 +47,7 @@ impl Reader {
         let mut session = Session::new(self.shared.settings.limits);
         let mut stats = SessionStats::default();
         let Err(end) = self.receive(socket, &mut session, &mut stats).await;
-        stats.report(&session, &self.shared.metrics);
+        stats.report(&session, &self.shared.metrics.receive);
         end
     }
 
@@ -64,7 +64,7 @@ impl Reader {
         let mut reserved: Option<OwnedSemaphorePermit> = None;
         loop {
             let Some(step) = session.next()? else {
-                stats.report(session, &self.shared.metrics);
+                stats.report(session, &self.shared.metrics.receive);
                 let demand = session.buffer_demand();
                 if demand > RESERVE_THRESHOLD && reserved.is_none() {
                     reserved = Some(self.acquire(demand, &mut batcher).await?);
@@ -77,7 +77,7 @@ impl Reader {
             };
             reserved = None;
             match step {
-                Step::Window { .. } => self.shared.metrics.frame(FrameType::Window),
+                Step::Window { .. } => self.shared.metrics.receive.frames.inc(FrameType::Window),
                 Step::Event { frame, completes } => {
                     self.event(frame, &mut batcher, &mut scratch).await?;
                     match completes {
@@ -103,22 +103,23 @@ impl Reader {
         scratch: &mut Scratch,
     ) -> Result<(), ConnectionEnd> {
         let metrics = &self.shared.metrics;
-        metrics.events.inc();
+        metrics.receive.events.inc();
         self.held.add(1);
         let origin = Origin::new(self.peer, Utc::now(), self.tls.clone());
         let pipeline = &self.shared.pipeline;
-        let record = match frame.payload {
+        let outcome = match frame.payload {
             Payload::Json(payload) => {
-                metrics.frame(FrameType::Json);
+                metrics.receive.frames.inc(FrameType::Json);
                 pipeline.process_json(payload, &origin, scratch)
             }
             Payload::Pairs(pairs) => {
-                metrics.frame(FrameType::Data);
+                metrics.receive.frames.inc(FrameType::Data);
                 pipeline.process_pairs(&pairs, &origin, scratch)
             }
         };
+        metrics.pipeline.count(&outcome);
         // A dropped event (a `drop` filter) holds nothing; its window still completes.
-        let Some(record) = record else {
+        let Some(record) = outcome.into_record() else {
             return Ok(());
         };
         let permit = self
@@ -211,7 +212,7 @@ impl Reader {
                 _ = &mut shutdown => return Err(ConnectionEnd::Shutdown),
                 r = tokio::time::timeout(idle, socket.read_buf(buf)) => match r {
                     Ok(Ok(n)) => {
-                        self.shared.metrics.received_bytes.inc_by(n as u64);
+                        self.shared.metrics.receive.received_bytes.inc_by(n as u64);
                         return Ok(n);
                     }
                     // rustls reports a TCP close without close_notify as UnexpectedEof;
@@ -238,7 +239,9 @@ struct SessionStats {
 impl SessionStats {
     fn report(&mut self, session: &Session, metrics: &ReceiveMetrics) {
         let (frames, bytes) = (session.compressed_frames(), session.inflated_bytes());
-        metrics.frames(FrameType::Compressed, frames - self.compressed_frames);
+        metrics
+            .frames
+            .inc_by(FrameType::Compressed, frames - self.compressed_frames);
         if bytes > self.inflated_bytes {
             metrics.inflated_bytes.inc_by(bytes - self.inflated_bytes);
         }

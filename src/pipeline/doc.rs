@@ -23,8 +23,8 @@ pub struct Doc<'a> {
     pub modified: bool,
     /// `@timestamp` as an instant, while the field is untouched.
     instant: Option<DateTime<Utc>>,
-    /// The [`Failure`]s met so far, one bit each, for the failure counters.
-    pub failures: u8,
+    /// The [`Failure`]s met so far, for the failure counters.
+    pub failures: Failures,
 }
 
 /// Why an event was tagged as a failure: the `kind` label of
@@ -63,6 +63,29 @@ impl Failure {
     }
 }
 
+/// A set of [`Failure`]s: what one event was tagged with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failures(u8);
+
+impl Failures {
+    fn bit(failure: Failure) -> u8 {
+        1 << failure as u8
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn contains(self, failure: Failure) -> bool {
+        self.0 & Failures::bit(failure) != 0
+    }
+
+    /// Each failure in the set, once.
+    pub fn iter(self) -> impl Iterator<Item = Failure> {
+        Failure::ALL.into_iter().filter(move |f| self.contains(*f))
+    }
+}
+
 impl<'a> Doc<'a> {
     /// An event from its parsed top level. Applies logstash-input-beats' rules:
     /// `@metadata` moves out of the document; `@timestamp` is the receive time when
@@ -91,7 +114,7 @@ impl<'a> Doc<'a> {
             received,
             modified,
             instant: None,
-            failures: 0,
+            failures: Failures::default(),
         };
         let decoded = match doc.root.get_mut(MESSAGE) {
             Some(m) => {
@@ -243,7 +266,7 @@ impl<'a> Doc<'a> {
     }
 
     pub fn failed(&mut self, failure: Failure) {
-        self.failures |= 1 << failure as u8;
+        self.failures.0 |= Failures::bit(failure);
     }
 
     /// Logstash 8's rule for a `tags` field set from parsed JSON: it must be a string or

@@ -22,11 +22,10 @@ use std::sync::Arc;
 use bumpalo::Bump;
 use bytes::Bytes;
 use chrono::{Datelike, NaiveDate};
-use prometheus::{IntCounter, IntCounterVec, Opts};
 
 pub use convert::Conversion;
 pub use date::{DateFormat, Zone};
-pub use doc::{Doc, Failure};
+pub use doc::{Doc, Failure, Failures};
 pub use filter::{Filter, Flow, DATE_FAILURE_TAG, JSON_FAILURE_TAG, MUTATE_FAILURE_TAG};
 pub use fingerprint::{Fingerprint, DEFAULT_FINGERPRINT};
 pub use metrics::{LabelSpec, LogMetrics, MetricKind, MetricSpec, OTHER};
@@ -164,53 +163,35 @@ pub struct Pipeline {
     index_daily: bool,
     fingerprint: Option<Fingerprint>,
     metrics: LogMetrics,
-    counters: Counters,
 }
 
-/// What became of events in the pipeline: `lumberd_pipeline_events_total{result}` and
-/// `lumberd_pipeline_failures_total{kind}`.
+/// What the pipeline made of one event. The caller counts it
+/// (`lumberd_pipeline_events_total`, `lumberd_pipeline_failures_total`); only the
+/// log-derived metrics are the pipeline's own.
 #[derive(Debug)]
-struct Counters {
-    passed: IntCounter,
-    dropped: IntCounter,
-    dead_lettered: IntCounter,
-    failures: [IntCounter; Failure::ALL.len()],
+pub enum Outcome {
+    /// Through every filter: the record to store, and what it was tagged with on the way.
+    Passed(Record, Failures),
+    /// A `drop` filter dropped it: nothing to store, and its window still completes.
+    Dropped(Failures),
+    /// Not a JSON object, or not UTF-8: kept as a dead letter with its raw bytes.
+    DeadLettered(Record),
 }
 
-impl Counters {
-    fn new(registry: &prometheus::Registry) -> prometheus::Result<Counters> {
-        let results = IntCounterVec::new(
-            Opts::new(
-                "lumberd_pipeline_events_total",
-                "Events out of the pipeline, by result: passed (to the output), dropped (a drop \
-                 filter), dead_lettered (not a JSON object, or not UTF-8).",
-            ),
-            &["result"],
-        )?;
-        let failures = IntCounterVec::new(
-            Opts::new(
-                "lumberd_pipeline_failures_total",
-                "Events tagged with a filter failure, by kind: json (_jsonparsefailure), date \
-                 (_dateparsefailure), convert (_mutate_error), timestamp \
-                 (_timestampparsefailure), tags (_tagsparsefailure).",
-            ),
-            &["kind"],
-        )?;
-        registry.register(Box::new(results.clone()))?;
-        registry.register(Box::new(failures.clone()))?;
-        Ok(Counters {
-            passed: results.with_label_values(&["passed"]),
-            dropped: results.with_label_values(&["dropped"]),
-            dead_lettered: results.with_label_values(&["dead_lettered"]),
-            failures: Failure::ALL.map(|f| failures.with_label_values(&[f.label()])),
-        })
+impl Outcome {
+    /// The record to store, if any.
+    pub fn into_record(self) -> Option<Record> {
+        match self {
+            Outcome::Passed(record, _) | Outcome::DeadLettered(record) => Some(record),
+            Outcome::Dropped(_) => None,
+        }
     }
 
-    fn failures(&self, bits: u8) {
-        for f in Failure::ALL {
-            if bits & (1 << f as u8) != 0 {
-                self.failures[f as usize].inc();
-            }
+    /// The filter failures the event was tagged with.
+    pub fn failures(&self) -> Failures {
+        match self {
+            Outcome::Passed(_, f) | Outcome::Dropped(f) => *f,
+            Outcome::DeadLettered(_) => Failures::default(),
         }
     }
 }
@@ -244,31 +225,24 @@ impl Pipeline {
             index: settings.index.clone(),
             fingerprint: settings.fingerprint.clone(),
             metrics: LogMetrics::new(&settings.metrics, registry)?,
-            counters: Counters::new(registry)?,
         })
     }
 
-    /// A `J` frame's payload: an event when it is a JSON object, a dead letter otherwise;
-    /// `None` when a `drop` filter dropped it.
-    pub fn process_json(
-        &self,
-        payload: Bytes,
-        origin: &Origin,
-        scratch: &mut Scratch,
-    ) -> Option<Record> {
+    /// A `J` frame's payload: an event when it is a JSON object, a dead letter otherwise.
+    pub fn process_json(&self, payload: Bytes, origin: &Origin, scratch: &mut Scratch) -> Outcome {
         // serde_json does not check the UTF-8 of strings it skips; JSON must be UTF-8
         // (RFC 8259 section 8.1) and Elasticsearch would reject the document later.
         let Scratch { bump, names } = scratch;
         // simdutf8: std's validation is a tenth of the pipeline's time on CJK text.
         let Ok(text) = simdutf8::basic::from_utf8(&payload) else {
-            return Some(self.dead_letter(&payload, PayloadError::NotUtf8, origin, names));
+            return dead_letter(&payload, PayloadError::NotUtf8, origin, names);
         };
         reset_arena(bump);
         let root = match parse_object(text, bump) {
             Ok(root) => root,
             Err(e) => {
                 let reason = PayloadError::NotJsonObject(e.to_string());
-                return Some(self.dead_letter(&payload, reason, origin, names));
+                return dead_letter(&payload, reason, origin, names);
             }
         };
         self.run(root, Some(&payload), origin, bump, names)
@@ -280,7 +254,7 @@ impl Pipeline {
         pairs: &[(Bytes, Bytes)],
         origin: &Origin,
         scratch: &mut Scratch,
-    ) -> Option<Record> {
+    ) -> Outcome {
         let Scratch { bump, names } = scratch;
         reset_arena(bump);
         let mut root = Object::new_in(bump);
@@ -295,7 +269,7 @@ impl Pipeline {
                         raw.extend_from_slice(v);
                         raw.push(b'\n');
                     }
-                    return Some(self.dead_letter(&raw, PayloadError::NotUtf8, origin, names));
+                    return dead_letter(&raw, PayloadError::NotUtf8, origin, names);
                 }
             }
         }
@@ -310,7 +284,7 @@ impl Pipeline {
         origin: &Origin,
         bump: &'a Bump,
         names: &mut Names,
-    ) -> Option<Record> {
+    ) -> Outcome {
         let mut doc = Doc::new(root, bump, origin.received);
         if payload.is_none() {
             doc.modified = true;
@@ -322,15 +296,9 @@ impl Pipeline {
         let id = self.fingerprint.as_ref().and_then(|f| f.id(&mut doc));
         for filter in &self.filters {
             if filter.apply(&mut doc) == Flow::Drop {
-                self.counters.failures(doc.failures);
-                self.counters.dropped.inc();
-                return None;
+                return Outcome::Dropped(doc.failures);
             }
         }
-        if doc.failures != 0 {
-            self.counters.failures(doc.failures);
-        }
-        self.counters.passed.inc();
         if !self.metrics.is_empty() {
             self.metrics.record(&mut doc, &mut names.text);
         }
@@ -344,24 +312,13 @@ impl Pipeline {
                 Bytes::from(out)
             }
         };
-        Some(Record {
+        let record = Record {
             kind: RecordKind::Event,
             index,
             id,
             doc: bytes,
-        })
-    }
-
-    /// A payload that is not an event: stored as a dead letter, and counted.
-    fn dead_letter(
-        &self,
-        raw: &[u8],
-        reason: PayloadError,
-        origin: &Origin,
-        names: &mut Names,
-    ) -> Record {
-        self.counters.dead_lettered.inc();
-        dead_letter_record(raw, reason, origin, names)
+        };
+        Outcome::Passed(record, doc.failures)
     }
 
     fn index_name(&self, doc: &mut Doc, names: &mut Names) -> Arc<str> {
@@ -411,12 +368,8 @@ fn set_tls_metadata(doc: &mut Doc, tls: &crate::record::TlsPeer) {
     doc.metadata.insert("tls_peer", Value::Object(peer));
 }
 
-fn dead_letter_record(
-    raw: &[u8],
-    reason: PayloadError,
-    origin: &Origin,
-    names: &mut Names,
-) -> Record {
+/// A payload that is not an event: stored as a dead letter.
+fn dead_letter(raw: &[u8], reason: PayloadError, origin: &Origin, names: &mut Names) -> Outcome {
     let day = origin.received.date_naive();
     let key = IndexKey::Day(RecordKind::DeadLetter, day);
     let index = match names.find(&key) {
@@ -432,12 +385,12 @@ fn dead_letter_record(
             names.remember(key, name)
         }
     };
-    Record {
+    Outcome::DeadLettered(Record {
         kind: RecordKind::DeadLetter,
         index,
         id: None,
         doc: dead_letter_doc(raw, &reason, origin),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -454,11 +407,13 @@ mod tests {
     }
 
     fn run_on(pipeline: &Pipeline, payload: &[u8]) -> Option<Record> {
-        pipeline.process_json(
-            Bytes::copy_from_slice(payload),
-            &origin(),
-            &mut Scratch::default(),
-        )
+        pipeline
+            .process_json(
+                Bytes::copy_from_slice(payload),
+                &origin(),
+                &mut Scratch::default(),
+            )
+            .into_record()
     }
 
     fn doc(r: &Record) -> Json {
@@ -605,6 +560,7 @@ mod tests {
         let payload = Bytes::from_static(br#"{"@timestamp":"2025-04-05T10:23:45.000Z","a":[1,2]}"#);
         let r = Pipeline::passthrough()
             .process_json(payload.clone(), &origin(), &mut Scratch::default())
+            .into_record()
             .unwrap();
         assert_eq!(
             r.doc.as_ptr(),
@@ -666,6 +622,7 @@ mod tests {
         ];
         let r = Pipeline::passthrough()
             .process_pairs(&pairs, &origin(), &mut Scratch::default())
+            .into_record()
             .unwrap();
         assert_eq!(
             doc(&r),
@@ -674,6 +631,7 @@ mod tests {
         let bad = vec![(Bytes::from_static(b"k"), Bytes::from_static(b"\xff"))];
         let r = Pipeline::passthrough()
             .process_pairs(&bad, &origin(), &mut Scratch::default())
+            .into_record()
             .unwrap();
         assert_eq!(r.kind, RecordKind::DeadLetter);
     }

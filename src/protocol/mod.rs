@@ -135,48 +135,101 @@ pub enum ProtocolError {
     Io(String),
 }
 
-impl ProtocolError {
-    /// Every [`ProtocolError::kind`], for metrics created at 0.
-    pub const KINDS: [&'static str; 17] = [
-        "tls_on_plain_port",
-        "http_request",
-        "bad_version",
-        "unknown_frame_type",
-        "frame_too_large",
-        "inflated_too_large",
-        "zlib",
-        "truncated_compressed",
-        "trailing_compressed",
-        "nested_compressed",
-        "window_too_large",
-        "empty_window",
-        "premature_window",
-        "data_outside_window",
-        "truncated",
-        "truncated_window",
-        "io",
+/// What kind of [`ProtocolError`] ended a stream: a fixed name for logs and metric
+/// labels (bounded cardinality, whatever the peer sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    TlsOnPlainPort,
+    HttpRequest,
+    BadVersion,
+    UnknownFrameType,
+    FrameTooLarge,
+    InflatedTooLarge,
+    Zlib,
+    TruncatedCompressed,
+    TrailingCompressed,
+    NestedCompressed,
+    WindowTooLarge,
+    EmptyWindow,
+    PrematureWindow,
+    DataOutsideWindow,
+    Truncated,
+    TruncatedWindow,
+    Io,
+}
+
+impl ErrorKind {
+    /// Every kind, for metrics created at 0.
+    pub const ALL: [ErrorKind; 17] = [
+        ErrorKind::TlsOnPlainPort,
+        ErrorKind::HttpRequest,
+        ErrorKind::BadVersion,
+        ErrorKind::UnknownFrameType,
+        ErrorKind::FrameTooLarge,
+        ErrorKind::InflatedTooLarge,
+        ErrorKind::Zlib,
+        ErrorKind::TruncatedCompressed,
+        ErrorKind::TrailingCompressed,
+        ErrorKind::NestedCompressed,
+        ErrorKind::WindowTooLarge,
+        ErrorKind::EmptyWindow,
+        ErrorKind::PrematureWindow,
+        ErrorKind::DataOutsideWindow,
+        ErrorKind::Truncated,
+        ErrorKind::TruncatedWindow,
+        ErrorKind::Io,
     ];
 
-    /// A short, fixed name for logs and metric labels (bounded cardinality).
-    pub fn kind(&self) -> &'static str {
+    /// The log line's `kind=` and the metric's label value.
+    pub fn label(self) -> &'static str {
         match self {
-            ProtocolError::TlsOnPlainPort => "tls_on_plain_port",
-            ProtocolError::HttpOnBeatsPort(_) => "http_request",
-            ProtocolError::UnsupportedVersion(_) => "bad_version",
-            ProtocolError::UnknownFrameType(_) => "unknown_frame_type",
-            ProtocolError::FrameTooLarge { .. } => "frame_too_large",
-            ProtocolError::InflatedTooLarge { .. } => "inflated_too_large",
-            ProtocolError::Zlib(_) => "zlib",
-            ProtocolError::TruncatedInsideCompressed(_) => "truncated_compressed",
-            ProtocolError::TrailingCompressedBytes(_) => "trailing_compressed",
-            ProtocolError::NestedCompressed => "nested_compressed",
-            ProtocolError::WindowTooLarge { .. } => "window_too_large",
-            ProtocolError::EmptyWindow => "empty_window",
-            ProtocolError::PrematureWindow { .. } => "premature_window",
-            ProtocolError::DataOutsideWindow(_) => "data_outside_window",
-            ProtocolError::Truncated(_) => "truncated",
-            ProtocolError::TruncatedWindow { .. } => "truncated_window",
-            ProtocolError::Io(_) => "io",
+            ErrorKind::TlsOnPlainPort => "tls_on_plain_port",
+            ErrorKind::HttpRequest => "http_request",
+            ErrorKind::BadVersion => "bad_version",
+            ErrorKind::UnknownFrameType => "unknown_frame_type",
+            ErrorKind::FrameTooLarge => "frame_too_large",
+            ErrorKind::InflatedTooLarge => "inflated_too_large",
+            ErrorKind::Zlib => "zlib",
+            ErrorKind::TruncatedCompressed => "truncated_compressed",
+            ErrorKind::TrailingCompressed => "trailing_compressed",
+            ErrorKind::NestedCompressed => "nested_compressed",
+            ErrorKind::WindowTooLarge => "window_too_large",
+            ErrorKind::EmptyWindow => "empty_window",
+            ErrorKind::PrematureWindow => "premature_window",
+            ErrorKind::DataOutsideWindow => "data_outside_window",
+            ErrorKind::Truncated => "truncated",
+            ErrorKind::TruncatedWindow => "truncated_window",
+            ErrorKind::Io => "io",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl ProtocolError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ProtocolError::TlsOnPlainPort => ErrorKind::TlsOnPlainPort,
+            ProtocolError::HttpOnBeatsPort(_) => ErrorKind::HttpRequest,
+            ProtocolError::UnsupportedVersion(_) => ErrorKind::BadVersion,
+            ProtocolError::UnknownFrameType(_) => ErrorKind::UnknownFrameType,
+            ProtocolError::FrameTooLarge { .. } => ErrorKind::FrameTooLarge,
+            ProtocolError::InflatedTooLarge { .. } => ErrorKind::InflatedTooLarge,
+            ProtocolError::Zlib(_) => ErrorKind::Zlib,
+            ProtocolError::TruncatedInsideCompressed(_) => ErrorKind::TruncatedCompressed,
+            ProtocolError::TrailingCompressedBytes(_) => ErrorKind::TrailingCompressed,
+            ProtocolError::NestedCompressed => ErrorKind::NestedCompressed,
+            ProtocolError::WindowTooLarge { .. } => ErrorKind::WindowTooLarge,
+            ProtocolError::EmptyWindow => ErrorKind::EmptyWindow,
+            ProtocolError::PrematureWindow { .. } => ErrorKind::PrematureWindow,
+            ProtocolError::DataOutsideWindow(_) => ErrorKind::DataOutsideWindow,
+            ProtocolError::Truncated(_) => ErrorKind::Truncated,
+            ProtocolError::TruncatedWindow { .. } => ErrorKind::TruncatedWindow,
+            ProtocolError::Io(_) => ErrorKind::Io,
         }
     }
 }
@@ -204,7 +257,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_lists_the_kind_of_every_error_once() {
+    fn every_error_has_its_own_kind_and_all_lists_each_once() {
         let every = [
             ProtocolError::TlsOnPlainPort,
             ProtocolError::HttpOnBeatsPort(String::new()),
@@ -234,7 +287,11 @@ mod tests {
             },
             ProtocolError::Io(String::new()),
         ];
-        let kinds: Vec<&str> = every.iter().map(ProtocolError::kind).collect();
-        assert_eq!(kinds, ProtocolError::KINDS);
+        let kinds: Vec<ErrorKind> = every.iter().map(ProtocolError::kind).collect();
+        assert_eq!(kinds, ErrorKind::ALL);
+        let mut labels: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), ErrorKind::ALL.len(), "labels are distinct");
     }
 }

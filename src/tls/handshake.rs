@@ -1,11 +1,9 @@
-//! What a failed handshake is called (fixed labels, for log lines and metrics, and the
-//! wording of each failure, first-byte sniffing included) and the handshake counters.
-//! Knows no sockets.
+//! What a failed handshake is called: fixed labels (for log lines and metrics) and the
+//! wording of each failure, first-byte sniffing included. Knows no sockets.
 
 use std::fmt;
 use std::time::Duration;
 
-use prometheus::{IntCounter, IntCounterVec, Opts};
 use rustls::CertificateError;
 
 /// Why a handshake on the TLS port failed. The labels are fixed: metric label values.
@@ -70,13 +68,6 @@ impl HandshakeFailure {
             HandshakeFailure::Io => "io",
             HandshakeFailure::Other => "other",
         }
-    }
-
-    fn index(self) -> usize {
-        HandshakeFailure::ALL
-            .iter()
-            .position(|r| *r == self)
-            .expect("ALL lists every variant")
     }
 
     /// What the first byte of a connection says before any TLS parsing: `None` for a TLS
@@ -190,103 +181,6 @@ impl fmt::Display for HandshakeError {
     }
 }
 
-/// Handshake and reload counts: `lumberd_tls_handshakes_total`,
-/// `lumberd_tls_handshake_failures_total{reason}` and `lumberd_tls_reloads_total{result}`
-/// once [`TlsCounters::register`]ed (`check-config` loads TLS without registering).
-#[derive(Debug, Clone)]
-pub struct TlsCounters {
-    handshakes_ok: IntCounter,
-    failures: IntCounterVec,
-    handshakes_failed: [IntCounter; HandshakeFailure::ALL.len()],
-    reloads_vec: IntCounterVec,
-    reloads: IntCounter,
-    reloads_refused: IntCounter,
-}
-
-/// A copy of [`TlsCounters`] at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsCounts {
-    pub handshakes_ok: u64,
-    pub handshakes_failed: Vec<(HandshakeFailure, u64)>,
-    pub reloads: u64,
-    pub reloads_refused: u64,
-}
-
-impl Default for TlsCounters {
-    fn default() -> Self {
-        let failures = IntCounterVec::new(
-            Opts::new(
-                "lumberd_tls_handshake_failures_total",
-                "TLS handshakes on the Beats port that failed, by reason.",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric options");
-        let reloads_vec = IntCounterVec::new(
-            Opts::new(
-                "lumberd_tls_reloads_total",
-                "Changed certificate or key files, by result: reloaded, or refused (the old ones stay).",
-            ),
-            &["result"],
-        )
-        .expect("valid metric options");
-        TlsCounters {
-            handshakes_ok: IntCounter::new(
-                "lumberd_tls_handshakes_total",
-                "TLS handshakes on the Beats port that completed.",
-            )
-            .expect("valid metric options"),
-            handshakes_failed: HandshakeFailure::ALL
-                .map(|r| failures.with_label_values(&[r.label()])),
-            failures,
-            reloads: reloads_vec.with_label_values(&["reloaded"]),
-            reloads_refused: reloads_vec.with_label_values(&["refused"]),
-            reloads_vec,
-        }
-    }
-}
-
-impl TlsCounters {
-    /// Exports the counters in `registry`.
-    pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
-        registry.register(Box::new(self.handshakes_ok.clone()))?;
-        registry.register(Box::new(self.failures.clone()))?;
-        registry.register(Box::new(self.reloads_vec.clone()))
-    }
-
-    pub fn handshake_ok(&self) -> u64 {
-        self.handshakes_ok.inc();
-        self.handshakes_ok.get()
-    }
-
-    /// Counts one failure; returns the count for that reason so far.
-    pub fn handshake_failed(&self, reason: HandshakeFailure) -> u64 {
-        let c = &self.handshakes_failed[reason.index()];
-        c.inc();
-        c.get()
-    }
-
-    pub fn reloaded(&self) {
-        self.reloads.inc();
-    }
-
-    pub fn reload_refused(&self) {
-        self.reloads_refused.inc();
-    }
-
-    pub fn snapshot(&self) -> TlsCounts {
-        TlsCounts {
-            handshakes_ok: self.handshakes_ok.get(),
-            handshakes_failed: HandshakeFailure::ALL
-                .iter()
-                .map(|r| (*r, self.handshakes_failed[r.index()].get()))
-                .collect(),
-            reloads: self.reloads.get(),
-            reloads_refused: self.reloads_refused.get(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,15 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn counters_count_each_reason_separately_and_labels_are_unique() {
-        let c = TlsCounters::default();
-        assert_eq!(c.handshake_failed(HandshakeFailure::Http), 1);
-        assert_eq!(c.handshake_failed(HandshakeFailure::Http), 2);
-        assert_eq!(c.handshake_failed(HandshakeFailure::Timeout), 1);
-        c.handshake_ok();
-        let s = c.snapshot();
-        assert_eq!(s.handshakes_ok, 1);
-        assert!(s.handshakes_failed.contains(&(HandshakeFailure::Http, 2)));
+    fn labels_are_unique() {
         let mut labels: Vec<_> = HandshakeFailure::ALL.iter().map(|r| r.label()).collect();
         labels.sort();
         labels.dedup();

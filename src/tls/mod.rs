@@ -28,7 +28,7 @@ mod identity;
 pub(crate) mod pem;
 pub mod settings;
 
-pub use handshake::{HandshakeError, HandshakeFailure, TlsCounters, TlsCounts};
+pub use handshake::{HandshakeError, HandshakeFailure};
 use identity::{identity, AllowList};
 use pem::{certs, check_validity, private_key, summarise};
 
@@ -128,13 +128,12 @@ pub enum Reload {
     StillRefused,
 }
 
-/// The TLS side of the listener: the current server config (replaced on rotation), the
-/// handshake policy and the counters.
+/// The TLS side of the listener: the current server config (replaced on rotation) and
+/// the handshake policy.
 pub struct TlsServer {
     settings: TlsSettings,
     current: RwLock<Arc<ServerConfig>>,
     state: Mutex<ReloadState>,
-    pub counters: TlsCounters,
 }
 
 struct ReloadState {
@@ -166,7 +165,6 @@ impl TlsServer {
                 served: inputs,
                 refused: None,
             }),
-            counters: TlsCounters::default(),
         })
     }
 
@@ -233,7 +231,6 @@ impl TlsServer {
                     *self.current.write().expect("tls config lock") = config;
                     state.served = inputs;
                     state.refused = None;
-                    self.counters.reloaded();
                     return Reload::Reloaded {
                         subject: summary.subject,
                         not_after: summary.not_after,
@@ -249,7 +246,6 @@ impl TlsServer {
                     Reload::StillRefused
                 } else {
                     *logged = true;
-                    self.counters.reload_refused();
                     Reload::Refused(error)
                 }
             }
@@ -261,8 +257,8 @@ impl TlsServer {
     }
 
     /// Checks the files every `tls.reload_interval` until `stop`, logging each outcome
-    /// that matters once.
-    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+    /// that matters once and handing every outcome to `report` (the metrics).
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken, report: impl Fn(&Reload)) {
         let mut tick = tokio::time::interval(self.settings.reload_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate; the files were just loaded
@@ -275,6 +271,7 @@ impl TlsServer {
             let Ok(outcome) = tokio::task::spawn_blocking(move || me.reload()).await else {
                 continue;
             };
+            report(&outcome);
             match outcome {
                 Reload::Unchanged => tracing::trace!("tls files checked: unchanged"),
                 Reload::StillRefused => tracing::trace!("tls files checked: not reloadable"),

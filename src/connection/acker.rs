@@ -1,5 +1,6 @@
 //! The acknowledger: waits for each window's delivery in order and writes its ACK,
 //! sending keep-alives while it waits and giving up on an output that makes no progress.
+//! Knows nothing of decoding or of what an output does with a batch.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The reader: socket bytes into the protocol session, each event through the pipeline
 //! into the window's batches, batches into the output queue, and each completed window
 //! to the acknowledger. Reading stops while the in-flight budget is exhausted (TCP then
-//! pushes back on the client).
+//! pushes back on the client). Knows no frame layout (the session does) and no output.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -22,7 +22,7 @@ use crate::metrics::{FrameType, ReceiveMetrics};
 use crate::output::Batch;
 use crate::pipeline::Scratch;
 use crate::protocol::{CompletedWindow, DataFrame, Payload, Session, Step};
-use crate::record::{Origin, TlsPeer};
+use crate::record::{Origin, Record, TlsPeer};
 
 /// Bytes read from the socket per call.
 const READ_CHUNK: usize = 16 * 1024;
@@ -79,7 +79,13 @@ impl Reader {
             match step {
                 Step::Window { .. } => self.shared.metrics.receive.frames.inc(FrameType::Window),
                 Step::Event { frame, completes } => {
-                    self.event(frame, &mut batcher, &mut scratch).await?;
+                    // A dropped event (a `drop` filter) holds nothing; its window still
+                    // completes.
+                    if let Some(record) = self.event(frame, &mut scratch) {
+                        let size = record.size() + EVENT_OVERHEAD;
+                        let permit = self.acquire(size, &mut batcher).await?;
+                        batcher.push(record, permit);
+                    }
                     match completes {
                         Some(window) => self.complete(window, batcher.finish()).await?,
                         None => {
@@ -95,13 +101,9 @@ impl Reader {
         }
     }
 
-    /// One event through the pipeline and into the window's batcher.
-    async fn event(
-        &self,
-        frame: DataFrame,
-        batcher: &mut WindowBatcher,
-        scratch: &mut Scratch,
-    ) -> Result<(), ConnectionEnd> {
+    /// One event through the pipeline, counted; the record to store, if any. Not async:
+    /// a future per event would be built and copied for every event.
+    fn event(&self, frame: DataFrame, scratch: &mut Scratch) -> Option<Record> {
         let metrics = &self.shared.metrics;
         metrics.receive.events.inc();
         self.held.add(1);
@@ -118,15 +120,7 @@ impl Reader {
             }
         };
         metrics.pipeline.count(&outcome);
-        // A dropped event (a `drop` filter) holds nothing; its window still completes.
-        let Some(record) = outcome.into_record() else {
-            return Ok(());
-        };
-        let permit = self
-            .acquire(record.size() + EVENT_OVERHEAD, batcher)
-            .await?;
-        batcher.push(record, permit);
-        Ok(())
+        outcome.into_record()
     }
 
     /// Queues a completed window's last batch and hands the window to the acknowledger.

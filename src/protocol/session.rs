@@ -16,23 +16,24 @@ pub enum Step {
     /// A `W` frame: a window of `count` data frames begins (docs/PROTOCOL.md rule 2).
     Window { version: u8, count: u32 },
     /// One event. `completes` is the window it is the last data frame of, and so the
-    /// ACK that window earns once delivered (rule 3).
+    /// ACK that window earns once delivered (docs/PROTOCOL.md rule 3).
     Event {
         frame: DataFrame,
         completes: Option<CompletedWindow>,
     },
     /// The stream ended cleanly, between windows. `probe`: it ended without a single
-    /// byte (a load balancer's health check, rule 7).
+    /// byte (a load balancer's health check, docs/PROTOCOL.md rule 7).
     End { probe: bool },
 }
 
 /// One client stream, from bytes to [`Step`]s: frames are decoded (checking every limit
-/// before buffering, rule 6) and checked against the window they belong to (rule 2).
+/// before buffering, docs/PROTOCOL.md rule 6) and checked against the window they belong
+/// to (rule 2).
 ///
 /// Put what the socket read into [`Session::buffer`], say [`Session::end_of_stream`]
 /// when it reads 0, and call [`Session::next`] until it returns `Ok(None)` (more bytes
 /// needed) or [`Step::End`]. An `Err` is final: a byte stream cannot be resynchronised
-/// (rule 5), so the connection ends and nothing after it is read.
+/// (docs/PROTOCOL.md rule 5), so the connection ends and nothing after it is read.
 #[derive(Debug)]
 pub struct Session {
     codec: Codec,

@@ -36,14 +36,15 @@ pub mod throttle;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{Admin, Status};
-use crate::config::Settings;
+use crate::admin::{Admin, AdminSettings, Status};
+use crate::config::{LogSettings, OutputSettings, Settings};
 use crate::metrics::Metrics;
 use crate::output::elasticsearch::EsOutput;
 use crate::output::file::FileOutput;
@@ -51,6 +52,7 @@ use crate::output::OutputSender;
 use crate::pipeline::Pipeline;
 use crate::server::{Reporting, Server};
 use crate::throttle::LogThrottle;
+use crate::tls::settings::TlsSettings;
 use crate::tls::TlsServer;
 
 /// The output gets at least this long to flush after the connections' drain, even when
@@ -88,150 +90,226 @@ impl Running {
     }
 }
 
-enum Output {
-    File(FileOutput),
-    Elasticsearch(EsOutput),
-}
-
-/// Starts the admin port, the output, then binds the Beats listener; errors here are
-/// configuration-level (unusable TLS files, unusable data directory, address in use)
-/// and nothing has been accepted yet.
+/// Starts lumberd in the order of the diagram above, read from the outside in: the
+/// telemetry and admin port first (so /readyz can say why lumberd is not ready while it
+/// waits for Elasticsearch), then the output and its queue, the pipeline, and last the
+/// Beats listener. Errors here are configuration-level (unusable TLS files, unusable
+/// data directory, address in use) and nothing has been accepted yet.
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let tls = match &settings.tls {
-        None => None,
-        Some(t) => Some(Arc::new(TlsServer::load(t)?)),
-    };
-    let metrics = Metrics::new().context("cannot register the metrics")?;
-    let log = Arc::new(LogThrottle::new(
-        settings.log.repeat_interval,
-        metrics.log_suppressed.clone(),
-    ));
-    let status = Status::new(&metrics, shutdown.clone());
-    {
-        // `lumberd_ready` says what /readyz would answer at the time of the scrape.
-        let status = status.clone();
-        metrics.on_scrape(move || {
-            let _ = status.ready();
-        });
-    }
-    // The admin port comes first: while lumberd waits for Elasticsearch, /healthz says
-    // alive and /readyz says why it is not ready yet.
+    let Settings {
+        server,
+        tls,
+        output,
+        log,
+        admin,
+        pipeline,
+    } = settings;
+    let telemetry = Telemetry::new(&log, &shutdown)?;
     let admin_stop = CancellationToken::new();
-    let admin = match settings.admin.listen {
-        None => None,
-        Some(addr) => {
-            let admin = Admin::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
-            let bound = admin.local_addr()?;
-            tracing::info!(admin = %bound, "admin port serving /metrics /healthz /readyz");
-            tokio::spawn(admin.run(
-                metrics.clone(),
-                status.clone(),
-                settings.admin.clone(),
-                admin_stop.clone(),
-            ));
-            Some(bound)
-        }
-    };
-    if let Some(t) = &tls {
-        metrics
-            .register_tls()
-            .context("cannot register the TLS metrics")?;
-        let (t, expiry) = (t.clone(), metrics.tls.certificate_expiry.clone());
-        metrics.on_scrape(move || expiry.set(t.summary().not_after_unix));
-    }
-    // With Elasticsearch configured, the Beats port is bound only once it has answered.
-    let output_alive = status.task("output");
-    let (output, running_output, destination) = match &settings.output.elasticsearch {
-        Some(es) => {
-            let (tx, out) = EsOutput::start(
-                es,
-                settings.output.queue_batches,
-                metrics.output.clone(),
-                log.clone(),
-                output_alive,
-            )
-            .await
-            .context("Elasticsearch output")?;
-            (tx, Output::Elasticsearch(out), es.hosts.join(","))
-        }
-        None => {
-            let (tx, out) = FileOutput::start(
-                &settings.output.file,
-                settings.output.queue_batches,
-                metrics.output.clone(),
-                log.clone(),
-                output_alive,
-            )
-            .with_context(|| {
-                format!(
-                    "cannot use data directory {}",
-                    settings.output.file.data_dir.display()
-                )
-            })?;
-            (
-                tx,
-                Output::File(out),
-                settings.output.file.data_dir.display().to_string(),
-            )
-        }
-    };
-    watch_queue(&metrics, &output);
-    let pipeline = Pipeline::new(&settings.pipeline, metrics.registry())
+    let admin = serve_admin(admin, &telemetry, admin_stop.clone()).await?;
+    let tls = load_tls(tls.as_ref(), &telemetry.metrics)?;
+    let (queue, output) = RunningOutput::start(&output, &telemetry).await?;
+    watch_queue(&telemetry.metrics, &queue);
+    let pipeline = Pipeline::new(&pipeline, telemetry.metrics.registry())
         .context("cannot register the pipeline's metrics")?;
-    let listen = settings.server.listen;
-    let grace = settings.server.shutdown_grace;
+    let (listen, grace) = (server.listen, server.shutdown_grace);
     let server = Server::bind(
-        settings.server,
+        server,
         pipeline,
         tls.clone(),
-        output,
+        queue,
         shutdown.clone(),
         Reporting {
-            metrics: metrics.clone(),
-            log,
+            metrics: telemetry.metrics.clone(),
+            log: telemetry.log.clone(),
         },
     )
     .await
     .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = server.local_addr()?;
-    watch_budget(&metrics, &server);
-    let admin_text = admin.map_or_else(|| "none".to_string(), |a| a.to_string());
-    match &tls {
-        None => tracing::info!(%addr, admin = %admin_text, output = %destination, tls = false,
-            "listening"),
-        Some(t) => {
-            let cert = t.summary();
-            tracing::info!(%addr, admin = %admin_text, output = %destination, tls = true,
-                subject = %cert.subject, not_after = %cert.not_after, "listening");
-            let alive = status.task("TLS reloader");
-            let (t, shutdown, tls_metrics) = (t.clone(), shutdown.clone(), metrics.tls.clone());
-            tokio::spawn(async move {
-                t.watch(shutdown, |outcome| tls_metrics.reload(outcome))
-                    .await;
-                drop(alive);
+    watch_budget(&telemetry.metrics, &server);
+    announce(addr, admin, &output, tls.as_deref());
+    if let Some(tls) = tls {
+        watch_tls_reload(tls, &telemetry, shutdown);
+    }
+    let task = tokio::spawn(serve_then_drain(
+        server, output, grace, telemetry, admin_stop,
+    ));
+    Ok(Running { addr, admin, task })
+}
+
+/// What every part reports through: the metrics registry, the throttled log and the
+/// readiness status.
+struct Telemetry {
+    metrics: Arc<Metrics>,
+    log: Arc<LogThrottle>,
+    status: Arc<Status>,
+}
+
+impl Telemetry {
+    fn new(log: &LogSettings, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let metrics = Metrics::new().context("cannot register the metrics")?;
+        let log = Arc::new(LogThrottle::new(
+            log.repeat_interval,
+            metrics.log_suppressed.clone(),
+        ));
+        let status = Status::new(&metrics, shutdown.clone());
+        {
+            // `lumberd_ready` says what /readyz would answer at the time of the scrape.
+            let status = status.clone();
+            metrics.on_scrape(move || {
+                let _ = status.ready();
             });
         }
+        Ok(Self {
+            metrics,
+            log,
+            status,
+        })
     }
-    status.set_listening(true);
-    let accepting = status.task("accept loop");
-    let task = tokio::spawn(async move {
-        let drain_started = server.run().await;
-        drop(accepting);
-        status.set_listening(false);
-        let flush = grace
-            .saturating_sub(drain_started.elapsed())
-            .max(MIN_OUTPUT_FLUSH);
-        match running_output {
-            Output::File(f) => tokio::task::spawn_blocking(move || f.join()).await?,
-            Output::Elasticsearch(es) => es.join(flush).await,
-        }
-        tracing::info!("stopped");
-        admin_stop.cancel();
-        Ok(())
+}
+
+/// Binds and spawns the admin port, unless `admin.listen` is empty.
+async fn serve_admin(
+    settings: AdminSettings,
+    telemetry: &Telemetry,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(addr) = settings.listen else {
+        return Ok(None);
+    };
+    let admin = Admin::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
+    let bound = admin.local_addr()?;
+    tracing::info!(admin = %bound, "admin port serving /metrics /healthz /readyz");
+    tokio::spawn(admin.run(
+        telemetry.metrics.clone(),
+        telemetry.status.clone(),
+        settings,
+        stop,
+    ));
+    Ok(Some(bound))
+}
+
+/// Loads the certificate and key (`None` for plain Beats) and exports their expiry.
+fn load_tls(
+    settings: Option<&TlsSettings>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<Arc<TlsServer>>> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    let tls = Arc::new(TlsServer::load(settings)?);
+    metrics
+        .register_tls()
+        .context("cannot register the TLS metrics")?;
+    let (t, expiry) = (tls.clone(), metrics.tls.certificate_expiry.clone());
+    metrics.on_scrape(move || expiry.set(t.summary().not_after_unix));
+    Ok(Some(tls))
+}
+
+/// Reloads the certificate when its files change, until shutdown.
+fn watch_tls_reload(tls: Arc<TlsServer>, telemetry: &Telemetry, shutdown: CancellationToken) {
+    let alive = telemetry.status.task("TLS reloader");
+    let metrics = telemetry.metrics.tls.clone();
+    tokio::spawn(async move {
+        tls.watch(shutdown, |outcome| metrics.reload(outcome)).await;
+        drop(alive);
     });
-    Ok(Running { addr, admin, task })
+}
+
+/// The one line an operator looks for: where lumberd listens and where records go.
+fn announce(
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    output: &RunningOutput,
+    tls: Option<&TlsServer>,
+) {
+    let admin = admin.map_or_else(|| "none".to_string(), |a| a.to_string());
+    let output = output.destination();
+    match tls {
+        None => tracing::info!(%addr, %admin, %output, tls = false, "listening"),
+        Some(t) => {
+            let cert = t.summary();
+            tracing::info!(%addr, %admin, %output, tls = true,
+                subject = %cert.subject, not_after = %cert.not_after, "listening");
+        }
+    }
+}
+
+/// Accepts until shutdown, drains the connections within the grace, then flushes the
+/// output with what is left of it (at least [`MIN_OUTPUT_FLUSH`]).
+async fn serve_then_drain(
+    server: Server,
+    output: RunningOutput,
+    grace: Duration,
+    telemetry: Telemetry,
+    admin_stop: CancellationToken,
+) -> anyhow::Result<()> {
+    telemetry.status.set_listening(true);
+    let accepting = telemetry.status.task("accept loop");
+    let drain_started = server.run().await;
+    drop(accepting);
+    telemetry.status.set_listening(false);
+    let flush = grace
+        .saturating_sub(drain_started.elapsed())
+        .max(MIN_OUTPUT_FLUSH);
+    output.join(flush).await?;
+    tracing::info!("stopped");
+    admin_stop.cancel();
+    Ok(())
+}
+
+/// The output behind the queue: one of the two, chosen by `[output]`.
+enum RunningOutput {
+    File(FileOutput, PathBuf),
+    Elasticsearch(EsOutput, String),
+}
+
+impl RunningOutput {
+    /// Starts the configured output and returns the bounded queue into it. With
+    /// Elasticsearch this returns only once the cluster has answered, so the Beats port
+    /// is bound only then.
+    async fn start(
+        settings: &OutputSettings,
+        telemetry: &Telemetry,
+    ) -> anyhow::Result<(OutputSender, Self)> {
+        let alive = telemetry.status.task("output");
+        let (metrics, log) = (telemetry.metrics.output.clone(), telemetry.log.clone());
+        let queue = settings.queue_batches;
+        match &settings.elasticsearch {
+            Some(es) => {
+                let (tx, out) = EsOutput::start(es, queue, metrics, log, alive)
+                    .await
+                    .context("Elasticsearch output")?;
+                Ok((tx, Self::Elasticsearch(out, es.hosts.join(","))))
+            }
+            None => {
+                let dir = &settings.file.data_dir;
+                let (tx, out) = FileOutput::start(&settings.file, queue, metrics, log, alive)
+                    .with_context(|| format!("cannot use data directory {}", dir.display()))?;
+                Ok((tx, Self::File(out, dir.clone())))
+            }
+        }
+    }
+
+    fn destination(&self) -> String {
+        match self {
+            Self::File(_, dir) => dir.display().to_string(),
+            Self::Elasticsearch(_, hosts) => hosts.clone(),
+        }
+    }
+
+    /// Waits for the output to deliver what is queued: the file output until its queue
+    /// is empty, Elasticsearch for at most `flush`.
+    async fn join(self, flush: Duration) -> anyhow::Result<()> {
+        match self {
+            Self::File(f, _) => tokio::task::spawn_blocking(move || f.join()).await?,
+            Self::Elasticsearch(es, _) => es.join(flush).await,
+        }
+        Ok(())
+    }
 }
 
 /// `lumberd_queue_batches`: read from the queue at scrape time. A weak handle, so that

@@ -522,7 +522,8 @@ impl PipelineMetrics {
                 "lumberd_pipeline_failures_total",
                 "Events tagged with a filter failure, by kind: json (_jsonparsefailure), date \
                  (_dateparsefailure), convert (_mutate_error), timestamp \
-                 (_timestampparsefailure), tags (_tagsparsefailure).",
+                 (_timestampparsefailure), tags (_tagsparsefailure), condition \
+                 (_conditionalevaluationerror).",
                 "kind",
             )?,
         })

@@ -4,8 +4,12 @@
 //! ```toml
 //! [[pipeline.filter]]
 //! json = { source = "message" }
+//! if = '[message] =~ /^\{/'          # optional: Logstash's condition syntax
 //! ```
 
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -13,8 +17,9 @@ use super::env::EnvText;
 use super::problems::Problems;
 use super::raw::line_of;
 use crate::pipeline::{
-    Conversion, DateFormat, FieldPath, Filter, Fingerprint, LabelSpec, MetricKind, MetricSpec,
-    PipelineSettings, Template, Zone, DATE_FAILURE_TAG, JSON_FAILURE_TAG, MUTATE_FAILURE_TAG,
+    Condition, Conversion, DateFormat, FieldPath, Filter, Fingerprint, LabelSpec, MetricKind,
+    MetricSpec, PipelineSettings, Step, Template, Zone, DATE_FAILURE_TAG, JSON_FAILURE_TAG,
+    MUTATE_FAILURE_TAG,
 };
 
 /// Only the pipeline, read from the file text so values keep their positions.
@@ -29,12 +34,10 @@ struct Document {
 struct RawPipeline {
     index: Option<String>,
     fingerprint: Option<Vec<String>>,
-    filter: Option<Vec<Spanned<RawFilter>>>,
+    filter: Option<Vec<Spanned<RawStep>>>,
     metric: Option<Vec<Spanned<RawMetric>>>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum RawFilter {
     Json(RawJson),
     Date(RawDate),
@@ -43,7 +46,87 @@ enum RawFilter {
     Remove(RawRemove),
     AddTag(RawAddTag),
     AddField(RawFieldMap),
+    Replace(RawFieldMap),
+    Lowercase(RawRemove),
+    Uppercase(RawRemove),
+    Strip(RawStrip),
     Drop(RawDrop),
+}
+
+const FILTER_NAMES: &[&str] = &[
+    "json",
+    "date",
+    "convert",
+    "rename",
+    "remove",
+    "add_tag",
+    "add_field",
+    "replace",
+    "lowercase",
+    "uppercase",
+    "strip",
+    "drop",
+];
+
+/// One `[[pipeline.filter]]` table: one key naming the filter, and an optional `if`.
+struct RawStep {
+    when: Option<Spanned<String>>,
+    filter: RawFilter,
+}
+
+impl<'de> Deserialize<'de> for RawStep {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawStep, D::Error> {
+        d.deserialize_map(StepVisitor)
+    }
+}
+
+struct StepVisitor;
+
+impl<'de> Visitor<'de> for StepVisitor {
+    type Value = RawStep;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a table with one filter key (json, date, ...) and an optional `if`")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<RawStep, M::Error> {
+        let mut when = None;
+        let mut filter: Option<(String, RawFilter)> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "if" {
+                when = Some(map.next_value()?);
+                continue;
+            }
+            if let Some((first, _)) = &filter {
+                return Err(de::Error::custom(format!(
+                    "`{key}`: a filter table holds one filter (it already has `{first}`); \
+                     start another [[pipeline.filter]]"
+                )));
+            }
+            let raw = match key.as_str() {
+                "json" => RawFilter::Json(map.next_value()?),
+                "date" => RawFilter::Date(map.next_value()?),
+                "convert" => RawFilter::Convert(map.next_value()?),
+                "rename" => RawFilter::Rename(map.next_value()?),
+                "remove" => RawFilter::Remove(map.next_value()?),
+                "add_tag" => RawFilter::AddTag(map.next_value()?),
+                "add_field" => RawFilter::AddField(map.next_value()?),
+                "replace" => RawFilter::Replace(map.next_value()?),
+                "lowercase" => RawFilter::Lowercase(map.next_value()?),
+                "uppercase" => RawFilter::Uppercase(map.next_value()?),
+                "strip" => RawFilter::Strip(map.next_value()?),
+                "drop" => RawFilter::Drop(map.next_value()?),
+                other => return Err(de::Error::unknown_variant(other, FILTER_NAMES)),
+            };
+            filter = Some((key, raw));
+        }
+        match filter {
+            Some((_, filter)) => Ok(RawStep { when, filter }),
+            None => Err(de::Error::custom(
+                "a filter table needs a filter key (json, date, convert, ...)",
+            )),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -92,8 +175,15 @@ struct RawAddTag {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawStrip {
+    fields: Vec<String>,
+    tag_on_failure: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawDrop {
-    field: String,
+    field: Option<String>,
     #[serde(default)]
     values: Vec<String>,
 }
@@ -151,7 +241,7 @@ pub(super) fn load(text: Option<&str>, env: &EnvText, problems: &mut Problems) -
         Err(e) => {
             let at = e
                 .span()
-                .map(|s| format!(" (line {})", line_of(text, s.start)));
+                .map(|s| format!(" (line {})", entry_line(text, s.start)));
             problems.push(format!(
                 "pipeline{}: {}",
                 at.unwrap_or_default(),
@@ -165,9 +255,17 @@ pub(super) fn load(text: Option<&str>, env: &EnvText, problems: &mut Problems) -
         let mut lines = Vec::with_capacity(filters.len());
         for f in filters {
             let line = entry_line(text, f.span().start);
-            match compile_filter(f.into_inner()) {
+            let RawStep { when, filter } = f.into_inner();
+            let when = match when.map(|w| compile_condition(text, w)).transpose() {
+                Ok(w) => w,
+                Err(e) => {
+                    problems.push(format!("pipeline.filter (line {}): if: {}", e.0, e.1));
+                    continue;
+                }
+            };
+            match compile_filter(filter) {
                 Ok(filter) => {
-                    compiled.push(filter);
+                    compiled.push(Step { filter, when });
                     lines.push(line);
                 }
                 Err(e) => problems.push(format!("pipeline.filter (line {line}): {e}")),
@@ -286,7 +384,24 @@ fn string_pairs(table: &toml::Table) -> Result<Vec<(&str, &str)>, String> {
         .collect()
 }
 
+/// A filter's `if`, parsed: the error gives the file's line and the column inside the
+/// condition.
+fn compile_condition(text: &str, raw: Spanned<String>) -> Result<Condition, (usize, String)> {
+    let start = raw.span().start;
+    let cond = raw.into_inner();
+    Condition::parse(&cond).map_err(|e| {
+        let before = &cond[..e.offset.min(cond.len())];
+        let line = line_of(text, start) + before.matches('\n').count();
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        (line, format!("column {column}: {} (in `{cond}`)", e.message))
+    })
+}
+
 fn compile_filter(raw: RawFilter) -> Result<Filter, String> {
+    let raw_kind = match &raw {
+        RawFilter::Uppercase(_) => "uppercase",
+        _ => "",
+    };
     Ok(match raw {
         RawFilter::Json(j) => Filter::Json {
             source: path(&j.source)?,
@@ -347,10 +462,29 @@ fn compile_filter(raw: RawFilter) -> Result<Filter, String> {
                 .map(|(f, v)| Ok((path(f)?, Template::parse(v)?)))
                 .collect::<Result<_, String>>()?,
         },
-        RawFilter::Drop(d) => Filter::Drop {
-            field: path(&d.field)?,
-            values: d.values.into_iter().map(String::into_boxed_str).collect(),
+        RawFilter::Replace(a) => Filter::Replace {
+            fields: string_pairs(&a.fields)?
+                .into_iter()
+                .map(|(f, v)| Ok((path(f)?, Template::parse(v)?)))
+                .collect::<Result<_, String>>()?,
         },
+        RawFilter::Lowercase(r) | RawFilter::Uppercase(r) => Filter::Case {
+            upper: matches!(raw_kind, "uppercase"),
+            fields: r.fields.iter().map(|f| path(f)).collect::<Result<_, _>>()?,
+        },
+        RawFilter::Strip(r) => Filter::Strip {
+            fields: r.fields.iter().map(|f| path(f)).collect::<Result<_, _>>()?,
+            tag_on_failure: tags(r.tag_on_failure, MUTATE_FAILURE_TAG),
+        },
+        RawFilter::Drop(d) => {
+            if d.field.is_none() && !d.values.is_empty() {
+                return Err("drop: `values` needs the `field` they are compared with".into());
+            }
+            Filter::Drop {
+                field: d.field.as_deref().map(path).transpose()?,
+                values: d.values.into_iter().map(String::into_boxed_str).collect(),
+            }
+        }
     })
 }
 
@@ -410,8 +544,12 @@ fn check_removed_fields(settings: &PipelineSettings, lines: &[usize], problems: 
             ));
         }
     };
-    for (filter, &line) in settings.filters.iter().zip(lines) {
+    for (step, &line) in settings.filters.iter().zip(lines) {
+        let filter = &step.filter;
         let who = format!("pipeline.filter (line {line}): {}", filter.name());
+        for f in step.when.iter().flat_map(|c| c.fields()) {
+            check(&removed, f, format!("{who} (its `if`)"));
+        }
         let (reads, writes): (Vec<&FieldPath>, Vec<&FieldPath>) = match filter {
             Filter::Json { source, target, .. } => {
                 if target.is_none() {
@@ -428,6 +566,8 @@ fn check_removed_fields(settings: &PipelineSettings, lines: &[usize], problems: 
                 fields.iter().map(|(f, _)| f).collect(),
                 fields.iter().map(|(_, t)| t).collect(),
             ),
+            // A conditional remove may leave the field in place.
+            Filter::Remove { fields } if step.when.is_some() => (vec![], fields.iter().collect()),
             Filter::Remove { fields } => {
                 for f in fields {
                     removed.push((f.clone(), line));
@@ -439,7 +579,14 @@ fn check_removed_fields(settings: &PipelineSettings, lines: &[usize], problems: 
                 fields.iter().flat_map(|(_, t)| t.fields()).collect(),
                 fields.iter().map(|(f, _)| f).collect(),
             ),
-            Filter::Drop { field, .. } => (vec![field], vec![]),
+            Filter::Replace { fields } => (
+                fields.iter().flat_map(|(_, t)| t.fields()).collect(),
+                fields.iter().map(|(f, _)| f).collect(),
+            ),
+            Filter::Case { fields, .. } | Filter::Strip { fields, .. } => {
+                (fields.iter().collect(), vec![])
+            }
+            Filter::Drop { field, .. } => (field.iter().collect(), vec![]),
         };
         for r in reads {
             check(&removed, r, who.clone());

@@ -41,15 +41,18 @@ pub enum Failure {
     Timestamp = 3,
     /// An unusable `tags` (`_tagsparsefailure`).
     Tags = 4,
+    /// A filter's `if` could not be evaluated (`_conditionalevaluationerror`).
+    Condition = 5,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 5] = [
+    pub const ALL: [Failure; 6] = [
         Failure::Json,
         Failure::Date,
         Failure::Convert,
         Failure::Timestamp,
         Failure::Tags,
+        Failure::Condition,
     ];
 
     pub fn label(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Failure {
             Failure::Convert => "convert",
             Failure::Timestamp => "timestamp",
             Failure::Tags => "tags",
+            Failure::Condition => "condition",
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use bumpalo::collections::Vec as BVec;
 
+use super::condition::Condition;
 use super::convert::{convert, Conversion, Converted};
 use super::date::{parse_date, DateFormat, DateInput, Zone};
 use super::doc::{Doc, Failure, METADATA, TAGS, TIMESTAMP};
@@ -14,6 +15,41 @@ use super::value::{parse_any, parse_object, Kind, Value};
 pub const JSON_FAILURE_TAG: &str = "_jsonparsefailure";
 pub const DATE_FAILURE_TAG: &str = "_dateparsefailure";
 pub const MUTATE_FAILURE_TAG: &str = "_mutate_error";
+/// A filter's `if` could not be evaluated (named after Logstash's
+/// `ConditionalEvaluationError`, which has no tag: Logstash 8.16+ logs and drops the
+/// event, earlier versions stop the pipeline).
+pub const CONDITION_FAILURE_TAG: &str = "_conditionalevaluationerror";
+
+/// A filter and the condition it runs under (`if = "..."`; none: always).
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub filter: Filter,
+    pub when: Option<Condition>,
+}
+
+impl Step {
+    pub fn always(filter: Filter) -> Step {
+        Step { filter, when: None }
+    }
+
+    /// Runs the filter when its condition holds. A condition that cannot be evaluated
+    /// (Logstash raises: `[missing] > 1`) skips the filter and tags the event, so the
+    /// event is kept and the failure is visible.
+    pub fn apply(&self, doc: &mut Doc) -> Flow {
+        if let Some(cond) = &self.when {
+            match cond.eval(doc) {
+                Ok(true) => {}
+                Ok(false) => return Flow::Continue,
+                Err(_) => {
+                    doc.failed(Failure::Condition);
+                    doc.tag(CONDITION_FAILURE_TAG);
+                    return Flow::Continue;
+                }
+            }
+        }
+        self.filter.apply(doc)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum Filter {
@@ -46,10 +82,22 @@ pub enum Filter {
     AddTag { tags: Vec<Template> },
     /// The common `add_field` option: a field that exists becomes an array of both.
     AddField { fields: Vec<(FieldPath, Template)> },
-    /// logstash-filter-drop under a condition: drops the event when `field` exists and,
-    /// if `values` is not empty, its value is one of them. Its window is still ACKed.
+    /// mutate `replace`: sets the field to the template's text, creating it.
+    Replace { fields: Vec<(FieldPath, Template)> },
+    /// mutate `lowercase` / `uppercase`: strings, and the strings in arrays (Unicode case
+    /// mapping, as Ruby's `downcase`/`upcase`); other values are left as they are.
+    Case { fields: Vec<FieldPath>, upper: bool },
+    /// mutate `strip`: leading and trailing ASCII whitespace and NUL (Ruby's `strip`) of
+    /// strings and of each string in an array; an array holding a non-string fails
+    /// (Ruby raises) and is tagged.
+    Strip {
+        fields: Vec<FieldPath>,
+        tag_on_failure: Vec<Box<str>>,
+    },
+    /// logstash-filter-drop: drops the event; with `field`, only when it exists and, if
+    /// `values` is not empty, its value is one of them. Its window is still ACKed.
     Drop {
-        field: FieldPath,
+        field: Option<FieldPath>,
         values: Vec<Box<str>>,
     },
 }
@@ -72,6 +120,10 @@ impl Filter {
             Filter::Remove { .. } => "remove",
             Filter::AddTag { .. } => "add_tag",
             Filter::AddField { .. } => "add_field",
+            Filter::Replace { .. } => "replace",
+            Filter::Case { upper: false, .. } => "lowercase",
+            Filter::Case { upper: true, .. } => "uppercase",
+            Filter::Strip { .. } => "strip",
             Filter::Drop { .. } => "drop",
         }
     }
@@ -171,7 +223,92 @@ impl Filter {
                     }
                 }
             }
-            Filter::Drop { field, values } => {
+            Filter::Replace { fields } => {
+                let mut text = String::new();
+                for (path, t) in fields {
+                    text.clear();
+                    t.render(doc, &mut text);
+                    let v = Value::Str(doc.bump.alloc_str(&text));
+                    doc.set(path, v);
+                }
+            }
+            Filter::Case { fields, upper } => {
+                for path in fields {
+                    let bump = doc.bump;
+                    let Some(v) = doc.get(path) else { continue };
+                    v.expand(bump);
+                    let change = |s: &str| {
+                        let t = if *upper { s.to_uppercase() } else { s.to_lowercase() };
+                        (t != s).then(|| Value::Str(bump.alloc_str(&t)))
+                    };
+                    let mut changed = false;
+                    match v {
+                        Value::Str(s) => {
+                            if let Some(new) = change(s) {
+                                *v = new;
+                                changed = true;
+                            }
+                        }
+                        Value::Array(items) => {
+                            for item in items.iter_mut() {
+                                item.expand(bump);
+                                if let Value::Str(s) = item {
+                                    if let Some(new) = change(s) {
+                                        *item = new;
+                                        changed = true;
+                                    }
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    doc.modified |= changed;
+                }
+            }
+            Filter::Strip {
+                fields,
+                tag_on_failure,
+            } => {
+                const RUBY_SPACE: [char; 7] = ['\0', '\t', '\n', '\x0b', '\x0c', '\r', ' '];
+                for path in fields {
+                    let bump = doc.bump;
+                    let Some(v) = doc.get(path) else { continue };
+                    v.expand(bump);
+                    let mut failed = false;
+                    let mut changed = false;
+                    match v {
+                        Value::Str(s) => {
+                            let t = s.trim_matches(RUBY_SPACE);
+                            changed = t.len() != s.len();
+                            *s = t;
+                        }
+                        // `value.map { |s| s.strip }` raises before anything is set.
+                        Value::Array(items) => {
+                            items.iter_mut().for_each(|i| i.expand(bump));
+                            failed = items.iter().any(|i| !matches!(i, Value::Str(_)));
+                            for item in items.iter_mut().filter(|_| !failed) {
+                                if let Value::Str(s) = item {
+                                    let t = s.trim_matches(RUBY_SPACE);
+                                    changed |= t.len() != s.len();
+                                    *s = t;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    doc.modified |= changed;
+                    if failed {
+                        doc.failed(Failure::Convert);
+                        tag_all(doc, tag_on_failure);
+                        break;
+                    }
+                }
+            }
+            Filter::Drop { field: None, .. } => return Flow::Drop,
+            Filter::Drop {
+                field: Some(field),
+                values,
+            } => {
                 let bump = doc.bump;
                 if let Some(v) = doc.get(field) {
                     if values.is_empty() {

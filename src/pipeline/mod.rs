@@ -7,6 +7,7 @@
 //! document from those slices. An event no filter changed is passed on as the payload
 //! itself, without a copy.
 
+mod condition;
 mod convert;
 mod date;
 mod doc;
@@ -23,10 +24,14 @@ use bumpalo::Bump;
 use bytes::Bytes;
 use chrono::{Datelike, NaiveDate};
 
+pub use condition::{Condition, EvalError, ParseError as ConditionError};
 pub use convert::Conversion;
 pub use date::{DateFormat, Zone};
 pub use doc::{Doc, Failure, Failures};
-pub use filter::{Filter, Flow, DATE_FAILURE_TAG, JSON_FAILURE_TAG, MUTATE_FAILURE_TAG};
+pub use filter::{
+    Filter, Flow, Step, CONDITION_FAILURE_TAG, DATE_FAILURE_TAG, JSON_FAILURE_TAG,
+    MUTATE_FAILURE_TAG,
+};
 pub use fingerprint::{Fingerprint, DEFAULT_FINGERPRINT};
 pub use metrics::{LabelSpec, LogMetrics, MetricKind, MetricSpec, OTHER};
 pub use path::FieldPath;
@@ -42,7 +47,7 @@ const DEAD_LETTER_PREFIX: &str = "deadletter-";
 /// A validated pipeline configuration.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
-    pub filters: Vec<Filter>,
+    pub filters: Vec<Step>,
     pub index: Template,
     /// `None`: no document ids (Elasticsearch assigns them; resends may duplicate).
     pub fingerprint: Option<Fingerprint>,
@@ -90,7 +95,10 @@ impl PipelineSettings {
                 Filter::Remove {
                     fields: vec![path("host"), path("agent"), path("ecs")],
                 },
-            ],
+            ]
+            .into_iter()
+            .map(Step::always)
+            .collect(),
             index: Template::parse(DEFAULT_INDEX).expect("a valid built-in template"),
             fingerprint: Some(
                 Fingerprint::parse(&DEFAULT_FINGERPRINT).expect("a valid built-in fingerprint"),
@@ -158,7 +166,7 @@ enum IndexKey {
 
 #[derive(Debug)]
 pub struct Pipeline {
-    filters: Vec<Filter>,
+    filters: Vec<Step>,
     index: Template,
     index_daily: bool,
     fingerprint: Option<Fingerprint>,
@@ -294,8 +302,8 @@ impl Pipeline {
         }
         // Before any filter: the fields that identify the origin may be removed by one.
         let id = self.fingerprint.as_ref().and_then(|f| f.id(&mut doc));
-        for filter in &self.filters {
-            if filter.apply(&mut doc) == Flow::Drop {
+        for step in &self.filters {
+            if step.apply(&mut doc) == Flow::Drop {
                 return Outcome::Dropped(doc.failures);
             }
         }

@@ -25,6 +25,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod logstash;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;

@@ -76,6 +76,16 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Translate Logstash pipeline files into lumberd's TOML (stdout). Anything that cannot
+    /// be translated is listed on stderr with its line, and the exit code is 64.
+    ImportLogstash {
+        /// Print what could be translated, with the refusals as comments (still exit 64).
+        #[arg(long)]
+        partial: bool,
+        /// Logstash .conf files, concatenated in the order given (as path.config does).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +103,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::ImportLogstash { partial, files } => import_logstash(&files, partial),
         Command::Serve { config } => {
             let settings = match load(config.as_deref()) {
                 Ok(s) => s,
@@ -176,6 +187,33 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `import-logstash`: the translation on stdout when complete (or with `--partial`),
+/// each refusal on stderr; exit 64 when anything was refused.
+fn import_logstash(files: &[PathBuf], partial: bool) -> ExitCode {
+    let mut texts = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(f) {
+            Ok(t) => texts.push((f.display().to_string(), t)),
+            Err(e) => {
+                eprintln!("lumberd import-logstash: {}: {e}", f.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    let out = lumberd::logstash::import(&texts);
+    for r in &out.refusals {
+        eprintln!("lumberd import-logstash: refused: {r}");
+    }
+    if out.refusals.is_empty() || partial {
+        print!("{}", out.toml);
+    }
+    if out.refusals.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
     }
 }
 

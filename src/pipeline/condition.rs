@@ -154,6 +154,11 @@ impl Condition {
         Ok((Condition { root }, p.at))
     }
 
+    /// A condition built from a tree (the importer composes branch conditions).
+    pub fn from_node(root: Node) -> Condition {
+        Condition { root }
+    }
+
     pub fn root(&self) -> &Node {
         &self.root
     }

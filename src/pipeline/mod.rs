@@ -7,7 +7,7 @@
 //! document from those slices. An event no filter changed is passed on as the payload
 //! itself, without a copy.
 
-mod condition;
+pub mod condition;
 mod convert;
 mod date;
 mod doc;

@@ -3,7 +3,8 @@
 //! (PERFORMANCE.md's shape) bare and at zlib level 3, and the golden corpus
 //! (tests/corpus, escapes, failures and two huge prompts). The pipeline (the default
 //! Qwen filter, ids, metrics, routing, writing the document) is timed alone on the
-//! decoded payloads, to compare its cost per event with the decoding it follows.
+//! decoded payloads, to compare its cost per event with the decoding it follows, and
+//! again with one filter condition added (`pipeline+if`), for the cost of a condition.
 //!
 //! Criterion prints bytes/s; a summary (ns per event, wire and inflated MB/s, events/s on
 //! one core) is written to target/bench/decode.json. Every iteration checks the number of
@@ -16,7 +17,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use chrono::Utc;
 use criterion::{criterion_group, Criterion, Throughput};
-use lumberd::pipeline::{Pipeline, Scratch};
+use lumberd::pipeline::{
+    Condition, Filter, Pipeline, PipelineSettings, Scratch, Step as FilterStep,
+};
 use lumberd::protocol::{encode_window, Compression, DataFrame, Limits, Payload, Session, Step};
 use lumberd::record::Origin;
 
@@ -169,12 +172,27 @@ fn run_pipeline(payloads: &[bytes::Bytes], pipeline: &Pipeline, origin: &Origin)
     n
 }
 
+/// The default pipeline plus one condition every event evaluates (after `json`, on a
+/// parsed field) and no event meets, so the figures differ only by the condition.
+fn pipeline_with_condition() -> Pipeline {
+    let mut settings = PipelineSettings::qwen();
+    settings.filters.push(FilterStep {
+        filter: Filter::Drop {
+            field: None,
+            values: Vec::new(),
+        },
+        when: Some(Condition::parse(r#"[level] == "TRACE""#).expect("a valid condition")),
+    });
+    Pipeline::new(&settings, &prometheus::Registry::new()).expect("metrics register")
+}
+
 fn origin() -> Origin {
     Origin::plain("127.0.0.1:5044".parse().unwrap(), Utc::now())
 }
 
 fn bench(c: &mut Criterion) {
     let pipeline = Pipeline::default();
+    let with_if = pipeline_with_condition();
     let origin = origin();
     for case in cases() {
         let mut g = c.benchmark_group(case.name);
@@ -185,6 +203,9 @@ fn bench(c: &mut Criterion) {
         let decoded = payloads(&case.wire);
         g.bench_function("pipeline", |b| {
             b.iter(|| assert_eq!(run_pipeline(&decoded, &pipeline, &origin), case.events))
+        });
+        g.bench_function("pipeline+if", |b| {
+            b.iter(|| assert_eq!(run_pipeline(&decoded, &with_if, &origin), case.events))
         });
         g.bench_function("decode+route", |b| {
             b.iter(|| {
@@ -212,6 +233,7 @@ fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
 
 fn write_summary() {
     let pipeline = Pipeline::default();
+    let with_if = pipeline_with_condition();
     let origin = origin();
     let mut rows = Vec::new();
     for case in cases() {
@@ -230,6 +252,9 @@ fn write_summary() {
         let t_pipeline = time_per_call(Duration::from_secs(2), || {
             assert_eq!(run_pipeline(&decoded, &pipeline, &origin), case.events);
         });
+        let t_if = time_per_call(Duration::from_secs(2), || {
+            assert_eq!(run_pipeline(&decoded, &with_if, &origin), case.events);
+        });
         let per_event = |t: f64| t * 1e9 / case.events as f64;
         rows.push(serde_json::json!({
             "case": case.name,
@@ -246,14 +271,19 @@ fn write_summary() {
             "pipeline_events_per_core_second": case.events as f64 / t_pipeline,
             "pipeline_payload_mb_per_s": inflated as f64 / t_pipeline / 1e6,
             "pipeline_to_decode_ratio": t_pipeline / t_decode,
+            "pipeline_with_condition_ns_per_event": per_event(t_if),
+            "condition_ns_per_event": per_event(t_if - t_pipeline),
+            "pipeline_with_condition_ratio": t_if / t_pipeline,
         }));
         println!(
-            "{:<28} decode {:>7.0} ns/event ({:>6.0} MB/s payload)   pipeline {:>7.0} ns/event ({:.2}x decode)   decode+route {:>7.0} ns/event",
+            "{:<28} decode {:>7.0} ns/event ({:>6.0} MB/s payload)   pipeline {:>7.0} ns/event ({:.2}x decode)   +if {:>7.0} ns/event ({:.3}x)   decode+route {:>7.0} ns/event",
             case.name,
             per_event(t_decode),
             inflated as f64 / t_decode / 1e6,
             per_event(t_pipeline),
             t_pipeline / t_decode,
+            per_event(t_if),
+            t_if / t_pipeline,
             per_event(t_route)
         );
     }

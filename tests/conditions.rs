@@ -32,7 +32,10 @@ fn scalar() -> impl Strategy<Value = Literal> {
 }
 
 fn operand() -> impl Strategy<Value = Operand> {
-    prop_oneof![field().prop_map(Operand::Field), scalar().prop_map(Operand::Literal)]
+    prop_oneof![
+        field().prop_map(Operand::Field),
+        scalar().prop_map(Operand::Literal)
+    ]
 }
 
 fn leaf() -> impl Strategy<Value = Node> {
@@ -50,17 +53,26 @@ fn leaf() -> impl Strategy<Value = Node> {
         (field(), "\\^?[a-z.]{1,5}[*+]?\\$?", any::<bool>()).prop_map(|(f, re, negated)| {
             let c = Condition::parse(&format!("{f} =~ /{re}/")).unwrap();
             match c.root().clone() {
-                Node::Match { regex, .. } => Node::Match { field: f, regex, negated },
+                Node::Match { regex, .. } => Node::Match {
+                    field: f,
+                    regex,
+                    negated,
+                },
                 _ => unreachable!(),
             }
         }),
-        (field(), prop::collection::vec(scalar(), 2..4), any::<bool>()).prop_map(|(f, items, negated)| {
-            Node::In {
-                item: Operand::Field(f),
-                set: Operand::Literal(Literal::List(items)),
-                negated,
-            }
-        }),
+        (
+            field(),
+            prop::collection::vec(scalar(), 2..4),
+            any::<bool>()
+        )
+            .prop_map(|(f, items, negated)| {
+                Node::In {
+                    item: Operand::Field(f),
+                    set: Operand::Literal(Literal::List(items)),
+                    negated,
+                }
+            }),
         (scalar(), field(), any::<bool>()).prop_map(|(s, f, negated)| Node::In {
             item: Operand::Literal(s),
             set: Operand::Field(f),
@@ -71,10 +83,19 @@ fn leaf() -> impl Strategy<Value = Node> {
 
 fn node() -> impl Strategy<Value = Node> {
     leaf().prop_recursive(4, 24, 2, |inner| {
-        let op = prop_oneof![Just(BoolOp::And), Just(BoolOp::Or), Just(BoolOp::Xor), Just(BoolOp::Nand)];
+        let op = prop_oneof![
+            Just(BoolOp::And),
+            Just(BoolOp::Or),
+            Just(BoolOp::Xor),
+            Just(BoolOp::Nand)
+        ];
         prop_oneof![
             inner.clone().prop_map(|n| Node::Not(Box::new(n))),
-            (op, inner.clone(), inner).prop_map(|(op, l, r)| Node::Bool(op, Box::new(l), Box::new(r))),
+            (op, inner.clone(), inner).prop_map(|(op, l, r)| Node::Bool(
+                op,
+                Box::new(l),
+                Box::new(r)
+            )),
         ]
     })
 }
@@ -145,7 +166,10 @@ fn a_running_lumberd_drops_debug_lines_and_routes_error_lines_to_their_own_index
         let _ = writeln!(ndjson, "{}", event(i, level));
         match level {
             "DEBUG" => {}
-            "ERROR" => want.entry("qwen-logs-errors-2025.04.05").or_default().push(i),
+            "ERROR" => want
+                .entry("qwen-logs-errors-2025.04.05")
+                .or_default()
+                .push(i),
             _ => want.entry("qwen-logs-2025.04.05").or_default().push(i),
         }
     }
@@ -163,7 +187,11 @@ fn a_running_lumberd_drops_debug_lines_and_routes_error_lines_to_their_own_index
         run.describe(),
         lumberd.logs()
     );
-    lumberd.wait_for_metric("lumberd_pipeline_events_total{result=\"dropped\"}", 40.0, std::time::Duration::from_secs(10));
+    lumberd.wait_for_metric(
+        "lumberd_pipeline_events_total{result=\"dropped\"}",
+        40.0,
+        std::time::Duration::from_secs(10),
+    );
     let stored = lumberd.events_by_index();
     let got: std::collections::BTreeMap<&str, Vec<usize>> = stored
         .iter()
@@ -179,7 +207,10 @@ fn a_running_lumberd_drops_debug_lines_and_routes_error_lines_to_their_own_index
     assert_eq!(got, want, "indices and the events in them");
     for (index, docs) in &stored {
         for d in docs {
-            assert!(d.get("@metadata").is_none() && d.get("host").is_none(), "{index}: {d}");
+            assert!(
+                d.get("@metadata").is_none() && d.get("host").is_none(),
+                "{index}: {d}"
+            );
             assert_ne!(d["level"], "DEBUG", "{index}: a DEBUG line was stored");
         }
     }
@@ -190,7 +221,10 @@ fn a_running_lumberd_drops_debug_lines_and_routes_error_lines_to_their_own_index
         "{scrape}"
     );
     assert_eq!(
-        metric(&scrape, "lumberd_pipeline_failures_total{kind=\"condition\"}"),
+        metric(
+            &scrape,
+            "lumberd_pipeline_failures_total{kind=\"condition\"}"
+        ),
         Some(0.0),
         "{scrape}"
     );
@@ -205,11 +239,17 @@ fn check_config_reports_a_bad_condition_with_its_line_and_column() {
         "[[pipeline.filter]]\njson = { source = \"message\" }\n\n[[pipeline.filter]]\nif = '[level] == \"DEBUG\" and'\ndrop = {}\n",
     )
     .unwrap();
-    let out = lumberd_command().arg("check-config").arg(&path).output().unwrap();
+    let out = lumberd_command()
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("line 5") && stderr.contains("column 23") && stderr.contains("end of the condition"),
+        stderr.contains("line 5")
+            && stderr.contains("column 23")
+            && stderr.contains("end of the condition"),
         "{stderr}"
     );
 }

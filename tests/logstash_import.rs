@@ -92,15 +92,19 @@ fn every_corpus_case_translates_or_refuses_as_expected_and_passes_check_config()
             }
             continue;
         }
-        let want = fs::read_to_string(&toml_path)
-            .unwrap_or_else(|_| panic!("{name}: no .toml or .refused next to it (LUMBERD_BLESS=1)"));
+        let want = fs::read_to_string(&toml_path).unwrap_or_else(|_| {
+            panic!("{name}: no .toml or .refused next to it (LUMBERD_BLESS=1)")
+        });
         translated += 1;
         if !out.refusals.is_empty() {
             failures.push_str(&format!("{name}: unexpected refusals\n{refusals}"));
             continue;
         }
         if out.toml != want {
-            failures.push_str(&format!("{name}: translation differs\n--- got\n{}--- want\n{want}\n", out.toml));
+            failures.push_str(&format!(
+                "{name}: translation differs\n--- got\n{}--- want\n{want}\n",
+                out.toml
+            ));
             continue;
         }
         let checked = check_config(&out.toml, tmp.path());
@@ -113,7 +117,10 @@ fn every_corpus_case_translates_or_refuses_as_expected_and_passes_check_config()
         }
     }
     assert!(failures.is_empty(), "{failures}");
-    assert!(translated >= 12 && refused >= 8, "{translated} translated, {refused} refused");
+    assert!(
+        translated >= 12 && refused >= 8,
+        "{translated} translated, {refused} refused"
+    );
 }
 
 #[test]
@@ -142,7 +149,10 @@ fn seed_logstash_conf_imports_to_the_built_in_default_pipeline() {
         format!("{:?}", default.metrics)
     );
     assert_eq!(settings.server.listen.to_string(), "0.0.0.0:5044");
-    let es = settings.output.elasticsearch.expect("the seed's output is Elasticsearch");
+    let es = settings
+        .output
+        .elasticsearch
+        .expect("the seed's output is Elasticsearch");
     assert_eq!(es.hosts, ["http://elasticsearch:9200"]);
 }
 
@@ -190,7 +200,11 @@ fn golden_corpus_through_the_imported_seed_config_is_byte_identical_to_the_defau
 #[test]
 fn cli_refuses_with_the_plugin_and_line_and_exit_64_and_partial_prints_the_rest() {
     let conf = corpus_dir().join("18-refuse-ruby.conf");
-    let out = lumberd_command().arg("import-logstash").arg(&conf).output().unwrap();
+    let out = lumberd_command()
+        .arg("import-logstash")
+        .arg(&conf)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("18-refuse-ruby.conf:4: ruby:"), "{stderr}");
@@ -202,20 +216,38 @@ fn cli_refuses_with_the_plugin_and_line_and_exit_64_and_partial_prints_the_rest(
         .arg(&conf)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(64), "a partial translation is still not a migration");
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "a partial translation is still not a migration"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("# REFUSED 18-refuse-ruby.conf:4: ruby:") || stdout.contains("# REFUSED") , "{stdout}");
-    assert!(stdout.contains("json = { source = \"message\" }"), "{stdout}");
+    assert!(
+        stdout.contains("# REFUSED 18-refuse-ruby.conf:4: ruby:") || stdout.contains("# REFUSED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("json = { source = \"message\" }"),
+        "{stdout}"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let checked = check_config(&stdout, tmp.path());
-    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
 
     let out = lumberd_command()
         .arg("import-logstash")
         .arg(corpus_dir().join("01-seed.conf"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("[[pipeline.filter]]"));
 }
 
@@ -226,5 +258,9 @@ fn credentials_are_never_written_into_the_translation() {
     assert!(out.refusals.is_empty(), "{:?}", out.refusals);
     assert!(!out.toml.contains("s3cr3t-literal"), "{}", out.toml);
     assert!(out.toml.contains("LUMBERD_OUTPUT_PASSWORD"), "{}", out.toml);
-    assert!(out.toml.contains("LUMBERD_OUTPUT_API_KEY") && out.toml.contains("${ES_API_KEY}"), "{}", out.toml);
+    assert!(
+        out.toml.contains("LUMBERD_OUTPUT_API_KEY") && out.toml.contains("${ES_API_KEY}"),
+        "{}",
+        out.toml
+    );
 }

@@ -393,7 +393,10 @@ fn compile_condition(text: &str, raw: Spanned<String>) -> Result<Condition, (usi
         let before = &cond[..e.offset.min(cond.len())];
         let line = line_of(text, start) + before.matches('\n').count();
         let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-        (line, format!("column {column}: {} (in `{cond}`)", e.message))
+        (
+            line,
+            format!("column {column}: {} (in `{cond}`)", e.message),
+        )
     })
 }
 

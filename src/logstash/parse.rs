@@ -333,7 +333,10 @@ impl<'t> P<'t> {
         }
         n += d;
         if rest.get(n) == Some(&b'.') {
-            n += 1 + rest[n + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+            n += 1 + rest[n + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
         }
         let s = self.rest()[..n].to_string();
         self.at += n;
@@ -423,9 +426,13 @@ output { elasticsearch { hosts => ["http://es:9200"] codec => json { charset => 
         assert_eq!(s.len(), 3);
         let (kind, items) = &s[1];
         assert_eq!(*kind, Section::Filter);
-        let Item::Plugin(json) = &items[0] else { panic!() };
+        let Item::Plugin(json) = &items[0] else {
+            panic!()
+        };
         assert_eq!((json.name.as_str(), json.line), ("json", 4));
-        let Item::Branch(arms) = &items[1] else { panic!() };
+        let Item::Branch(arms) = &items[1] else {
+            panic!()
+        };
         assert_eq!(arms.len(), 3);
         assert_eq!(arms.iter().map(|a| a.line).collect::<Vec<_>>(), [5, 6, 8]);
         assert!(arms[2].cond.is_none());
@@ -433,10 +440,14 @@ output { elasticsearch { hosts => ["http://es:9200"] codec => json { charset => 
 
     #[test]
     fn syntax_errors_give_line_and_column() {
-        let e = parse("filter {\n  mutate { add_field => { \"a\" => \"b\", \"c\" => \"d\" } }\n}").unwrap_err();
+        let e = parse("filter {\n  mutate { add_field => { \"a\" => \"b\", \"c\" => \"d\" } }\n}")
+            .unwrap_err();
         assert_eq!((e.line, e.column), (2, 38), "{e:?}");
         let e = parse("filter {\n  if [a] = 1 { drop {} }\n}").unwrap_err();
         assert_eq!(e.line, 2, "{e:?}");
-        assert!(e.message.contains("condition") || e.message.contains("expected"), "{e:?}");
+        assert!(
+            e.message.contains("condition") || e.message.contains("expected"),
+            "{e:?}"
+        );
     }
 }

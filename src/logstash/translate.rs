@@ -72,7 +72,12 @@ impl Ctx<'_> {
         format!("{}:{line}", self.file)
     }
 
-    fn refuse(&mut self, line: usize, what: impl Into<String>, reason: impl Into<String>) -> Refusal {
+    fn refuse(
+        &mut self,
+        line: usize,
+        what: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Refusal {
         let r = Refusal {
             at: self.at(line),
             what: what.into(),
@@ -109,16 +114,28 @@ pub fn translate(sections: &[(String, Section, Vec<Item>)]) -> Import {
                         Item::Plugin(p) if p.name == "beats" => {
                             inputs += 1;
                             if inputs > 1 {
-                                cx.refuse(p.line, "beats", "a second beats input: lumberd listens on one port");
+                                cx.refuse(
+                                    p.line,
+                                    "beats",
+                                    "a second beats input: lumberd listens on one port",
+                                );
                                 continue;
                             }
                             beats(&mut cx, p, &mut server, &mut tls);
                         }
                         Item::Plugin(p) => {
-                            cx.refuse(p.line, &p.name, "lumberd's only input is the Beats protocol (beats)");
+                            cx.refuse(
+                                p.line,
+                                &p.name,
+                                "lumberd's only input is the Beats protocol (beats)",
+                            );
                         }
                         Item::Branch(arms) => {
-                            cx.refuse(arms[0].line, "if", "conditionals in an input section have no meaning");
+                            cx.refuse(
+                                arms[0].line,
+                                "if",
+                                "conditionals in an input section have no meaning",
+                            );
                         }
                     }
                 }
@@ -129,7 +146,13 @@ pub fn translate(sections: &[(String, Section, Vec<Item>)]) -> Import {
                 filters.extend(out);
             }
             Section::Output => {
-                collect_outputs(&mut cx, items, &mut es_outputs, &mut routed, &mut output_notes);
+                collect_outputs(
+                    &mut cx,
+                    items,
+                    &mut es_outputs,
+                    &mut routed,
+                    &mut output_notes,
+                );
             }
         }
         flags = cx.flags;
@@ -199,7 +222,8 @@ pub fn translate(sections: &[(String, Section, Vec<Item>)]) -> Import {
                     }));
                 }
                 filters.push(Entry::Filter(Emitted {
-                    comment: "events no elasticsearch output takes are not stored, as in Logstash".into(),
+                    comment: "events no elasticsearch output takes are not stored, as in Logstash"
+                        .into(),
                     key: "drop = {}".into(),
                     writes: Writes::Fields(vec![]),
                     when: Some(Node::Not(Box::new(Node::Truthy(path(INDEX_KEY))))),
@@ -259,7 +283,11 @@ pub fn translate(sections: &[(String, Section, Vec<Item>)]) -> Import {
             Entry::Filter(f) => {
                 let _ = writeln!(toml, "\n# {}\n[[pipeline.filter]]", f.comment);
                 if let Some(w) = &f.when {
-                    let _ = writeln!(toml, "if = {}", toml_str(&Condition::from_node(w.clone()).to_string()));
+                    let _ = writeln!(
+                        toml,
+                        "if = {}",
+                        toml_str(&Condition::from_node(w.clone()).to_string())
+                    );
                 }
                 let _ = writeln!(toml, "{}", f.key);
             }
@@ -297,7 +325,11 @@ fn field_text(name: &str) -> String {
 
 fn field(cx: &mut Ctx, line: usize, what: &str, name: &str) -> Option<FieldPath> {
     if name.contains("%{") {
-        cx.refuse(line, what, format!("`{name}`: field names computed with %{{}} are not supported"));
+        cx.refuse(
+            line,
+            what,
+            format!("`{name}`: field names computed with %{{}} are not supported"),
+        );
         return None;
     }
     match FieldPath::parse(&field_text(name)) {
@@ -343,7 +375,9 @@ fn pairs(v: &Val) -> Option<Vec<(String, Val)>> {
 
 /// `${VAR}` (Logstash's environment reference): the variable name.
 fn env_ref(s: &str) -> Option<&str> {
-    s.strip_prefix("${")?.strip_suffix('}').map(|v| v.split(':').next().unwrap_or(v))
+    s.strip_prefix("${")?
+        .strip_suffix('}')
+        .map(|v| v.split(':').next().unwrap_or(v))
 }
 
 /// Options every plugin accepts that change nothing lumberd does.
@@ -365,7 +399,9 @@ fn beats(cx: &mut Ctx, p: &Plugin, server: &mut Vec<String>, tls: &mut Vec<Strin
             ("port", Some(t)) => port = t,
             ("host", Some(t)) => host = t,
             ("ssl" | "ssl_enabled", Some(t)) => ssl = t == "true",
-            ("ssl_certificate", Some(t)) => tls_lines.push(format!("certificate = {}", toml_str(&t))),
+            ("ssl_certificate", Some(t)) => {
+                tls_lines.push(format!("certificate = {}", toml_str(&t)))
+            }
             ("ssl_key", Some(t)) => tls_lines.push(format!("key = {}", toml_str(&t))),
             ("ssl_key_passphrase", Some(t)) => {
                 let var = env_ref(&t).unwrap_or("TLS_KEY_PASSPHRASE").to_string();
@@ -378,13 +414,18 @@ fn beats(cx: &mut Ctx, p: &Plugin, server: &mut Vec<String>, tls: &mut Vec<Strin
             ("ssl_certificate_authorities", _) => match strings(&a.value) {
                 Some(cas) => tls_lines.push(format!(
                     "client_ca = [{}]",
-                    cas.iter().map(|c| toml_str(c)).collect::<Vec<_>>().join(", ")
+                    cas.iter()
+                        .map(|c| toml_str(c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )),
                 None => {
                     cx.refuse(a.line, what, "expected a path or a list of paths");
                 }
             },
-            ("ssl_client_authentication", Some(t)) if matches!(t.as_str(), "none" | "optional" | "required") => {
+            ("ssl_client_authentication", Some(t))
+                if matches!(t.as_str(), "none" | "optional" | "required") =>
+            {
                 tls_lines.push(format!("client_auth = {}", toml_str(&t)));
             }
             ("ssl_verify_mode", Some(t)) => {
@@ -393,11 +434,18 @@ fn beats(cx: &mut Ctx, p: &Plugin, server: &mut Vec<String>, tls: &mut Vec<Strin
                     "peer" => "optional",
                     "force_peer" => "required",
                     _ => {
-                        cx.refuse(a.line, what, format!("`{t}` is not none, peer or force_peer"));
+                        cx.refuse(
+                            a.line,
+                            what,
+                            format!("`{t}` is not none, peer or force_peer"),
+                        );
                         continue;
                     }
                 };
-                tls_lines.push(format!("client_auth = {}  # ssl_verify_mode {t}", toml_str(mode)));
+                tls_lines.push(format!(
+                    "client_auth = {}  # ssl_verify_mode {t}",
+                    toml_str(mode)
+                ));
             }
             ("ssl_supported_protocols", _) => {
                 let protos = strings(&a.value).unwrap_or_default();
@@ -409,12 +457,14 @@ fn beats(cx: &mut Ctx, p: &Plugin, server: &mut Vec<String>, tls: &mut Vec<Strin
                     cx.refuse(a.line, what, "lumberd offers TLS 1.2 and 1.3 only");
                 }
             }
-            ("ssl_handshake_timeout", Some(t)) => {
-                tls_lines.push(format!("handshake_timeout = {}", toml_str(&format!("{t}ms"))))
-            }
-            ("client_inactivity_timeout", Some(t)) => {
-                server.push(format!("idle_timeout = {}  # client_inactivity_timeout", toml_str(&format!("{t}s"))))
-            }
+            ("ssl_handshake_timeout", Some(t)) => tls_lines.push(format!(
+                "handshake_timeout = {}",
+                toml_str(&format!("{t}ms"))
+            )),
+            ("client_inactivity_timeout", Some(t)) => server.push(format!(
+                "idle_timeout = {}  # client_inactivity_timeout",
+                toml_str(&format!("{t}s"))
+            )),
             ("include_codec_tag", _) => cx.notes.push(format!(
                 "# beats.include_codec_tag ({}): lumberd never adds beats_input_codec_*_applied",
                 cx.at(a.line)
@@ -422,7 +472,11 @@ fn beats(cx: &mut Ctx, p: &Plugin, server: &mut Vec<String>, tls: &mut Vec<Strin
             ("codec", Some(t)) if t == "plain" => {}
             (name, _) if HARMLESS.contains(&name) => {}
             (name, _) => {
-                cx.refuse(a.line, what, format!("the beats input option `{name}` has no lumberd equivalent"));
+                cx.refuse(
+                    a.line,
+                    what,
+                    format!("the beats input option `{name}` has no lumberd equivalent"),
+                );
             }
         }
     }
@@ -431,7 +485,10 @@ fn beats(cx: &mut Ctx, p: &Plugin, server: &mut Vec<String>, tls: &mut Vec<Strin
     } else {
         format!("{host}:{port}")
     };
-    server.insert(0, format!("# beats input ({at})\nlisten = {}", toml_str(&listen)));
+    server.insert(
+        0,
+        format!("# beats input ({at})\nlisten = {}", toml_str(&listen)),
+    );
     if ssl {
         tls.push(format!("# beats input ssl ({at})\nenabled = true"));
         tls.extend(tls_lines);
@@ -472,7 +529,12 @@ fn and(a: Option<&Node>, b: Node) -> Node {
 fn arm_condition(arms: &[Arm], i: usize) -> Option<Node> {
     let mut cond: Option<Node> = None;
     for earlier in &arms[..i] {
-        let c = earlier.cond.as_ref().expect("only the last arm is an else").root().clone();
+        let c = earlier
+            .cond
+            .as_ref()
+            .expect("only the last arm is an else")
+            .root()
+            .clone();
         cond = Some(and(cond.as_ref(), Node::Not(Box::new(c))));
     }
     match &arms[i].cond {
@@ -566,7 +628,10 @@ fn emitted(comment: String, key: String, writes: Writes) -> Emitted {
 fn tags_key(tags: &[String]) -> String {
     format!(
         "[{}]",
-        tags.iter().map(|t| toml_str(t)).collect::<Vec<_>>().join(", ")
+        tags.iter()
+            .map(|t| toml_str(t))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -591,19 +656,27 @@ fn filter(cx: &mut Ctx, p: &Plugin) -> Result<Vec<Emitted>, Refusal> {
         "drop" => {
             for a in &p.attrs {
                 if !HARMLESS.contains(&a.name.as_str()) {
-                    cx.refuse(a.line, format!("drop.{}", a.name), "lumberd's drop has no options");
+                    cx.refuse(
+                        a.line,
+                        format!("drop.{}", a.name),
+                        "lumberd's drop has no options",
+                    );
                 }
             }
-            vec![emitted(format!("drop ({})", cx.at(p.line)), "drop = {}".into(), Writes::Fields(vec![]))]
+            vec![emitted(
+                format!("drop ({})", cx.at(p.line)),
+                "drop = {}".into(),
+                Writes::Fields(vec![]),
+            )]
         }
         "prune" => prune(cx, p),
-        other => {
-            return Err(cx.refuse(
-                p.line,
-                other,
-                format!("lumberd has no {other} filter (it has json, date, mutate's operations and drop)"),
-            ))
-        }
+        other => return Err(cx.refuse(
+            p.line,
+            other,
+            format!(
+                "lumberd has no {other} filter (it has json, date, mutate's operations and drop)"
+            ),
+        )),
     };
     if cx.refusals.len() > before {
         // The first refusal of this plugin stands in the filter list where it was.
@@ -616,11 +689,17 @@ fn filter(cx: &mut Ctx, p: &Plugin) -> Result<Vec<Emitted>, Refusal> {
 /// lumberd's json and date cannot express.
 fn refuse_decorations(cx: &mut Ctx, p: &Plugin) {
     for a in &p.attrs {
-        if matches!(a.name.as_str(), "add_field" | "add_tag" | "remove_field" | "remove_tag") {
+        if matches!(
+            a.name.as_str(),
+            "add_field" | "add_tag" | "remove_field" | "remove_tag"
+        ) {
             cx.refuse(
                 a.line,
                 format!("{}.{}", p.name, a.name),
-                format!("applied by Logstash only when {} succeeds; lumberd cannot condition on that", p.name),
+                format!(
+                    "applied by Logstash only when {} succeeds; lumberd cannot condition on that",
+                    p.name
+                ),
             );
         }
     }
@@ -642,7 +721,11 @@ fn json(cx: &mut Ctx, p: &Plugin) -> Vec<Emitted> {
             "add_field" | "add_tag" | "remove_field" | "remove_tag" => {}
             n if HARMLESS.contains(&n) => {}
             n => {
-                cx.refuse(a.line, what, format!("the json filter option `{n}` has no lumberd equivalent"));
+                cx.refuse(
+                    a.line,
+                    what,
+                    format!("the json filter option `{n}` has no lumberd equivalent"),
+                );
             }
         }
     }
@@ -684,7 +767,11 @@ fn date(cx: &mut Ctx, p: &Plugin) -> Vec<Emitted> {
             }
             "timezone" => match a.value.text() {
                 Some(t) if t.contains("%{") => {
-                    cx.refuse(a.line, what, "a timezone computed per event is not supported");
+                    cx.refuse(
+                        a.line,
+                        what,
+                        "a timezone computed per event is not supported",
+                    );
                 }
                 Some(t) => timezone = Some(t.to_string()),
                 None => {
@@ -694,19 +781,31 @@ fn date(cx: &mut Ctx, p: &Plugin) -> Vec<Emitted> {
             "locale" => match a.value.text() {
                 Some(l) if l.to_ascii_lowercase().starts_with("en") => {}
                 _ => {
-                    cx.refuse(a.line, what, "lumberd reads month and day names in English only");
+                    cx.refuse(
+                        a.line,
+                        what,
+                        "lumberd reads month and day names in English only",
+                    );
                 }
             },
             "tag_on_failure" => tags = strings(&a.value),
             "add_field" | "add_tag" | "remove_field" | "remove_tag" => {}
             n if HARMLESS.contains(&n) => {}
             n => {
-                cx.refuse(a.line, what, format!("the date filter option `{n}` has no lumberd equivalent"));
+                cx.refuse(
+                    a.line,
+                    what,
+                    format!("the date filter option `{n}` has no lumberd equivalent"),
+                );
             }
         }
     }
     let Some(m) = matched.filter(|m| m.len() >= 2) else {
-        cx.refuse(p.line, "date.match", "`match` needs a field and at least one format");
+        cx.refuse(
+            p.line,
+            "date.match",
+            "`match` needs a field and at least one format",
+        );
         return vec![];
     };
     let Some(f) = field(cx, p.line, "date.match", &m[0]) else {
@@ -735,9 +834,24 @@ fn date(cx: &mut Ctx, p: &Plugin) -> Vec<Emitted> {
 /// The order logstash-filter-mutate's `filter` applies its operations in, then the
 /// common `filter_matched` options.
 const MUTATE_ORDER: &[&str] = &[
-    "coerce", "rename", "update", "replace", "convert", "gsub", "uppercase", "capitalize",
-    "lowercase", "strip", "split", "join", "merge", "copy", "add_field", "remove_field",
-    "add_tag", "remove_tag",
+    "coerce",
+    "rename",
+    "update",
+    "replace",
+    "convert",
+    "gsub",
+    "uppercase",
+    "capitalize",
+    "lowercase",
+    "strip",
+    "split",
+    "join",
+    "merge",
+    "copy",
+    "add_field",
+    "remove_field",
+    "add_tag",
+    "remove_tag",
 ];
 
 fn mutate(cx: &mut Ctx, p: &Plugin) -> Vec<Emitted> {
@@ -747,7 +861,11 @@ fn mutate(cx: &mut Ctx, p: &Plugin) -> Vec<Emitted> {
             "tag_on_failure" => tag_on_failure = strings(&a.value),
             n if HARMLESS.contains(&n) || MUTATE_ORDER.contains(&n) => {}
             n => {
-                cx.refuse(a.line, format!("mutate.{n}"), format!("mutate has no option `{n}` lumberd knows"));
+                cx.refuse(
+                    a.line,
+                    format!("mutate.{n}"),
+                    format!("mutate has no option `{n}` lumberd knows"),
+                );
             }
         }
     }
@@ -791,11 +909,7 @@ fn mutate(cx: &mut Ctx, p: &Plugin) -> Vec<Emitted> {
             pairs
                 .iter()
                 .map(|(f, v)| {
-                    let v = if as_path {
-                        field_text(v)
-                    } else {
-                        v.clone()
-                    };
+                    let v = if as_path { field_text(v) } else { v.clone() };
                     format!("{} = {}", toml_str(&f.to_string()), toml_str(&v))
                 })
                 .collect::<Vec<_>>()
@@ -803,23 +917,39 @@ fn mutate(cx: &mut Ctx, p: &Plugin) -> Vec<Emitted> {
         };
         match *op {
             "rename" => {
-                let Some(m) = field_map(cx, false) else { continue };
+                let Some(m) = field_map(cx, false) else {
+                    continue;
+                };
                 let mut writes: Vec<FieldPath> = m.iter().map(|(f, _)| f.clone()).collect();
                 for (_, to) in &m {
                     if let Some(t) = field(cx, a.line, &what, to) {
                         writes.push(t);
                     }
                 }
-                out.push(emitted(comment, format!("rename = {{ fields = {{ {} }} }}", map_key(&m, true)), Writes::Fields(writes)));
+                out.push(emitted(
+                    comment,
+                    format!("rename = {{ fields = {{ {} }} }}", map_key(&m, true)),
+                    Writes::Fields(writes),
+                ));
             }
             "replace" | "add_field" => {
-                let Some(m) = field_map(cx, true) else { continue };
+                let Some(m) = field_map(cx, true) else {
+                    continue;
+                };
                 let writes = m.iter().map(|(f, _)| f.clone()).collect();
-                out.push(emitted(comment, format!("{op} = {{ fields = {{ {} }} }}", map_key(&m, false)), Writes::Fields(writes)));
+                out.push(emitted(
+                    comment,
+                    format!("{op} = {{ fields = {{ {} }} }}", map_key(&m, false)),
+                    Writes::Fields(writes),
+                ));
             }
             "convert" => {
-                let Some(m) = field_map(cx, false) else { continue };
-                if let Some((_, t)) = m.iter().find(|(_, t)| !matches!(t.as_str(), "integer" | "float" | "string" | "boolean")) {
+                let Some(m) = field_map(cx, false) else {
+                    continue;
+                };
+                if let Some((_, t)) = m.iter().find(|(_, t)| {
+                    !matches!(t.as_str(), "integer" | "float" | "string" | "boolean")
+                }) {
                     cx.refuse(a.line, &what, format!("conversion to `{t}` is not supported (integer, float, string, boolean are)"));
                     continue;
                 }
@@ -827,7 +957,10 @@ fn mutate(cx: &mut Ctx, p: &Plugin) -> Vec<Emitted> {
                 writes.push(path("tags"));
                 out.push(emitted(
                     comment,
-                    format!("convert = {{ fields = {{ {} }}{tags_suffix} }}", map_key(&m, false)),
+                    format!(
+                        "convert = {{ fields = {{ {} }}{tags_suffix} }}",
+                        map_key(&m, false)
+                    ),
                     Writes::Fields(writes),
                 ));
             }
@@ -856,10 +989,18 @@ fn mutate(cx: &mut Ctx, p: &Plugin) -> Vec<Emitted> {
                     cx.refuse(a.line, &what, "expected a tag or a list of tags");
                     continue;
                 };
-                out.push(emitted(comment, format!("add_tag = {{ tags = {} }}", tags_key(&tags)), Writes::Fields(vec![path("tags")])));
+                out.push(emitted(
+                    comment,
+                    format!("add_tag = {{ tags = {} }}", tags_key(&tags)),
+                    Writes::Fields(vec![path("tags")]),
+                ));
             }
             other => {
-                cx.refuse(a.line, &what, format!("lumberd has no equivalent of mutate's {other}"));
+                cx.refuse(
+                    a.line,
+                    &what,
+                    format!("lumberd has no equivalent of mutate's {other}"),
+                );
             }
         }
     }
@@ -877,7 +1018,11 @@ fn prune(cx: &mut Ctx, p: &Plugin) -> Vec<Emitted> {
                     let name = pat
                         .strip_prefix('^')
                         .and_then(|s| s.strip_suffix('$'))
-                        .filter(|s| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '@'));
+                        .filter(|s| {
+                            s.chars().all(|c| {
+                                c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '@'
+                            })
+                        });
                     match name.and_then(|n| FieldPath::parse(n).ok()) {
                         Some(f) => fields.push(f),
                         None => {
@@ -924,9 +1069,16 @@ fn collect_outputs(
                     unconditional += 1;
                     es.push((cx.file.to_string(), None, p.clone()));
                 }
-                "stdout" => notes.push(format!("# stdout output ({}): dropped, lumberd has none", cx.at(p.line))),
+                "stdout" => notes.push(format!(
+                    "# stdout output ({}): dropped, lumberd has none",
+                    cx.at(p.line)
+                )),
                 other => {
-                    cx.refuse(p.line, other, "lumberd's outputs are Elasticsearch and its file output");
+                    cx.refuse(
+                        p.line,
+                        other,
+                        "lumberd's outputs are Elasticsearch and its file output",
+                    );
                 }
             },
             Item::Branch(arms) => {
@@ -943,14 +1095,23 @@ fn collect_outputs(
                                 *routed = true;
                                 es.push((cx.file.to_string(), arm_condition(arms, i), p.clone()));
                             }
-                            Item::Plugin(p) if p.name == "stdout" => {
-                                notes.push(format!("# stdout output ({}): dropped, lumberd has none", cx.at(p.line)))
-                            }
+                            Item::Plugin(p) if p.name == "stdout" => notes.push(format!(
+                                "# stdout output ({}): dropped, lumberd has none",
+                                cx.at(p.line)
+                            )),
                             Item::Plugin(p) => {
-                                cx.refuse(p.line, &p.name, "lumberd's outputs are Elasticsearch and its file output");
+                                cx.refuse(
+                                    p.line,
+                                    &p.name,
+                                    "lumberd's outputs are Elasticsearch and its file output",
+                                );
                             }
                             Item::Branch(a) => {
-                                cx.refuse(a[0].line, "if", "nested conditionals in outputs are not supported");
+                                cx.refuse(
+                                    a[0].line,
+                                    "if",
+                                    "nested conditionals in outputs are not supported",
+                                );
                             }
                         }
                     }
@@ -958,7 +1119,10 @@ fn collect_outputs(
             }
         }
     }
-    let branches = items.iter().filter(|i| matches!(i, Item::Branch(_))).count();
+    let branches = items
+        .iter()
+        .filter(|i| matches!(i, Item::Branch(_)))
+        .count();
     if (*routed && (unconditional > 0 || branches > 1)) || unconditional > 1 {
         let line = items
             .iter()
@@ -1000,14 +1164,21 @@ fn host_url(h: &str, ssl: bool) -> String {
         None => (rest, ""),
     };
     let has_port = match authority.rfind(':') {
-        Some(i) => authority[i + 1..].chars().all(|c| c.is_ascii_digit()) && !authority[i..].contains(']'),
+        Some(i) => {
+            authority[i + 1..].chars().all(|c| c.is_ascii_digit()) && !authority[i..].contains(']')
+        }
         None => false,
     };
     let port = if has_port { "" } else { ":9200" };
     format!("{scheme}://{authority}{port}{tail}")
 }
 
-fn elasticsearch(cx: &mut Ctx, p: &Plugin, output: &mut Vec<String>, fingerprint: &mut Option<String>) {
+fn elasticsearch(
+    cx: &mut Ctx,
+    p: &Plugin,
+    output: &mut Vec<String>,
+    fingerprint: &mut Option<String>,
+) {
     let at = cx.at(p.line);
     let ssl = option(p, "ssl_enabled")
         .or_else(|| option(p, "ssl"))
@@ -1028,7 +1199,10 @@ fn elasticsearch(cx: &mut Ctx, p: &Plugin, output: &mut Vec<String>, fingerprint
                 hosts_set = true;
                 lines.push(format!(
                     "elasticsearch = [{}]",
-                    urls.iter().map(|u| toml_str(u)).collect::<Vec<_>>().join(", ")
+                    urls.iter()
+                        .map(|u| toml_str(u))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             "index" | "id" | "ssl" | "ssl_enabled" | "ecs_compatibility" | "enable_metric" => {}
@@ -1060,7 +1234,10 @@ fn elasticsearch(cx: &mut Ctx, p: &Plugin, output: &mut Vec<String>, fingerprint
                     "# username ({}): set LUMBERD_OUTPUT_USERNAME to the value of ${{{var}}}",
                     cx.at(a.line)
                 )),
-                None => lines.push(format!("username = {}", toml_str(text.as_deref().unwrap_or("")))),
+                None => lines.push(format!(
+                    "username = {}",
+                    toml_str(text.as_deref().unwrap_or(""))
+                )),
             },
             "password" | "api_key" => {
                 let var = if a.name == "password" {
@@ -1084,7 +1261,9 @@ fn elasticsearch(cx: &mut Ctx, p: &Plugin, output: &mut Vec<String>, fingerprint
                 }
             }
             "ssl_certificate_authorities" | "cacert" => match strings(&a.value) {
-                Some(cas) if cas.len() == 1 => lines.push(format!("ca_file = {}", toml_str(&cas[0]))),
+                Some(cas) if cas.len() == 1 => {
+                    lines.push(format!("ca_file = {}", toml_str(&cas[0])))
+                }
                 _ => {
                     cx.refuse(a.line, what, "lumberd takes one CA file");
                 }
@@ -1119,12 +1298,17 @@ fn elasticsearch(cx: &mut Ctx, p: &Plugin, output: &mut Vec<String>, fingerprint
             "action" if text.as_deref() == Some("create") => {}
             "data_stream" if text.as_deref() == Some("false") => {}
             n => {
-                cx.refuse(a.line, what, format!("the elasticsearch output option `{n}` has no lumberd equivalent"));
+                cx.refuse(
+                    a.line,
+                    what,
+                    format!("the elasticsearch output option `{n}` has no lumberd equivalent"),
+                );
             }
         }
     }
     if !hosts_set {
-        lines.push("elasticsearch = [\"http://127.0.0.1:9200\"]  # Logstash's default hosts".into());
+        lines
+            .push("elasticsearch = [\"http://127.0.0.1:9200\"]  # Logstash's default hosts".into());
     }
     if option(p, "action").is_none() {
         lines.push(
@@ -1150,17 +1334,31 @@ mod tests {
 
     #[test]
     fn a_branch_whose_filters_change_its_condition_is_decided_once() {
-        let r = run(r#"filter { if [level] == "error" { mutate { uppercase => ["level"] add_tag => ["e"] } } else { mutate { add_tag => ["other"] } } }"#);
+        let r = run(
+            r#"filter { if [level] == "error" { mutate { uppercase => ["level"] add_tag => ["e"] } } else { mutate { add_tag => ["other"] } } }"#,
+        );
         assert!(r.refusals.is_empty(), "{:?}", r.refusals);
         assert!(r.toml.contains("_lumberd_branch_1"), "{}", r.toml);
-        assert!(r.toml.contains(r#"if = '[@metadata][_lumberd_branch_1] == "2"'"#), "{}", r.toml);
+        assert!(
+            r.toml
+                .contains(r#"if = '[@metadata][_lumberd_branch_1] == "2"'"#),
+            "{}",
+            r.toml
+        );
     }
 
     #[test]
     fn a_branch_that_does_not_touch_its_condition_is_flattened() {
-        let r = run(r#"filter { if [level] == "DEBUG" { drop {} } else if [level] == "INFO" { mutate { add_tag => ["i"] } } }"#);
+        let r = run(
+            r#"filter { if [level] == "DEBUG" { drop {} } else if [level] == "INFO" { mutate { add_tag => ["i"] } } }"#,
+        );
         assert!(r.refusals.is_empty(), "{:?}", r.refusals);
         assert!(!r.toml.contains("_lumberd_branch"), "{}", r.toml);
-        assert!(r.toml.contains(r#"if = '!([level] == "DEBUG") and [level] == "INFO"'"#), "{}", r.toml);
+        assert!(
+            r.toml
+                .contains(r#"if = '!([level] == "DEBUG") and [level] == "INFO"'"#),
+            "{}",
+            r.toml
+        );
     }
 }

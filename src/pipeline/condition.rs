@@ -191,7 +191,10 @@ impl Node {
                 l.fields(out);
                 r.fields(out);
             }
-            Node::Compare(_, l, r) | Node::In { item: l, set: r, .. } => {
+            Node::Compare(_, l, r)
+            | Node::In {
+                item: l, set: r, ..
+            } => {
                 operand(l, out);
                 operand(r, out);
             }
@@ -338,7 +341,9 @@ fn ruby_eq(a: &V, b: &V) -> bool {
         (V::Int(x), V::Int(y)) => x == y,
         (V::Int(x), V::Float(y)) | (V::Float(y), V::Int(x)) => (*x as f64) == *y,
         (V::Float(x), V::Float(y)) => x == y,
-        (V::List(x), V::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| ruby_eq(a, b)),
+        (V::List(x), V::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| ruby_eq(a, b))
+        }
         (V::Map(x), V::Map(y)) => {
             x.len() == y.len()
                 && x.iter().all(|(k, v)| {
@@ -363,15 +368,21 @@ fn order(left: &V, right: &V) -> Result<Ordering, EvalError> {
         _ => None,
     };
     match (left, right) {
-        (V::Null, _) => Err(EvalError("an ordering comparison read a missing or null field")),
-        (V::List(_) | V::Map(_), _) => Err(EvalError("an ordering comparison read an array or object")),
+        (V::Null, _) => Err(EvalError(
+            "an ordering comparison read a missing or null field",
+        )),
+        (V::List(_) | V::Map(_), _) => {
+            Err(EvalError("an ordering comparison read an array or object"))
+        }
         (V::Bool(_), _) => Ok(Ordering::Equal),
         (V::Str(a), V::Str(b)) => Ok(a.as_bytes().cmp(b.as_bytes())),
         (V::Int(a), V::Int(b)) => Ok(a.cmp(b)),
         (V::Int(_) | V::Float(_), V::Int(_) | V::Float(_)) => {
             Ok(num(left).unwrap().total_cmp(&num(right).unwrap()))
         }
-        _ => Err(EvalError("an ordering comparison of a string with a number or other type")),
+        _ => Err(EvalError(
+            "an ordering comparison of a string with a number or other type",
+        )),
     }
 }
 
@@ -486,7 +497,10 @@ fn contains(doc: &mut Doc, item: &Operand, set: &Operand) -> Result<bool, EvalEr
     let bump = doc.bump;
     Ok(match (item, set) {
         // FieldInConstantScalar: the field is a string found inside the literal's text.
-        (Operand::Field(f), Operand::Literal(lit @ (Literal::Str(_) | Literal::Int(_) | Literal::Float(_)))) => {
+        (
+            Operand::Field(f),
+            Operand::Literal(lit @ (Literal::Str(_) | Literal::Int(_) | Literal::Float(_))),
+        ) => {
             let mut text = String::new();
             to_s(&owned(lit, bump), &mut text);
             matches!(read(doc, f), V::Str(s) if text.contains(s))
@@ -530,7 +544,9 @@ fn contains(doc: &mut Doc, item: &Operand, set: &Operand) -> Result<bool, EvalEr
                 (V::List(_) | V::Map(_), _) => false,
                 (V::Str(x), V::Str(y)) => y.contains(x),
                 (V::Null, V::List(_)) => {
-                    return Err(EvalError("`in` looked for a missing or null field in a list"))
+                    return Err(EvalError(
+                        "`in` looked for a missing or null field in a list",
+                    ))
                 }
                 (_, V::List(items)) => items.iter().any(|i| java_equals(&l, i)),
                 (V::Null, _) => false,
@@ -718,7 +734,9 @@ impl<'t> Parser<'t> {
                     "a literal is not a condition here (Logstash accepts one only as the whole \
                      condition)",
                 )),
-                Element::Regex(at) => Err(self.error_at(at, "a regular expression needs `=~` or `!~`")),
+                Element::Regex(at) => {
+                    Err(self.error_at(at, "a regular expression needs `=~` or `!~`"))
+                }
             };
         }
         while let Some(op) = ops.pop() {
@@ -768,7 +786,10 @@ impl<'t> Parser<'t> {
             }
             return Ok(Element::Node(inner));
         }
-        if self.peek() == Some(b'!') && !self.rest().starts_with("!=") && !self.rest().starts_with("!~") {
+        if self.peek() == Some(b'!')
+            && !self.rest().starts_with("!=")
+            && !self.rest().starts_with("!~")
+        {
             self.at += 1;
             self.skip_cs();
             if self.eat("(") {
@@ -783,8 +804,15 @@ impl<'t> Parser<'t> {
             if self.peek() == Some(b'[') {
                 let at = self.at;
                 match self.rvalue()? {
-                    Rvalue::Field(f) => return Ok(Element::Node(Node::Not(Box::new(Node::Truthy(f))))),
-                    _ => return Err(self.error_at(at, "`!` takes a field reference or a parenthesised condition")),
+                    Rvalue::Field(f) => {
+                        return Ok(Element::Node(Node::Not(Box::new(Node::Truthy(f)))))
+                    }
+                    _ => {
+                        return Err(self.error_at(
+                            at,
+                            "`!` takes a field reference or a parenthesised condition",
+                        ))
+                    }
                 }
             }
             return Err(self.error("`!` takes a field reference or a parenthesised condition"));
@@ -819,10 +847,16 @@ impl<'t> Parser<'t> {
                     Rvalue::Literal(Literal::Str(s)) => {
                         Pattern::new(&s).map_err(|e| self.error_at(right_at, e))?
                     }
-                    _ => return Err(self.error_at(right_at, "`=~` and `!~` take a /regex/ or a string")),
+                    _ => {
+                        return Err(
+                            self.error_at(right_at, "`=~` and `!~` take a /regex/ or a string")
+                        )
+                    }
                 };
                 let Rvalue::Field(field) = left else {
-                    return Err(self.error_at(start, "`=~` and `!~` need a field reference on the left"));
+                    return Err(
+                        self.error_at(start, "`=~` and `!~` need a field reference on the left")
+                    );
                 };
                 return Ok(Element::Node(Node::Match {
                     field,
@@ -866,7 +900,9 @@ impl<'t> Parser<'t> {
         let operand = |r: Rvalue, at: usize| match r {
             Rvalue::Field(f) => Ok(Operand::Field(f)),
             Rvalue::Literal(l) => Ok(Operand::Literal(l)),
-            Rvalue::Regex(_) => Err(self.error_at(at, "a regular expression can only follow `=~` or `!~`")),
+            Rvalue::Regex(_) => {
+                Err(self.error_at(at, "a regular expression can only follow `=~` or `!~`"))
+            }
         };
         let (l, r) = (operand(left, left_at)?, operand(right, right_at)?);
         if !matches!(op, CmpOp::Eq | CmpOp::Ne) {
@@ -885,7 +921,9 @@ impl<'t> Parser<'t> {
                         | (Literal::Float(_), Literal::Float(_))
                 );
                 if !same {
-                    return Err(self.error_at(left_at, "two literals of different types cannot be ordered"));
+                    return Err(
+                        self.error_at(left_at, "two literals of different types cannot be ordered")
+                    );
                 }
             }
         }
@@ -902,7 +940,10 @@ impl<'t> Parser<'t> {
     ) -> Result<Element, ParseError> {
         let ok = match (&left, &right) {
             (Rvalue::Field(_), Rvalue::Literal(_)) | (Rvalue::Field(_), Rvalue::Field(_)) => true,
-            (Rvalue::Literal(Literal::Str(_) | Literal::Int(_) | Literal::Float(_)), Rvalue::Field(_)) => true,
+            (
+                Rvalue::Literal(Literal::Str(_) | Literal::Int(_) | Literal::Float(_)),
+                Rvalue::Field(_),
+            ) => true,
             (Rvalue::Literal(_), Rvalue::Literal(_)) => true,
             _ => false,
         };
@@ -995,7 +1036,17 @@ impl<'t> Parser<'t> {
                 i += 1;
             }
         }
-        Err(self.error_at(start, format!("unterminated {}", if d == b'/' { "regular expression" } else { "string" })))
+        Err(self.error_at(
+            start,
+            format!(
+                "unterminated {}",
+                if d == b'/' {
+                    "regular expression"
+                } else {
+                    "string"
+                }
+            ),
+        ))
     }
 
     /// `number: "-"? [0-9]+ ("." [0-9]*)?`, an Integer or (with a `.`) a Float.
@@ -1022,7 +1073,10 @@ impl<'t> Parser<'t> {
         let text = &self.text[start..start + n];
         self.at += n;
         if float {
-            Ok(Literal::Float(text.parse().map_err(|_| self.error_at(start, "bad number"))?))
+            Ok(Literal::Float(
+                text.parse()
+                    .map_err(|_| self.error_at(start, "bad number"))?,
+            ))
         } else {
             text.parse()
                 .map(Literal::Int)
@@ -1238,7 +1292,11 @@ mod tests {
         let c = Condition::parse(cond).unwrap_or_else(|e| panic!("{cond}: {e:?}"));
         let bump = Bump::new();
         let root = parse_object(event, &bump).unwrap();
-        let mut doc = Doc::new(root, &bump, Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap());
+        let mut doc = Doc::new(
+            root,
+            &bump,
+            Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+        );
         c.eval(&mut doc)
     }
 
@@ -1281,8 +1339,14 @@ mod tests {
         assert!(holds("[n] == 5", e));
         assert!(!holds("[sn] == 5", e), "a string is not a number");
         assert!(!holds(r#"[n] == "5""#, e));
-        assert!(!holds("[x] == 5", e), "an Integer literal equals only an Integer");
-        assert!(holds("[x] == 5.0", e) && holds("[n] == 5.0", e), "a Float is Ruby ==");
+        assert!(
+            !holds("[x] == 5", e),
+            "an Integer literal equals only an Integer"
+        );
+        assert!(
+            holds("[x] == 5.0", e) && holds("[n] == 5.0", e),
+            "a Float is Ruby =="
+        );
         assert!(holds(r#"[tags] == ["a", "b"]"#, e));
         assert!(holds("[nested][k] == [1, 2]", e));
         assert!(holds(r#"[missing] != "x""#, e), "!= is not ==");
@@ -1298,12 +1362,24 @@ mod tests {
         assert!(holds("[n] >= 500", e) && holds("[n] <= 500", e) && !holds("[n] < 500", e));
         assert!(holds("[n] > 499.5", e) && holds("[f] < 3", e));
         assert!(holds(r#"[s] > "a""#, e) && holds(r#"[s] < "c""#, e) && holds(r#"[s] < "ba""#, e));
-        assert!(holds(r#"[s] > "B""#, e), "bytewise: lowercase sorts after uppercase");
-        assert!(holds("400 < [n]", e), "a literal on the left compares with the converse");
+        assert!(
+            holds(r#"[s] > "B""#, e),
+            "bytewise: lowercase sorts after uppercase"
+        );
+        assert!(
+            holds("400 < [n]", e),
+            "a literal on the left compares with the converse"
+        );
         assert!(holds("[n] > [f]", e), "field against field");
         // Booleans: RubyBasicObject#compareTo answers 0 for what <=> cannot order.
         assert!(holds("[t] >= 5", e) && holds("[t] <= 5", e) && !holds("[t] > 5", e));
-        for bad in ["[missing] > 1", "[s] > 1", "[n] < \"x\"", "[l] > 0", "1 < [missing]"] {
+        for bad in [
+            "[missing] > 1",
+            "[s] > 1",
+            "[n] < \"x\"",
+            "[l] > 0",
+            "1 < [missing]",
+        ] {
             assert!(eval(bad, e).is_err(), "{bad} must be an evaluation error");
         }
         // An error propagates through ! and is not hidden by it.
@@ -1317,14 +1393,26 @@ mod tests {
     fn regex_matches_are_unanchored_ruby_style_with_line_anchors() {
         let e = r#"{"m":"first line\nERROR: boom","n":5,"p":"/var/log/a.log"}"#;
         assert!(holds("[m] =~ /boom/", e));
-        assert!(holds("[m] =~ /^ERROR/", e), "^ matches after a newline, as in Ruby");
-        assert!(!holds(r"[m] =~ /\AERROR/", e), "\\A is the start of the string");
+        assert!(
+            holds("[m] =~ /^ERROR/", e),
+            "^ matches after a newline, as in Ruby"
+        );
+        assert!(
+            !holds(r"[m] =~ /\AERROR/", e),
+            "\\A is the start of the string"
+        );
         assert!(holds("[m] =~ /line$/", e), "$ matches before a newline");
         assert!(holds(r#"[m] =~ "ERR(OR)?""#, e), "a string is a pattern");
         assert!(!holds("[n] =~ /5/", e), "only strings match");
         assert!(holds("[missing] !~ /x/", e));
-        assert!(holds(r"[p] =~ /^\/var\/log\//", e), "\\/ escapes the delimiter");
-        assert!(!holds("[m] =~ /first.line.ERROR/", e), ". does not match a newline");
+        assert!(
+            holds(r"[p] =~ /^\/var\/log\//", e),
+            "\\/ escapes the delimiter"
+        );
+        assert!(
+            !holds("[m] =~ /first.line.ERROR/", e),
+            ". does not match a newline"
+        );
         let (col, msg) = parse_error("[m] =~ /(?<=a)b/");
         assert_eq!(col, 8, "{msg}");
         assert!(msg.contains("regular expression"), "{msg}");
@@ -1335,8 +1423,14 @@ mod tests {
         let e = r#"{"level":"ERROR","tags":["_jsonparsefailure","x"],"codes":[500,503],"c":500,"s":"500","msg":"disk full","sub":"full","f":1.0}"#;
         // string literal in a field: substring of a string, element of a list
         assert!(holds(r#""_jsonparsefailure" in [tags]"#, e));
-        assert!(holds(r#""ERR" in [level]"#, e), "substring of a string field");
-        assert!(!holds(r#""_json" in [tags]"#, e), "list elements match whole");
+        assert!(
+            holds(r#""ERR" in [level]"#, e),
+            "substring of a string field"
+        );
+        assert!(
+            !holds(r#""_json" in [tags]"#, e),
+            "list elements match whole"
+        );
         assert!(holds(r#""nope" not in [tags]"#, e));
         // field in a list literal: compared as strings
         assert!(holds(r#"[level] in ["ERROR", "WARN"]"#, e));
@@ -1348,12 +1442,21 @@ mod tests {
         assert!(!holds("[c] in \"500\"", e), "only a string field");
         // number literal in a field: list membership with Java equals
         assert!(holds("500 in [codes]", e));
-        assert!(!holds("500 in [c]", e), "Logstash never matches a non-list field here");
+        assert!(
+            !holds("500 in [c]", e),
+            "Logstash never matches a non-list field here"
+        );
         // field in field
         assert!(holds("[sub] in [msg]", e));
         assert!(holds("[c] in [codes]", e));
-        assert!(!holds("[tags] in [tags]", e), "a list on the left never matches");
-        assert!(eval("[missing] in [codes]", e).is_err(), "null in a list throws in Logstash");
+        assert!(
+            !holds("[tags] in [tags]", e),
+            "a list on the left never matches"
+        );
+        assert!(
+            eval("[missing] in [codes]", e).is_err(),
+            "null in a list throws in Logstash"
+        );
         // literal in literal, folded
         assert!(holds(r#""a" in ["a", "b"]"#, e) && holds(r#""b" in "abc""#, e));
     }
@@ -1371,7 +1474,10 @@ mod tests {
         // `a and b and c or d` is `a and ((b and c) or d)`.
         let c = Condition::parse("[a] and [b] and [c] or [d]").unwrap();
         assert_eq!(c.to_string(), "[a] and (([b] and [c]) or [d])");
-        assert!(!holds("[f] and [t] and [t] or [t]", e), "Logstash's grouping, not ((f and t and t) or t)");
+        assert!(
+            !holds("[f] and [t] and [t] or [t]", e),
+            "Logstash's grouping, not ((f and t and t) or t)"
+        );
         let (col, msg) = parse_error("[t] xor [f] and [t]");
         assert_eq!(col, 5, "{msg}");
         assert!(msg.contains("xor and nand"), "{msg}");
@@ -1390,7 +1496,10 @@ mod tests {
         let c = Condition::parse(r#"[level] == "INFO""#).unwrap();
         assert!(c.eval(&mut doc).unwrap());
         for (k, v) in doc.root.fields.iter() {
-            assert!(matches!(v, Value::Raw(_)), "{k} was parsed by a condition that does not read it");
+            assert!(
+                matches!(v, Value::Raw(_)),
+                "{k} was parsed by a condition that does not read it"
+            );
         }
         assert!(!doc.modified);
     }
@@ -1437,7 +1546,11 @@ mod tests {
         ] {
             let c = Condition::parse(cond).unwrap();
             let printed = c.to_string();
-            assert_eq!(Condition::parse(&printed).unwrap(), c, "{cond} -> {printed}");
+            assert_eq!(
+                Condition::parse(&printed).unwrap(),
+                c,
+                "{cond} -> {printed}"
+            );
         }
     }
 }

@@ -238,7 +238,11 @@ impl Filter {
                     let Some(v) = doc.get(path) else { continue };
                     v.expand(bump);
                     let change = |s: &str| {
-                        let t = if *upper { s.to_uppercase() } else { s.to_lowercase() };
+                        let t = if *upper {
+                            s.to_uppercase()
+                        } else {
+                            s.to_lowercase()
+                        };
                         (t != s).then(|| Value::Str(bump.alloc_str(&t)))
                     };
                     let mut changed = false;

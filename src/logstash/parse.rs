@@ -3,6 +3,7 @@
 //! Strings are taken as written between their quotes (`config.support_escapes` is off
 //! by default), as Logstash does.
 
+use crate::pipeline::condition::{cs_len, delimited_len, starts_with_word};
 use crate::pipeline::Condition;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,31 +132,15 @@ impl<'t> P<'t> {
 
     /// `cs`: whitespace and comments.
     fn cs(&mut self) {
-        loop {
-            let rest = self.rest();
-            let t = rest.trim_start_matches([' ', '\t', '\r', '\n']);
-            self.at += rest.len() - t.len();
-            if t.starts_with('#') {
-                self.at += t.find('\n').map_or(t.len(), |n| n + 1);
-            } else {
-                return;
-            }
-        }
+        self.at += cs_len(self.rest());
     }
 
     fn word(&mut self, w: &str) -> bool {
-        let rest = self.rest();
-        if rest.starts_with(w)
-            && !rest[w.len()..]
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        let found = starts_with_word(self.rest(), w, b"-");
+        if found {
             self.at += w.len();
-            true
-        } else {
-            false
         }
+        found
     }
 
     fn expect(&mut self, s: &str) -> Result<(), SyntaxError> {
@@ -276,20 +261,10 @@ impl<'t> P<'t> {
     }
 
     fn string(&mut self, q: u8) -> Result<String, SyntaxError> {
-        let start = self.at;
-        let b = self.text.as_bytes();
-        let mut i = start + 1;
-        while i < b.len() {
-            if b[i] == b'\\' && b.get(i + 1) == Some(&q) {
-                i += 2;
-            } else if b[i] == q {
-                self.at = i + 1;
-                return Ok(self.text[start + 1..i].to_string());
-            } else {
-                i += 1;
-            }
-        }
-        Err(self.err_at(start, "unterminated string"))
+        let (content, used) =
+            delimited_len(self.rest(), q).ok_or_else(|| self.err("unterminated string"))?;
+        self.at += used;
+        Ok(content.to_string())
     }
 
     /// `value: plugin / bareword / string / number / array / hash`.
@@ -442,7 +417,7 @@ output { elasticsearch { hosts => ["http://es:9200"] codec => json { charset => 
     fn syntax_errors_give_line_and_column() {
         let e = parse("filter {\n  mutate { add_field => { \"a\" => \"b\", \"c\" => \"d\" } }\n}")
             .unwrap_err();
-        assert_eq!((e.line, e.column), (2, 38), "{e:?}");
+        assert_eq!((e.line, e.column), (2, 37), "{e:?}");
         let e = parse("filter {\n  if [a] = 1 { drop {} }\n}").unwrap_err();
         assert_eq!(e.line, 2, "{e:?}");
         assert!(

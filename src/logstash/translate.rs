@@ -670,13 +670,15 @@ fn filter(cx: &mut Ctx, p: &Plugin) -> Result<Vec<Emitted>, Refusal> {
             )]
         }
         "prune" => prune(cx, p),
-        other => return Err(cx.refuse(
-            p.line,
-            other,
-            format!(
+        other => {
+            return Err(cx.refuse(
+                p.line,
+                other,
+                format!(
                 "lumberd has no {other} filter (it has json, date, mutate's operations and drop)"
             ),
-        )),
+            ))
+        }
     };
     if cx.refusals.len() > before {
         // The first refusal of this plugin stands in the filter list where it was.

@@ -588,7 +588,49 @@ fn literal_java_equals(a: &Literal, b: &Literal) -> bool {
 }
 
 // ---------------------------------------------------------------------------------
-// Parsing: a recursive descent over `lscl_grammar.treetop`'s condition rules.
+// Parsing: a recursive descent over `lscl_grammar.treetop`'s condition rules. The lexical
+// helpers are shared with the configuration parser (`crate::logstash`).
+
+/// The grammar's `cs`: the length of the whitespace and `#` comments `text` starts with.
+pub fn cs_len(text: &str) -> usize {
+    let mut at = 0;
+    loop {
+        let rest = &text[at..];
+        let trimmed = rest.trim_start_matches([' ', '\t', '\r', '\n']);
+        at += rest.len() - trimmed.len();
+        if !trimmed.starts_with('#') {
+            return at;
+        }
+        at += trimmed.find('\n').map_or(trimmed.len(), |n| n + 1);
+    }
+}
+
+/// True when `text` starts with the word `w` not followed by an identifier character
+/// (ASCII alphanumerics, `_`, and `extra`).
+pub fn starts_with_word(text: &str, w: &str, extra: &[u8]) -> bool {
+    text.starts_with(w)
+        && !text[w.len()..]
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || extra.contains(&b))
+}
+
+/// `text` opens with delimiter `d`: the text up to the next `d` not preceded by a
+/// backslash (`\d` stays in the text, escapes are not processed), and the bytes used.
+pub fn delimited_len(text: &str, d: u8) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    let mut i = 1;
+    while i < b.len() {
+        if b[i] == b'\\' && b.get(i + 1) == Some(&d) {
+            i += 2;
+        } else if b[i] == d {
+            return Some((&text[1..i], i + 1));
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
 
 struct Parser<'t> {
     text: &'t str,
@@ -642,33 +684,16 @@ impl<'t> Parser<'t> {
 
     /// `cs`: whitespace and `#` comments.
     fn skip_cs(&mut self) {
-        loop {
-            let rest = self.rest();
-            let trimmed = rest.trim_start_matches([' ', '\t', '\r', '\n']);
-            self.at += rest.len() - trimmed.len();
-            if trimmed.starts_with('#') {
-                let end = trimmed.find('\n').map_or(trimmed.len(), |n| n + 1);
-                self.at += end;
-            } else {
-                return;
-            }
-        }
+        self.at += cs_len(self.rest());
     }
 
     /// A word operator: the word, not the start of a longer identifier.
     fn eat_word(&mut self, w: &str) -> bool {
-        let rest = self.rest();
-        if rest.starts_with(w)
-            && !rest[w.len()..]
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        let found = starts_with_word(self.rest(), w, b"");
+        if found {
             self.at += w.len();
-            true
-        } else {
-            false
         }
+        found
     }
 
     /// `condition: expression (cs boolean_operator cs expression)*`, combined as
@@ -1023,30 +1048,16 @@ impl<'t> Parser<'t> {
 
     /// Text between two delimiters, where a backslash before the delimiter keeps it in.
     fn delimited(&mut self, d: u8) -> Result<&'t str, ParseError> {
-        let start = self.at;
-        let bytes = self.text.as_bytes();
-        let mut i = start + 1;
-        while i < bytes.len() {
-            if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&d) {
-                i += 2;
-            } else if bytes[i] == d {
-                self.at = i + 1;
-                return Ok(&self.text[start + 1..i]);
+        let Some((content, used)) = delimited_len(self.rest(), d) else {
+            let what = if d == b'/' {
+                "regular expression"
             } else {
-                i += 1;
-            }
-        }
-        Err(self.error_at(
-            start,
-            format!(
-                "unterminated {}",
-                if d == b'/' {
-                    "regular expression"
-                } else {
-                    "string"
-                }
-            ),
-        ))
+                "string"
+            };
+            return Err(self.error(format!("unterminated {what}")));
+        };
+        self.at += used;
+        Ok(content)
     }
 
     /// `number: "-"? [0-9]+ ("." [0-9]*)?`, an Integer or (with a `.`) a Float.

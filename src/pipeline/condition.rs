@@ -963,15 +963,15 @@ impl<'t> Parser<'t> {
         left_at: usize,
         right_at: usize,
     ) -> Result<Element, ParseError> {
-        let ok = match (&left, &right) {
-            (Rvalue::Field(_), Rvalue::Literal(_)) | (Rvalue::Field(_), Rvalue::Field(_)) => true,
-            (
-                Rvalue::Literal(Literal::Str(_) | Literal::Int(_) | Literal::Float(_)),
-                Rvalue::Field(_),
-            ) => true,
-            (Rvalue::Literal(_), Rvalue::Literal(_)) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (&left, &right),
+            (Rvalue::Field(_), Rvalue::Literal(_) | Rvalue::Field(_))
+                | (
+                    Rvalue::Literal(Literal::Str(_) | Literal::Int(_) | Literal::Float(_)),
+                    Rvalue::Field(_),
+                )
+                | (Rvalue::Literal(_), Rvalue::Literal(_))
+        );
         if !ok {
             let at = if matches!(left, Rvalue::Regex(_) | Rvalue::Literal(Literal::List(_))) {
                 left_at

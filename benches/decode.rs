@@ -6,13 +6,14 @@
 //! decoded payloads, to compare its cost per event with the decoding it follows, and
 //! again with one filter condition added (`pipeline+if`), for the cost of a condition.
 //!
-//! Criterion prints bytes/s; a summary (ns per event, wire and inflated MB/s, events/s on
-//! one core) is written to target/bench/decode.json. Every iteration checks the number of
+//! Criterion prints bytes/s; a summary (CPU ns per event, wire and inflated MB/s, events
+//! per CPU-second) is written to target/bench/decode.json, the pipeline with and without
+//! the condition timed in alternation. Every iteration checks the number of
 //! frames decoded, so a broken path cannot post a fast figure.
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use chrono::Utc;
@@ -22,6 +23,7 @@ use lumberd::pipeline::{
 };
 use lumberd::protocol::{encode_window, Compression, DataFrame, Limits, Payload, Session, Step};
 use lumberd::record::Origin;
+use rustix::time::{clock_gettime, ClockId};
 
 struct Case {
     name: &'static str,
@@ -219,16 +221,44 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// Times `f` for about `budget`, returning seconds per call.
+/// This thread's CPU time: on a shared machine, time spent descheduled is not the code's.
+fn cpu_now() -> Duration {
+    let t = clock_gettime(ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Calls `f` for about `budget` of CPU time, returning CPU seconds per call.
 fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
     f();
-    let start = Instant::now();
+    let start = cpu_now();
     let mut calls = 0u32;
-    while start.elapsed() < budget {
+    while cpu_now() - start < budget {
         f();
         calls += 1;
     }
-    start.elapsed().as_secs_f64() / f64::from(calls)
+    (cpu_now() - start).as_secs_f64() / f64::from(calls)
+}
+
+/// CPU seconds per call of `a` and of `b`, called in alternation for about `budget` in
+/// all, so that drift on a shared machine (frequency, neighbours' cache use) falls on
+/// both alike and their difference is the code's.
+fn time_pair(budget: Duration, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    a();
+    b();
+    let (mut ta, mut tb, mut calls) = (Duration::ZERO, Duration::ZERO, 0u32);
+    while ta + tb < budget {
+        let t0 = cpu_now();
+        a();
+        let t1 = cpu_now();
+        b();
+        ta += t1 - t0;
+        tb += cpu_now() - t1;
+        calls += 1;
+    }
+    (
+        ta.as_secs_f64() / f64::from(calls),
+        tb.as_secs_f64() / f64::from(calls),
+    )
 }
 
 fn write_summary() {
@@ -249,12 +279,11 @@ fn write_summary() {
             );
         });
         let decoded = payloads(&case.wire);
-        let t_pipeline = time_per_call(Duration::from_secs(2), || {
-            assert_eq!(run_pipeline(&decoded, &pipeline, &origin), case.events);
-        });
-        let t_if = time_per_call(Duration::from_secs(2), || {
-            assert_eq!(run_pipeline(&decoded, &with_if, &origin), case.events);
-        });
+        let (t_pipeline, t_if) = time_pair(
+            Duration::from_secs(4),
+            || assert_eq!(run_pipeline(&decoded, &pipeline, &origin), case.events),
+            || assert_eq!(run_pipeline(&decoded, &with_if, &origin), case.events),
+        );
         let per_event = |t: f64| t * 1e9 / case.events as f64;
         rows.push(serde_json::json!({
             "case": case.name,

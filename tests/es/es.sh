@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
-# Fetch, start and stop a real Elasticsearch node for lumberd's tests.
+# Fetch, start and stop real Elasticsearch (or OpenSearch) nodes for lumberd's tests.
 # See tests/es/README.md for what is fetched, where it is cached and
-# which Elasticsearch features the distribution has.
+# which features each distribution has.
 #
-#   es.sh fetch                     resolve with Maven + verify + unpack (cached); prints ES home
+#   es.sh fetch                     resolve with Maven + verify + unpack (cached); prints the home
 #   es.sh start DIR [-E k=v ...]    start a node under DIR; prints http://127.0.0.1:PORT last
 #                                   (https:// with -E xpack.security.http.ssl.enabled=true)
-#   es.sh stop DIR                  SIGTERM, wait (deadline), then SIGKILL
+#   es.sh cluster DIR N [-E k=v ...]  start N nodes forming one cluster in DIR/node-1..N;
+#                                   prints their URLs, comma-separated, last
+#   es.sh stop DIR                  SIGTERM, wait (deadline), then SIGKILL (a cluster DIR: every node)
 #   es.sh kill DIR                  SIGKILL (simulated crash); data stays in DIR
 #   es.sh restart DIR [-E k=v ...]  stop + start on the same port and data dir
 #   es.sh url DIR                   print the URL of the running node in DIR
+#   es.sh watch PID DIR             stop the node or cluster in DIR once process PID has exited
 #   es.sh stop-all                  stop every node started from this cache
 #   es.sh adduser DIR USER PASS [ROLE]  file-realm user (for -E xpack.security.enabled=true)
+#
+# LUMBERD_ES_ENGINE=opensearch fetches and runs OpenSearch instead (LUMBERD_OS_VERSION).
 set -euo pipefail
 
 ES_VERSION="${LUMBERD_ES_VERSION:-8.11.3}"
-ES_ARTIFACT="org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ES_VERSION:zip"
+OS_VERSION="${LUMBERD_OS_VERSION:-2.19.6}"
+# set_engine NAME: which distribution is fetched and run (ENGINE, ES_ARTIFACT)
+set_engine() {
+  ENGINE=$1
+  case "$ENGINE" in
+    elasticsearch) ES_ARTIFACT="org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ES_VERSION:zip" ;;
+    opensearch) ES_ARTIFACT="org.opensearch.distribution.integ-test-zip:opensearch:$OS_VERSION:zip" ;;
+    *) printf 'es.sh: error: LUMBERD_ES_ENGINE must be elasticsearch or opensearch, not %s\n' "$ENGINE" >&2; exit 2 ;;
+  esac
+}
+set_engine "${LUMBERD_ES_ENGINE:-elasticsearch}"
 CACHE_DIR="${LUMBERD_CACHE:-$HOME/.cache/lumberd}/es"
 # The plugin that copies an artifact out of Maven's resolution, pinned so a fetch does
 # not depend on which version the plugin-group metadata calls latest today.
@@ -28,6 +43,12 @@ DEFAULT_JAVA_OPTS="-Xms512m -Xmx512m"
 declare -A PINNED_SHA1=(
   [org.elasticsearch.distribution.integ-test-zip:elasticsearch:8.11.3:zip]=c3f349b6069f38321d3ec61891173da5e4d4be4c
   [org.elasticsearch.distribution.integ-test-zip:elasticsearch:8.11.1:zip]=5f51158f9da984a4c27f9ba25634f30bc96d81eb
+  [org.opensearch.distribution.integ-test-zip:opensearch:2.19.6:zip]=8e071b0fee7911b226f68bdead8946002e6b6e36
+)
+# The server's main class, by which its process is recognised (see is_node_pid).
+declare -A MAIN_CLASS=(
+  [elasticsearch]=org.elasticsearch.server/org.elasticsearch.bootstrap.Elasticsearch
+  [opensearch]=org.opensearch.bootstrap.OpenSearch
 )
 CLUSTER_NAME="lumberd-test"
 
@@ -35,7 +56,7 @@ log() { printf 'es.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -138,12 +159,12 @@ fetch_zip() {
 do_fetch() {
   if [[ -n "${LUMBERD_ES_HOME:-}" ]]; then
     ES_HOME=$LUMBERD_ES_HOME RESOLVED_VERSION=custom
-    [[ -x "$ES_HOME/bin/elasticsearch" ]] || die "LUMBERD_ES_HOME=$ES_HOME has no bin/elasticsearch"
+    [[ -x "$ES_HOME/bin/$ENGINE" ]] || die "LUMBERD_ES_HOME=$ES_HOME has no bin/$ENGINE"
     return
   fi
   fetch_zip "$ES_ARTIFACT"
-  ES_HOME=$FETCHED_HOME RESOLVED_VERSION=$ES_VERSION
-  [[ -x "$ES_HOME/bin/elasticsearch" ]] || die "$ES_HOME has no bin/elasticsearch"
+  ES_HOME=$FETCHED_HOME RESOLVED_VERSION="$ENGINE $(cut -d: -f3 <<<"$ES_ARTIFACT")"
+  [[ -x "$ES_HOME/bin/$ENGINE" ]] || die "$ES_HOME has no bin/$ENGINE"
 }
 
 # ----------------------------------------------------------------- java ---
@@ -164,7 +185,8 @@ find_java() {
     cands+=("$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")")
   fi
   for c in /usr/lib/jvm/*17* /usr/lib/jvm/*21* /usr/lib/jvm/*; do [[ -d "$c" ]] && cands+=("$c"); done
-  # Elasticsearch 8.11 runs on Java 17..21 (it needs the security manager, gone in 24)
+  # Elasticsearch 8.11 and OpenSearch 2.19 run on Java 17..21 (they need the security
+  # manager, gone in 24)
   for c in "${cands[@]}"; do
     m=$(java_major "$c")
     if [[ -n "$m" && "$m" -ge 17 && "$m" -le 23 ]]; then
@@ -188,7 +210,7 @@ is_node_pid() { # PID DIR
   local cmd
   cmd=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline") || return 1
   grep -qxF -- "-Djava.io.tmpdir=$dir/tmp" <<<"$cmd" || return 1
-  grep -qxF 'org.elasticsearch.server/org.elasticsearch.bootstrap.Elasticsearch' <<<"$cmd"
+  grep -qxF -e "${MAIN_CLASS[elasticsearch]}" -e "${MAIN_CLASS[opensearch]}" <<<"$cmd"
 }
 
 # pids of the Elasticsearch server (and any launcher) of DIR
@@ -347,7 +369,8 @@ do_start() {
   add_setting "node.portsfile=true"
   add_setting "path.data=$dir/data"
   add_setting "path.logs=$dir/logs"
-  add_setting "xpack.security.enabled=false"
+  # OpenSearch's integ-test zip has no security plugin and refuses unknown settings
+  [[ $ENGINE == elasticsearch ]] && add_setting "xpack.security.enabled=false"
   add_setting "cluster.routing.allocation.disk.threshold_enabled=false"
   add_setting "action.destructive_requires_name=false"
 
@@ -380,7 +403,8 @@ do_start() {
   {
     echo "# written by tests/es/es.sh; rewritten on every start"
     for k in "${order[@]}"; do printf '%s: %s\n' "$k" "$(yaml_quote "${settings[$k]}")"; done
-  } >"$dir/config/elasticsearch.yml"
+  } >"$dir/config/$ENGINE.yml"
+  printf '%s\n' "$ENGINE" >"$dir/es.engine"
 
   rm -f "$dir/logs/http.ports" "$dir/logs/transport.ports"
 
@@ -395,16 +419,20 @@ do_start() {
 
   local budget=$(( START_TIMEOUT - ($(now) - t0) ))
   [[ $budget -gt 5 ]] || budget=5
-  log "starting Elasticsearch $RESOLVED_VERSION in $dir (java $java_home, ES_JAVA_OPTS=${ES_JAVA_OPTS:-$DEFAULT_JAVA_OPTS})"
+  local java_opts=${ES_JAVA_OPTS:-$DEFAULT_JAVA_OPTS}
+  log "starting $RESOLVED_VERSION in $dir (java $java_home, ES_JAVA_OPTS=$java_opts)"
+  # the two launchers read the same things under their own names
+  local env_prefix=ES
+  [[ $ENGINE == opensearch ]] && env_prefix=OPENSEARCH
   local rc=0
   # -d: the launcher returns once the node is up (or failed) and leaves the
-  # server running; no inherited fds, so callers' pipes are not held open.
-  ES_JAVA_HOME="$java_home" \
-  ES_PATH_CONF="$dir/config" \
-  ES_TMPDIR="$dir/tmp" \
-  ES_JAVA_OPTS="${ES_JAVA_OPTS:-$DEFAULT_JAVA_OPTS}" \
-    timeout -k 5 "$budget" "${wrap[@]}" "$ES_HOME/bin/elasticsearch" -d -p "$dir/es.pid" \
-    </dev/null >"$dir/logs/console.log" 2>&1 8>&- 9>&- || rc=$?
+  # server running; no inherited fds, so callers' pipes are not held open. From the
+  # distribution's home: OpenSearch's launcher runs bin/opensearch-keystore relative
+  # to the working directory (nothing is written there).
+  (cd "$ES_HOME" && env "${env_prefix}_JAVA_HOME=$java_home" "${env_prefix}_PATH_CONF=$dir/config" \
+    "${env_prefix}_TMPDIR=$dir/tmp" "${env_prefix}_JAVA_OPTS=$java_opts" \
+    timeout -k 5 "$budget" "${wrap[@]}" "$ES_HOME/bin/$ENGINE" -d -p "$dir/es.pid" \
+    </dev/null >"$dir/logs/console.log" 2>&1 8>&- 9>&-) || rc=$?
   if [[ $rc -ne 0 ]]; then
     if [[ $rc -eq 124 ]]; then
       log "Elasticsearch did not come up within ${budget}s"
@@ -473,6 +501,96 @@ do_start() {
   printf '%s\n' "$url"
 }
 
+# -------------------------------------------------------------- cluster ---
+
+# free_ports N: N ports nothing listens on, consecutive from a random place below the
+# kernel's ephemeral range (as port_window), so a node restarted after `kill` gets
+# its own ports back
+free_ports() {
+  local want=$1 lo=32768 p got=()
+  [[ -r /proc/sys/net/ipv4/ip_local_port_range ]] && lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range)
+  (( lo > 12000 )) || die "the ephemeral port range starts at $lo: no room below it for fixed ports"
+  p=$(( 10000 + (RANDOM * 32768 + RANDOM) % (lo - 10000 - 4 * want - 100) ))
+  while (( ${#got[@]} < want )); do
+    (( p < lo )) || die "no $want free ports below $lo"
+    port_in_use "$p" || got+=("$p")
+    p=$((p + 1))
+  done
+  printf '%s\n' "${got[@]}"
+}
+
+# do_cluster ROOT N ARGS...: N master-eligible data nodes DIR/node-1..N, each on its
+# own HTTP and transport port (fixed at first start, kept on restart), discovering
+# each other through seed hosts; started at once (none is yellow before a quorum has
+# joined); prints the HTTP URLs, comma-separated
+do_cluster() {
+  local root=$1 n=$2
+  shift 2
+  [[ "$n" =~ ^[1-9][0-9]?$ ]] || die "cluster wants a node count 1..99, got '$n'"
+  [[ ! -s "$root/cluster.nodes" ]] || die "$root already holds a cluster; stop it and use restart per node"
+  local t0 ports i names=() seeds=() pids=() failed=0
+  t0=$(now)
+  do_fetch
+  mapfile -t ports < <(free_ports $((2 * n)))
+  for ((i = 1; i <= n; i++)); do
+    names+=("node-$i")
+    seeds+=("127.0.0.1:${ports[n + i - 1]}")
+  done
+  local IFS_=$IFS
+  IFS=,
+  local seed_list="${seeds[*]}" master_list="${names[*]}"
+  IFS=$IFS_
+  for ((i = 1; i <= n; i++)); do
+    mkdir -p "$root/node-$i"
+    bash "$0" start "$root/node-$i" -E "node.name=node-$i" -E discovery.type=multi-node \
+      -E "http.port=${ports[i - 1]}" -E "transport.port=${ports[n + i - 1]}" \
+      -E "discovery.seed_hosts=$seed_list" -E "cluster.initial_master_nodes=$master_list" "$@" \
+      >"$root/node-$i.url" 2>"$root/node-$i.start.log" 8>&- 9>&- &
+    pids+=($!)
+  done
+  printf '%s\n' "${names[@]}" >"$root/cluster.nodes"
+  for ((i = 1; i <= n; i++)); do
+    if ! wait "${pids[i - 1]}"; then
+      log "node-$i of the cluster in $root did not start:"
+      cat "$root/node-$i.start.log" >&2
+      failed=1
+    fi
+  done
+  if [[ $failed -eq 1 ]]; then
+    stop_cluster "$root"
+    exit 1
+  fi
+  local urls=() url
+  for ((i = 1; i <= n; i++)); do urls+=("$(tail -n1 "$root/node-$i.url")"); done
+  url=${urls[0]}
+  local code
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 70 \
+    "$url/_cluster/health?wait_for_nodes=$n&wait_for_status=yellow&timeout=60s" 2>/dev/null) || true
+  if [[ "$code" != 200 ]]; then
+    log "the $n nodes in $root did not form one cluster within 60s (health: HTTP ${code:-none})"
+    print_failure "$root/node-1"
+    stop_cluster "$root"
+    exit 1
+  fi
+  IFS=,
+  log "cluster of $n up after $(( $(now) - t0 ))s: ${urls[*]}"
+  printf '%s\n' "${urls[*]}"
+  IFS=$IFS_
+}
+
+# stop_cluster ROOT: SIGTERM to every node at once, then wait for each
+stop_cluster() {
+  local root=$1 name pids=()
+  while read -r name; do
+    [[ -d "$root/$name" ]] || continue
+    bash "$0" stop "$root/$name" 8>&- 9>&- &
+    pids+=($!)
+  done <"$root/cluster.nodes"
+  local p rc=0
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return $rc
+}
+
 # ---------------------------------------------------------------- main ---
 
 with_dir_lock() { # DIR -- lock DIR against concurrent start/stop
@@ -495,9 +613,17 @@ case "$cmd" in
     with_dir_lock "$dir"
     do_start "$dir" auto "$@"
     ;;
+  cluster)
+    [[ $# -ge 2 ]] || usage
+    dir=$(abs_dir "$1"); n=$2; shift 2
+    with_dir_lock "$dir"
+    do_cluster "$dir" "$n" "$@"
+    ;;
   restart)
     [[ $# -ge 1 ]] || usage
     dir=$(abs_dir "$1"); shift
+    # a node started by another engine restarts as that engine
+    [[ -z "${LUMBERD_ES_ENGINE:-}" && -s "$dir/es.engine" ]] && set_engine "$(<"$dir/es.engine")"
     with_dir_lock "$dir"
     signal_node "$dir" TERM "$STOP_TIMEOUT"
     do_start "$dir" same "$@"
@@ -505,13 +631,26 @@ case "$cmd" in
   stop)
     [[ $# -eq 1 ]] || usage
     dir=$(abs_dir "$1")
-    with_dir_lock "$dir"
-    signal_node "$dir" TERM "$STOP_TIMEOUT"
+    if [[ -s "$dir/cluster.nodes" ]]; then
+      stop_cluster "$dir"
+    else
+      with_dir_lock "$dir"
+      signal_node "$dir" TERM "$STOP_TIMEOUT"
+    fi
     ;;
   kill)
     [[ $# -eq 1 ]] || usage
     dir=$(abs_dir "$1")
     signal_node "$dir" KILL 10
+    ;;
+  watch)
+    # A guard for a test process that holds nodes for its lifetime (a cluster shared
+    # by its tests is never dropped): once PID is gone, DIR is stopped. Detached, with
+    # no inherited pipes, so the caller does not wait for it.
+    [[ $# -eq 2 && "$1" =~ ^[0-9]+$ ]] || usage
+    pid=$1 dir=$(abs_dir "$2")
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec bash "$2" stop "$3"' \
+      es-watch "$pid" "$0" "$dir" </dev/null >/dev/null 2>&1 8>&- 9>&- &
     ;;
   adduser)
     # file-realm user for nodes started with -E xpack.security.enabled=true;
@@ -538,10 +677,12 @@ case "$cmd" in
       mapfile -t argv < <(tr '\0' '\n' 2>/dev/null <"/proc/$p/cmdline" || true)
       ours=0 d=""
       for a in "${argv[@]}"; do
-        [[ "$a" == "$CACHE_DIR"/*/lib ]] && ours=1
+        # ES: --module-path HOME/lib; OpenSearch: -cp HOME/lib/*
+        [[ "$a" == "$CACHE_DIR"/*/lib || "$a" == "$CACHE_DIR"/*/lib/\* ]] && ours=1
         [[ "$a" == -Djava.io.tmpdir=*/tmp ]] && { d=${a#-Djava.io.tmpdir=}; d=${d%/tmp}; }
       done
-      [[ $ours -eq 1 && " ${argv[*]} " == *" org.elasticsearch.server/org.elasticsearch.bootstrap.Elasticsearch "* ]] || continue
+      [[ $ours -eq 1 && ( " ${argv[*]} " == *" ${MAIN_CLASS[elasticsearch]} "* ||
+        " ${argv[*]} " == *" ${MAIN_CLASS[opensearch]} "* ) ]] || continue
       log "stopping pid $p (${d:-?})"
       found=1
       kill -TERM "$p" 2>/dev/null || true

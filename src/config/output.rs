@@ -30,9 +30,11 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// Bulk requests in flight at once: Logstash runs one per pipeline worker (= cores); more
 /// only queues in Elasticsearch's write thread pool and earns 429s.
 pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 4;
-/// A request taking longer than this is treated as a connection failure and retried:
-/// a 20 MiB bulk on a busy node takes seconds, not minutes.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request taking longer than this is treated as a connection failure and retried on
+/// the next host: a 20 MiB bulk on a busy node takes seconds, not minutes; and above
+/// Elasticsearch's own 1 minute wait for an unavailable shard, so a red index answers
+/// its items with 503 (retried on the same connection) before lumberd gives up.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 /// First retry delay after a 429, a 5xx or a connection error; doubled on each further
 /// failure, with jitter.
 pub const DEFAULT_RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -61,8 +63,19 @@ pub const DEFAULT_TEMPLATE_PRIORITY: u32 = 200;
 pub const DEFAULT_TEMPLATE_SHARDS: u32 = 1;
 /// One replica, Elasticsearch's default; 0 for a single-node cluster.
 pub const DEFAULT_TEMPLATE_REPLICAS: u32 = 1;
-/// Daily indices are deleted this long after creation where the cluster has ILM.
+/// Daily indices are deleted this long after creation where the cluster has ILM
+/// (Elasticsearch) or ISM (OpenSearch).
 pub const DEFAULT_ILM_DELETE_AFTER: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// The templates' version: replicas with the same version never overwrite each other's
+/// templates; raise it to roll out a template change (see the README).
+pub const DEFAULT_TEMPLATE_VERSION: u32 = 1;
+/// The configured hosts are used as listed: behind a Kubernetes Service or a load
+/// balancer the nodes' own addresses may not be reachable (Logstash and Beats default
+/// to no sniffing too).
+pub const DEFAULT_SNIFF: bool = false;
+/// With sniffing on, a node that joins or leaves is seen within a minute, for one small
+/// GET a minute.
+pub const DEFAULT_SNIFF_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Elasticsearch refuses bodies over `http.max_content_length` (100 MB by default).
 const ES_MAX_CONTENT_LENGTH: u64 = 100 * 1000 * 1000;
@@ -83,6 +96,9 @@ pub(super) struct RawOutput {
     queue_batches: usize,
     /// A list, or one string of comma-separated hosts (what an environment variable holds).
     elasticsearch: Strings,
+    sniff: bool,
+    #[serde(deserialize_with = "duration")]
+    sniff_interval: Duration,
     bulk_max_events: usize,
     bulk_max_bytes: u64,
     #[serde(deserialize_with = "duration")]
@@ -110,6 +126,7 @@ pub(super) struct RawOutput {
     template_priority: u32,
     template_shards: u32,
     template_replicas: u32,
+    template_version: u32,
     #[serde(deserialize_with = "duration")]
     ilm_delete_after: Duration,
 }
@@ -125,6 +142,8 @@ impl Default for RawOutput {
                     .map(|h| h.to_string())
                     .collect(),
             ),
+            sniff: DEFAULT_SNIFF,
+            sniff_interval: DEFAULT_SNIFF_INTERVAL,
             bulk_max_events: DEFAULT_BULK_MAX_EVENTS,
             bulk_max_bytes: DEFAULT_BULK_MAX_BYTES,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
@@ -146,6 +165,7 @@ impl Default for RawOutput {
             template_priority: DEFAULT_TEMPLATE_PRIORITY,
             template_shards: DEFAULT_TEMPLATE_SHARDS,
             template_replicas: DEFAULT_TEMPLATE_REPLICAS,
+            template_version: DEFAULT_TEMPLATE_VERSION,
             ilm_delete_after: DEFAULT_ILM_DELETE_AFTER,
         }
     }
@@ -225,6 +245,7 @@ fn validate_es(o: RawOutput, p: &mut Problems) -> Option<EsSettings> {
         ("output.retry_max_backoff", o.retry_max_backoff),
         ("output.ready_timeout", o.ready_timeout),
         ("output.ilm_delete_after", o.ilm_delete_after),
+        ("output.sniff_interval", o.sniff_interval),
     ]);
     if o.retry_max_backoff < o.retry_initial_backoff {
         p.key(
@@ -247,9 +268,11 @@ fn validate_es(o: RawOutput, p: &mut Problems) -> Option<EsSettings> {
         shards: o.template_shards.max(1),
         replicas: o.template_replicas,
         ilm_delete_after: o.ilm_delete_after,
+        version: o.template_version,
     };
     Some(EsSettings {
         hosts,
+        sniff_interval: o.sniff.then_some(o.sniff_interval),
         bulk_max_events: o.bulk_max_events,
         bulk_max_bytes: o.bulk_max_bytes,
         flush_interval: o.flush_interval,

@@ -13,6 +13,7 @@ pub mod bulk;
 pub mod settings;
 pub mod settle;
 pub mod setup;
+pub mod sniff;
 pub mod transport;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -82,9 +83,10 @@ impl Health {
     }
 }
 
-/// The running output: the writer task and its requests.
+/// The running output: the writer task and its requests, and node discovery if on.
 pub struct EsOutput {
     task: tokio::task::JoinHandle<()>,
+    sniffer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl EsOutput {
@@ -98,10 +100,17 @@ impl EsOutput {
         log: Arc<LogThrottle>,
         alive: impl Send + 'static,
     ) -> Result<(OutputSender, EsOutput), SetupError> {
-        let hosts = Hosts::new(settings)?;
+        let hosts = Arc::new(Hosts::new(settings)?);
         let health = Arc::new(Health::new(metrics.up.clone()));
         setup::wait_ready(&hosts, settings, &health).await?;
-        setup::install(&hosts, settings).await?;
+        // The first round of discovery before any bulk request, so that requests spread
+        // over the cluster from the first one; a failed round keeps the configured hosts.
+        let sniffer = settings.sniff_interval.map(|every| {
+            let (hosts, log) = (hosts.clone(), log.clone());
+            tokio::spawn(sniff::run(hosts, every, log))
+        });
+        let (engine, retention) = setup::install(&hosts, settings).await?;
+        tracing::info!(engine = ?engine, retention = ?retention, "Elasticsearch output set up");
         let (tx, rx) = mpsc::channel(queue_batches);
         let writer = Arc::new(Writer {
             hosts,
@@ -115,7 +124,7 @@ impl EsOutput {
             batch_loop(rx, writer).await;
             drop(alive);
         });
-        Ok((tx, EsOutput { task }))
+        Ok((tx, EsOutput { task, sniffer }))
     }
 
     /// Waits for queued batches to be delivered once every sender is gone, at most
@@ -126,6 +135,9 @@ impl EsOutput {
         if tokio::time::timeout(grace, self.task).await.is_err() {
             tracing::warn!("Elasticsearch output did not drain within the grace period");
             abort.abort();
+        }
+        if let Some(s) = self.sniffer {
+            s.abort();
         }
     }
 }
@@ -198,7 +210,7 @@ async fn flush(
 }
 
 struct Writer {
-    hosts: Hosts,
+    hosts: Arc<Hosts>,
     settings: EsSettings,
     health: Arc<Health>,
     metrics: OutputMetrics,
@@ -305,17 +317,20 @@ impl Writer {
     /// decides what to send and when), recording each answer; returns the rejected.
     async fn settle(&self, items: Vec<Item>) -> Vec<Rejected> {
         let s = &self.settings;
+        // One list for the whole settlement: discovery may replace it meanwhile.
+        let nodes = self.hosts.nodes();
         let policy = Policy {
             max_bytes: s.bulk_max_bytes as usize,
             initial_backoff: s.retry_initial_backoff,
             max_backoff: s.retry_max_backoff,
-            hosts: self.hosts.count(),
+            hosts: nodes.count(),
         };
-        let mut settlement = Settlement::new(items, policy, self.hosts.first(), fastrand::u64(..));
+        let first = self.hosts.first(&nodes);
+        let mut settlement = Settlement::new(items, policy, first, fastrand::u64(..));
         while let Some(request) = settlement.request() {
             let (host, body) = (request.host, request.body());
             let sent_at = Instant::now();
-            let answer = self.hosts.bulk(host, body).await;
+            let answer = nodes.bulk(host, body).await;
             self.metrics
                 .bulk_duration
                 .observe(sent_at.elapsed().as_secs_f64());

@@ -7,6 +7,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct EsSettings {
     pub hosts: Vec<String>,
+    /// `output.sniff`: how often the cluster is asked for its nodes, which then replace
+    /// `hosts`; `None` when off.
+    pub sniff_interval: Option<Duration>,
     pub bulk_max_events: usize,
     pub bulk_max_bytes: u64,
     pub flush_interval: Duration,
@@ -45,4 +48,6 @@ pub struct TemplateSettings {
     pub shards: u32,
     pub replicas: u32,
     pub ilm_delete_after: Duration,
+    /// The templates' `version`: a replica overwrites only a lower one (see `setup`).
+    pub version: u32,
 }

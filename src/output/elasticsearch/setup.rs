@@ -1,5 +1,7 @@
-//! Before the first window: waiting until Elasticsearch answers, the index templates and,
-//! where the cluster has it, ILM. Knows nothing of bulk items or the writer.
+//! Before the first window: waiting until Elasticsearch answers, which engine it is
+//! (Elasticsearch or OpenSearch), the index templates and, where the cluster has it, the
+//! retention policy (ILM or ISM), installed so that many replicas agree. Knows nothing
+//! of bulk items or the writer.
 
 use std::time::{Duration, Instant};
 
@@ -52,11 +54,12 @@ async fn call(
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), SendError> {
-    let first = hosts.first();
+    let nodes = hosts.nodes();
+    let first = hosts.first(&nodes);
     let mut last = None;
-    for i in 0..hosts.count() {
-        match hosts
-            .json((first + i) % hosts.count(), method, path, body)
+    for i in 0..nodes.count() {
+        match nodes
+            .json((first + i) % nodes.count(), method, path, body)
             .await
         {
             Ok(answer) => return Ok(answer),
@@ -73,8 +76,9 @@ pub async fn wait_ready(hosts: &Hosts, s: &EsSettings, health: &Health) -> Resul
     let mut logged = false;
     let mut attempt = 0;
     loop {
-        let last = match hosts
-            .json(hosts.first(), Method::Get, "/_cluster/health", None)
+        let nodes = hosts.nodes();
+        let last = match nodes
+            .json(hosts.first(&nodes), Method::Get, "/_cluster/health", None)
             .await
         {
             Ok((200..=299, _)) => {
@@ -188,62 +192,313 @@ pub fn dead_letter_template(t: &TemplateSettings, prefix: &str) -> Value {
     })
 }
 
-/// Installs ILM (when the cluster has it) and both templates. Without ILM (this repo's
-/// test distribution, or a cluster without the module) it warns once and carries on.
-pub async fn install(hosts: &Hosts, s: &EsSettings) -> Result<(), SetupError> {
+/// The search engine behind the hosts, from `GET /`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Elasticsearch,
+    OpenSearch,
+}
+
+/// How old indices are deleted: whatever the cluster has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Elasticsearch's ILM: a policy named in the template's `index.lifecycle.name`.
+    Ilm,
+    /// OpenSearch's ISM plugin: a policy whose `ism_template` claims new indices.
+    Ism,
+    None,
+}
+
+/// `GET /` names the distribution (`version.distribution: opensearch`); Elasticsearch
+/// does not, and its integ-test build has no `GET /` at all (405), so anything but an
+/// OpenSearch answer means Elasticsearch.
+pub fn engine_of(status: u16, root: &Value) -> Engine {
+    if status == 200 && root["version"]["distribution"] == "opensearch" {
+        Engine::OpenSearch
+    } else {
+        Engine::Elasticsearch
+    }
+}
+
+/// Whether an answer says the cluster has no such endpoint at all ("no handler found for
+/// uri", 400 or 405), as opposed to an answer from the endpoint (such as 404 for a
+/// policy that does not exist yet).
+fn no_handler(status: u16, body: &Value) -> bool {
+    matches!(status, 400 | 404 | 405)
+        && body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no handler found") || e.contains("Incorrect HTTP method"))
+}
+
+/// The ISM policy: the same retention as the ILM one (delete `ilm_delete_after` after
+/// creation), and an `ism_template` so that ISM attaches it to each new index of the
+/// pattern (OpenSearch has no index setting naming a policy any more).
+pub fn ism_policy(t: &TemplateSettings) -> Value {
+    json!({ "policy": {
+        "description": format!("managed by lumberd (template_version {})", t.version),
+        "default_state": "hot",
+        "states": [
+            { "name": "hot", "actions": [],
+              "transitions": [{ "state_name": "delete",
+                                "conditions": { "min_index_age": format!("{}s", t.ilm_delete_after.as_secs()) } }] },
+            { "name": "delete", "actions": [{ "delete": {} }], "transitions": [] }
+        ],
+        "ism_template": [{ "index_patterns": [t.pattern], "priority": t.priority }]
+    }})
+}
+
+/// What the cluster holds under a template's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    Absent,
+    /// Its `version` (none: not versioned, e.g. made by hand) and lumberd's digest of it.
+    Present {
+        version: Option<u64>,
+        digest: Option<String>,
+    },
+}
+
+/// What a replica does with a template, given what the cluster holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// None there: create it, failing if another replica just did.
+    Create,
+    /// An older version (or an unversioned one): replace it.
+    Replace,
+    /// This very template: nothing to write.
+    Keep,
+    /// A newer version: another replica's (a rollout under way); leave it.
+    KeepNewer(u64),
+    /// The same version with other contents: two configurations claim one version;
+    /// the first installed stays (until the version is raised).
+    KeepConflicting,
+}
+
+/// The rule that keeps replicas from flipping each other's templates: write only over
+/// nothing or a lower version. Replicas of one version never overwrite each other,
+/// whatever order they start in, and in a rollout the higher version wins.
+pub fn decide(installed: &Installed, version: u64, digest: &str) -> Decision {
+    match installed {
+        Installed::Absent => Decision::Create,
+        Installed::Present { version: None, .. } => Decision::Replace,
+        Installed::Present {
+            version: Some(v),
+            digest: d,
+        } => match (*v).cmp(&version) {
+            std::cmp::Ordering::Less => Decision::Replace,
+            std::cmp::Ordering::Greater => Decision::KeepNewer(*v),
+            std::cmp::Ordering::Equal if d.as_deref() == Some(digest) => Decision::Keep,
+            std::cmp::Ordering::Equal => Decision::KeepConflicting,
+        },
+    }
+}
+
+/// `body` with `version` and, in `_meta`, a digest of the rest: the cluster stores a
+/// template normalised (settings as strings, nested), so the digest is what tells two
+/// configurations of one version apart.
+pub fn versioned(mut body: Value, version: u32) -> (Value, String) {
+    body["version"] = json!(version);
+    let digest = format!(
+        "{:032x}",
+        xxhash_rust::xxh3::xxh3_128(body.to_string().as_bytes())
+    );
+    body["_meta"]["digest"] = json!(digest);
+    (body, digest)
+}
+
+fn installed_of(status: u16, answer: &Value) -> Option<Installed> {
+    match status {
+        404 => Some(Installed::Absent),
+        200 => {
+            let t = &answer["index_templates"][0]["index_template"];
+            Some(Installed::Present {
+                version: t["version"].as_u64(),
+                digest: t["_meta"]["digest"].as_str().map(String::from),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Installs the templates and, where the cluster has ILM or ISM, the retention policy.
+/// Every replica runs this at start; see [`decide`] for why they agree. Without ILM or
+/// ISM (this repo's test distributions) it warns once and carries on.
+pub async fn install(hosts: &Hosts, s: &EsSettings) -> Result<(Engine, Retention), SetupError> {
+    let (status, root) = call(hosts, Method::Get, "/", None)
+        .await
+        .map_err(|e| fail("GET /", e.into()))?;
+    let engine = engine_of(status, &root);
     let Some(tpl) = &s.template else {
-        return Ok(());
+        return Ok((engine, Retention::None));
     };
-    let fail = |what: &str, reason: Refusal| SetupError::Template {
-        what: what.to_string(),
-        reason,
-    };
-    let ilm = match call(hosts, Method::Get, "/_ilm/status", None).await {
-        Ok((200, _)) => {
-            let path = format!("/_ilm/policy/{}", tpl.name);
-            match call(hosts, Method::Put, &path, Some(&ilm_policy(tpl))).await {
-                Ok((200..=299, _)) => true,
-                Ok((status, body)) => return Err(fail(&path, Refusal::status(status, &body))),
-                Err(e) => return Err(fail(&path, e.into())),
+    let retention = retention(hosts, engine, tpl).await?;
+    let events = event_template(tpl, retention == Retention::Ilm);
+    let installed = put_template(hosts, &tpl.name, events, tpl.version).await?;
+    if installed {
+        match retention {
+            Retention::Ilm => {
+                let path = format!("/_ilm/policy/{}", tpl.name);
+                expect_2xx(
+                    &path,
+                    call(hosts, Method::Put, &path, Some(&ilm_policy(tpl))).await,
+                )?;
             }
-        }
-        Ok((status, _)) => {
-            tracing::warn!(
-                status,
-                "Elasticsearch has no ILM (_ilm/status answered {status}); indices are not \
-                 deleted automatically, output.ilm_delete_after is not applied"
-            );
-            false
-        }
-        Err(e) => return Err(fail("_ilm/status", e.into())),
-    };
-    for (name, body) in [
-        (tpl.name.clone(), event_template(tpl, ilm)),
-        (
-            format!("{}-deadletter", tpl.name),
-            dead_letter_template(tpl, &s.dead_letter_prefix),
-        ),
-    ] {
-        let path = format!("/_index_template/{name}");
-        match call(hosts, Method::Put, &path, Some(&body)).await {
-            Ok((200..=299, _)) => tracing::info!(template = %name, "index template installed"),
-            Ok((status, body)) => return Err(fail(&path, Refusal::status(status, &body))),
-            Err(e) => return Err(fail(&path, e.into())),
+            Retention::Ism => put_ism_policy(hosts, tpl).await?,
+            Retention::None => {}
         }
     }
-    Ok(())
+    put_template(
+        hosts,
+        &format!("{}-deadletter", tpl.name),
+        dead_letter_template(tpl, &s.dead_letter_prefix),
+        tpl.version,
+    )
+    .await?;
+    Ok((engine, retention))
+}
+
+fn fail(what: &str, reason: Refusal) -> SetupError {
+    SetupError::Template {
+        what: what.to_string(),
+        reason,
+    }
+}
+
+fn expect_2xx(what: &str, answer: Result<(u16, Value), SendError>) -> Result<Value, SetupError> {
+    match answer {
+        Ok((200..=299, body)) => Ok(body),
+        Ok((status, body)) => Err(fail(what, Refusal::status(status, &body))),
+        Err(e) => Err(fail(what, e.into())),
+    }
+}
+
+/// ILM on Elasticsearch (`GET /_ilm/status`), ISM on OpenSearch (its policy endpoint
+/// answers, if only 404), else none, with a warning.
+async fn retention(
+    hosts: &Hosts,
+    engine: Engine,
+    tpl: &TemplateSettings,
+) -> Result<Retention, SetupError> {
+    let (path, kind) = match engine {
+        Engine::Elasticsearch => ("/_ilm/status".to_string(), Retention::Ilm),
+        Engine::OpenSearch => (
+            format!("/_plugins/_ism/policies/{}", tpl.name),
+            Retention::Ism,
+        ),
+    };
+    let (status, body) = call(hosts, Method::Get, &path, None)
+        .await
+        .map_err(|e| fail(&path, e.into()))?;
+    if status == 200 || (kind == Retention::Ism && status == 404 && !no_handler(status, &body)) {
+        return Ok(kind);
+    }
+    let what = match engine {
+        Engine::Elasticsearch => "Elasticsearch has no ILM",
+        Engine::OpenSearch => "OpenSearch has no ISM plugin",
+    };
+    tracing::warn!(
+        status,
+        path = %path,
+        "{what} ({path} answered {status}); indices are not deleted automatically, \
+         output.ilm_delete_after is not applied"
+    );
+    Ok(Retention::None)
+}
+
+/// Writes template `name` when [`decide`] says so; `true` when this replica wrote it.
+async fn put_template(
+    hosts: &Hosts,
+    name: &str,
+    body: Value,
+    version: u32,
+) -> Result<bool, SetupError> {
+    let (body, digest) = versioned(body, version);
+    let path = format!("/_index_template/{name}");
+    // Twice at most: a replica that loses the race to create reads the winner's.
+    for _ in 0..2 {
+        let answer = call(hosts, Method::Get, &path, None)
+            .await
+            .map_err(|e| fail(&path, e.into()))?;
+        let installed = installed_of(answer.0, &answer.1)
+            .ok_or_else(|| fail(&path, Refusal::status(answer.0, &answer.1)))?;
+        let put = match decide(&installed, version.into(), &digest) {
+            Decision::Create => format!("{path}?create=true"),
+            Decision::Replace => path.clone(),
+            Decision::Keep => {
+                tracing::info!(template = %name, version, "index template already installed");
+                return Ok(false);
+            }
+            Decision::KeepNewer(theirs) => {
+                tracing::warn!(template = %name, version, installed = theirs,
+                    "the cluster holds a newer version of this index template (a rollout \
+                     under way?); leaving it");
+                return Ok(false);
+            }
+            Decision::KeepConflicting => {
+                tracing::warn!(template = %name, version,
+                    "the cluster holds other contents under this template_version (another \
+                     replica's configuration); leaving it: raise output.template_version to \
+                     roll out a template change");
+                return Ok(false);
+            }
+        };
+        match call(hosts, Method::Put, &put, Some(&body)).await {
+            Ok((200..=299, _)) => {
+                tracing::info!(template = %name, version, "index template installed");
+                return Ok(true);
+            }
+            // Another replica created it between our read and our write.
+            Ok((400, b)) if b.to_string().contains("already exists") => continue,
+            other => return expect_2xx(&put, other).map(|_| true),
+        }
+    }
+    Err(fail(
+        &path,
+        Refusal::Status {
+            status: 400,
+            body: "created and removed by others while installing".into(),
+        },
+    ))
+}
+
+/// Creates the ISM policy, or updates it with the sequence number read (ISM refuses an
+/// update without one, and a concurrent update then fails instead of being lost).
+async fn put_ism_policy(hosts: &Hosts, tpl: &TemplateSettings) -> Result<(), SetupError> {
+    let path = format!("/_plugins/_ism/policies/{}", tpl.name);
+    let (status, current) = call(hosts, Method::Get, &path, None)
+        .await
+        .map_err(|e| fail(&path, e.into()))?;
+    let put = match (
+        status,
+        current["_seq_no"].as_u64(),
+        current["_primary_term"].as_u64(),
+    ) {
+        (200, Some(seq), Some(term)) => format!("{path}?if_seq_no={seq}&if_primary_term={term}"),
+        (404, _, _) => path.clone(),
+        _ => return Err(fail(&path, Refusal::status(status, &current))),
+    };
+    match call(hosts, Method::Put, &put, Some(&ism_policy(tpl))).await {
+        // Another replica wrote it between our read and our write: theirs stands.
+        Ok((409, _)) => {
+            tracing::info!(policy = %tpl.name, "ISM policy written by another replica meanwhile");
+            Ok(())
+        }
+        other => expect_2xx(&put, other).map(|_| ()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::output::elasticsearch::settings::EsAuth;
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Settings for one host; only the transport and readiness keys matter here.
     fn settings(url: String, auth: EsAuth) -> EsSettings {
         EsSettings {
             hosts: vec![url],
+            sniff_interval: None,
             bulk_max_events: 1,
             bulk_max_bytes: 1024,
             flush_interval: Duration::from_millis(1),
@@ -321,5 +576,344 @@ mod tests {
             Hosts::new(&s).map_err(SetupError::from),
             Err(SetupError::Transport(TransportError::CaFile { .. }))
         ));
+    }
+
+    // ---- engine, retention and the templates' versions ----
+
+    /// A real answer from `answers/` (status line, then body), as `(status, JSON)`.
+    macro_rules! recorded {
+        ($file:literal) => {{
+            let text = include_str!(concat!("answers/", $file));
+            let (status, body) = text.split_once('\n').expect("status line");
+            (
+                status.parse::<u16>().expect("a status"),
+                serde_json::from_str::<Value>(body).expect("a JSON body"),
+            )
+        }};
+    }
+
+    #[test]
+    fn the_engine_is_opensearch_only_when_the_root_answer_says_so() {
+        let (status, root) = recorded!("setup-opensearch-root.json");
+        assert_eq!(engine_of(status, &root), Engine::OpenSearch);
+        // Elasticsearch's integ-test build has no GET / at all.
+        let (status, root) = recorded!("setup-elasticsearch-root.json");
+        assert_eq!(engine_of(status, &root), Engine::Elasticsearch);
+        let es = json!({"version": {"number": "8.11.3", "build_flavor": "default"}});
+        assert_eq!(engine_of(200, &es), Engine::Elasticsearch);
+    }
+
+    #[test]
+    fn a_missing_ism_plugin_is_told_from_a_missing_policy() {
+        let (status, body) = recorded!("setup-opensearch-ism-policy.json");
+        assert!(no_handler(status, &body), "{status} {body}");
+        let missing = json!({"error": {"type": "status_exception", "reason": "Policy not found"}, "status": 404});
+        assert!(!no_handler(404, &missing));
+    }
+
+    fn template(version: u32) -> TemplateSettings {
+        TemplateSettings {
+            name: "qwen-logs".into(),
+            pattern: "qwen-logs-*".into(),
+            priority: 200,
+            shards: 1,
+            replicas: 1,
+            ilm_delete_after: Duration::from_secs(30 * 86400),
+            version,
+        }
+    }
+
+    #[test]
+    fn a_replica_writes_a_template_only_over_nothing_or_a_lower_version() {
+        let ours = |v| Installed::Present {
+            version: Some(v),
+            digest: Some("d".into()),
+        };
+        assert_eq!(decide(&Installed::Absent, 2, "d"), Decision::Create);
+        assert_eq!(decide(&ours(1), 2, "d"), Decision::Replace);
+        assert_eq!(
+            decide(
+                &Installed::Present {
+                    version: None,
+                    digest: None
+                },
+                2,
+                "d"
+            ),
+            Decision::Replace,
+            "an unversioned template (made by hand, or by lumberd before versions) is replaced"
+        );
+        assert_eq!(decide(&ours(2), 2, "d"), Decision::Keep);
+        assert_eq!(decide(&ours(2), 2, "other"), Decision::KeepConflicting);
+        assert_eq!(decide(&ours(3), 2, "d"), Decision::KeepNewer(3));
+    }
+
+    #[test]
+    fn the_digest_tells_configurations_of_one_version_apart() {
+        let a = event_template(&template(1), false);
+        let mut more = template(1);
+        more.replicas = 2;
+        let b = event_template(&more, false);
+        let (va, da) = versioned(a.clone(), 1);
+        let (_, db) = versioned(b, 1);
+        let (_, da2) = versioned(a.clone(), 1);
+        let (_, da_v2) = versioned(a, 2);
+        assert_eq!(va["version"], 1);
+        assert_eq!(va["_meta"]["digest"], da.as_str());
+        assert_eq!(
+            va["_meta"]["managed_by"], "lumberd",
+            "the template's own _meta stays"
+        );
+        assert_eq!(da, da2, "the same template, the same digest");
+        assert_ne!(da, db);
+        assert_ne!(da, da_v2);
+    }
+
+    #[test]
+    fn the_ism_policy_deletes_at_the_ilm_age_and_claims_the_event_pattern() {
+        let p = ism_policy(&template(3));
+        let states = p["policy"]["states"].as_array().unwrap();
+        assert_eq!(p["policy"]["default_state"], "hot");
+        assert_eq!(states[0]["transitions"][0]["state_name"], "delete");
+        assert_eq!(
+            states[0]["transitions"][0]["conditions"]["min_index_age"],
+            "2592000s"
+        );
+        assert_eq!(states[1]["actions"][0], json!({"delete": {}}));
+        assert_eq!(
+            p["policy"]["ism_template"],
+            json!([{"index_patterns": ["qwen-logs-*"], "priority": 200}])
+        );
+    }
+
+    /// A scripted cluster: each request `(method, path)` is answered by `answer`, and
+    /// every request (method, path with query, JSON body) is recorded. Only for what the
+    /// test distributions cannot answer (OpenSearch's ISM plugin is not in its
+    /// integ-test build nor on Maven Central).
+    async fn scripted(
+        answer: impl Fn(&str, &str) -> (u16, Value) + Send + Sync + 'static,
+    ) -> (String, Arc<std::sync::Mutex<Vec<(String, String, Value)>>>) {
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (answer, log) = (Arc::new(answer), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let (answer, log) = (answer.clone(), log.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // One request: the head, then content-length bytes of body.
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let body: Value = serde_json::from_slice(&buf[head_end..head_end + len])
+                            .unwrap_or(Value::Null);
+                        buf.drain(..head_end + len);
+                        let mut parts = head.split_whitespace();
+                        let method = parts.next().unwrap_or("").to_string();
+                        let target = parts.next().unwrap_or("").to_string();
+                        let path = target.split('?').next().unwrap_or("").to_string();
+                        let (status, reply) = answer(&method, &path);
+                        log.lock().unwrap().push((method, target, body));
+                        let reply = reply.to_string();
+                        let out = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
+                            reply.len()
+                        );
+                        if sock.write_all(out.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn with_template(url: String, version: u32) -> EsSettings {
+        let mut s = settings(url, EsAuth::None);
+        s.template = Some(template(version));
+        s
+    }
+
+    /// OpenSearch with ISM (its answers as the ISM API documents them), nothing installed.
+    fn opensearch_with_ism(method: &str, path: &str) -> (u16, Value) {
+        let missing = json!({"error": {"root_cause": [{"type": "status_exception", "reason": "Policy not found"}],
+                                       "type": "status_exception", "reason": "Policy not found"}, "status": 404});
+        match (method, path) {
+            ("GET", "/") => recorded!("setup-opensearch-root.json"),
+            ("GET", "/_plugins/_ism/policies/qwen-logs") => (404, missing),
+            ("PUT", "/_plugins/_ism/policies/qwen-logs") => (
+                201,
+                json!({"_id": "qwen-logs", "_version": 1,
+                "_primary_term": 1, "_seq_no": 0, "policy": {}}),
+            ),
+            ("GET", p) if p.starts_with("/_index_template/") => {
+                recorded!("setup-opensearch-template-missing.json")
+            }
+            ("PUT", p) if p.starts_with("/_index_template/") => {
+                (200, json!({"acknowledged": true}))
+            }
+            _ => (
+                400,
+                json!({"error": format!("no handler found for uri [{path}] and method [{method}]")}),
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn opensearch_with_ism_gets_a_policy_for_the_pattern_and_templates_without_ilm() {
+        let (url, seen) = scripted(opensearch_with_ism).await;
+        let s = with_template(url, 1);
+        let hosts = Hosts::new(&s).unwrap();
+        let (engine, retention) = install(&hosts, &s).await.unwrap();
+        assert_eq!((engine, retention), (Engine::OpenSearch, Retention::Ism));
+        let seen = seen.lock().unwrap().clone();
+        let requests: Vec<String> = seen.iter().map(|(m, t, _)| format!("{m} {t}")).collect();
+        assert_eq!(
+            requests,
+            [
+                "GET /",
+                "GET /_plugins/_ism/policies/qwen-logs",
+                "GET /_index_template/qwen-logs",
+                "PUT /_index_template/qwen-logs?create=true",
+                "GET /_plugins/_ism/policies/qwen-logs",
+                "PUT /_plugins/_ism/policies/qwen-logs",
+                "GET /_index_template/qwen-logs-deadletter",
+                "PUT /_index_template/qwen-logs-deadletter?create=true",
+            ]
+        );
+        let events = &seen[3].2;
+        assert_eq!(events["version"], 1);
+        assert!(
+            events["template"]["settings"]
+                .get("index.lifecycle.name")
+                .is_none(),
+            "OpenSearch refuses the ILM setting: {events}"
+        );
+        assert_eq!(seen[5].2, ism_policy(&template(1)));
+    }
+
+    #[tokio::test]
+    async fn a_newer_version_updates_the_ism_policy_with_the_sequence_number_it_read() {
+        let (url, seen) = scripted(|method, path| match (method, path) {
+            ("GET", "/_plugins/_ism/policies/qwen-logs") => (200, json!({"_id": "qwen-logs",
+                "_version": 3, "_seq_no": 7, "_primary_term": 2, "policy": {"policy": {}}})),
+            ("GET", "/_index_template/qwen-logs") => (200, json!({"index_templates": [{"name": "qwen-logs",
+                "index_template": {"index_patterns": ["qwen-logs-*"], "version": 1, "_meta": {"digest": "old"}}}]})),
+            ("PUT", "/_plugins/_ism/policies/qwen-logs") => (200, json!({"_id": "qwen-logs"})),
+            _ => opensearch_with_ism(method, path),
+        })
+        .await;
+        let s = with_template(url, 2);
+        let hosts = Hosts::new(&s).unwrap();
+        install(&hosts, &s).await.unwrap();
+        let requests: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, t, _)| format!("{m} {t}"))
+            .collect();
+        assert!(
+            requests.contains(&"PUT /_index_template/qwen-logs".to_string())
+                && requests.contains(
+                    &"PUT /_plugins/_ism/policies/qwen-logs?if_seq_no=7&if_primary_term=2"
+                        .to_string()
+                ),
+            "{requests:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replica_of_an_older_version_leaves_the_templates_and_the_policy_alone() {
+        let newer = json!({"index_templates": [{"name": "x",
+            "index_template": {"index_patterns": ["qwen-logs-*"], "version": 5, "_meta": {"digest": "theirs"}}}]});
+        let (url, seen) = scripted(move |method, path| match (method, path) {
+            ("GET", p) if p.starts_with("/_index_template/") => (200, newer.clone()),
+            _ => opensearch_with_ism(method, path),
+        })
+        .await;
+        let s = with_template(url, 4);
+        let hosts = Hosts::new(&s).unwrap();
+        install(&hosts, &s).await.unwrap();
+        let writes: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _, _)| m != "GET")
+            .map(|(m, t, _)| format!("{m} {t}"))
+            .collect();
+        assert!(
+            writes.is_empty(),
+            "an older replica must write nothing: {writes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn losing_the_race_to_create_a_template_reads_the_winners_and_keeps_it() {
+        // The first GET finds nothing; the create is refused (another replica was
+        // first); the second GET finds the winner's, of this version and contents.
+        let (body, digest) = versioned(event_template(&template(1), false), 1);
+        let created = std::sync::atomic::AtomicBool::new(false);
+        let (url, seen) = scripted(move |method, path| match (method, path) {
+            ("GET", "/_index_template/qwen-logs") if created.load(std::sync::atomic::Ordering::SeqCst) => {
+                (200, json!({"index_templates": [{"name": "qwen-logs", "index_template": {
+                    "version": 1, "_meta": {"digest": digest.clone()}, "index_patterns": body["index_patterns"]}}]}))
+            }
+            ("PUT", "/_index_template/qwen-logs") => {
+                created.store(true, std::sync::atomic::Ordering::SeqCst);
+                (400, json!({"error": {"type": "illegal_argument_exception",
+                    "reason": "index template [qwen-logs] already exists"}, "status": 400}))
+            }
+            _ => opensearch_with_ism(method, path),
+        })
+        .await;
+        let s = with_template(url, 1);
+        let hosts = Hosts::new(&s).unwrap();
+        install(&hosts, &s).await.unwrap();
+        let requests: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, t, _)| format!("{m} {t}"))
+            .collect();
+        assert_eq!(
+            requests
+                .iter()
+                .filter(|r| r.starts_with("PUT /_index_template/qwen-logs?"))
+                .count(),
+            1,
+            "{requests:?}"
+        );
+        assert!(
+            !requests.iter().any(|r| r.starts_with("PUT /_plugins/_ism")),
+            "the replica that lost the race does not write the policy: {requests:?}"
+        );
     }
 }

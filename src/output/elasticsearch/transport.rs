@@ -1,8 +1,10 @@
-//! The HTTP side of the output: one client per configured host (credentials, CA, timeout,
-//! gzip), a request to a host by its index, and why a request got no answer. Knows
-//! nothing of bulk items, retries or templates.
+//! The HTTP side of the output: one client per host (credentials, CA, timeout, gzip), a
+//! request to a host by its index, the list of hosts (configured, or replaced by what
+//! sniffing found), and why a request got no answer. Knows nothing of bulk items,
+//! retries or templates.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,13 +51,23 @@ pub struct Response {
     pub body: Bytes,
 }
 
-/// The configured hosts, each with its own client, addressed by index in the order of
-/// `output.elasticsearch`.
+/// The hosts requests go to, each with its own client, addressed by index: those of
+/// `output.elasticsearch` in their order, or with `output.sniff` the nodes the cluster
+/// last named. A settlement works on one [`Nodes`] snapshot, so a new list never moves
+/// the host under a request.
 pub struct Hosts {
-    nodes: Vec<Transport>,
-    timeout: Duration,
+    nodes: std::sync::RwLock<Arc<Nodes>>,
+    settings: EsSettings,
+    ca: Option<Vec<u8>>,
     /// The host the next settlement or probe starts with: round robin.
     next: AtomicUsize,
+}
+
+/// One list of hosts and their clients.
+pub struct Nodes {
+    urls: Vec<String>,
+    clients: Vec<Transport>,
+    timeout: Duration,
 }
 
 impl Hosts {
@@ -76,25 +88,71 @@ impl Hosts {
             }
             None => None,
         };
-        let nodes = s
-            .hosts
-            .iter()
-            .map(|host| node(host, s, ca.as_deref()))
-            .collect::<Result<_, _>>()?;
+        let nodes = Nodes::build(&s.hosts, s, ca.as_deref(), None)?;
         Ok(Hosts {
-            nodes,
-            timeout: s.request_timeout,
+            nodes: std::sync::RwLock::new(Arc::new(nodes)),
+            settings: s.clone(),
+            ca,
             next: AtomicUsize::new(0),
         })
     }
 
-    pub fn count(&self) -> usize {
-        self.nodes.len()
+    /// The current list.
+    pub fn nodes(&self) -> Arc<Nodes> {
+        self.nodes.read().expect("never poisoned").clone()
     }
 
-    /// The host to start with; each call moves on to the next.
-    pub fn first(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len()
+    /// The host of `nodes` to start with; each call moves on to the next.
+    pub fn first(&self, nodes: &Nodes) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % nodes.count()
+    }
+
+    /// Replaces the list with `urls` (clients of hosts already known are kept, with
+    /// their open connections); `false` when the list was already that.
+    pub fn replace(&self, urls: &[String]) -> Result<bool, TransportError> {
+        if urls.is_empty() {
+            return Err(TransportError::NoHosts);
+        }
+        let current = self.nodes();
+        if current.urls == urls {
+            return Ok(false);
+        }
+        let nodes = Nodes::build(urls, &self.settings, self.ca.as_deref(), Some(&current))?;
+        *self.nodes.write().expect("never poisoned") = Arc::new(nodes);
+        Ok(true)
+    }
+}
+
+impl Nodes {
+    fn build(
+        urls: &[String],
+        s: &EsSettings,
+        ca: Option<&[u8]>,
+        reuse: Option<&Nodes>,
+    ) -> Result<Nodes, TransportError> {
+        let clients = urls
+            .iter()
+            .map(|url| {
+                let known = reuse.and_then(|n| n.urls.iter().position(|u| u == url));
+                match known {
+                    Some(i) => Ok(reuse.expect("known in it").clients[i].clone()),
+                    None => node(url, s, ca),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Nodes {
+            urls: urls.to_vec(),
+            clients,
+            timeout: s.request_timeout,
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.urls
     }
 
     /// Posts an NDJSON body to `/_bulk` on `host`.
@@ -148,7 +206,7 @@ impl Hosts {
                 what(error_chain(&e))
             }
         };
-        let r = self.nodes[host]
+        let r = self.clients[host]
             .send(method, path, headers, None::<&()>, body, None)
             .await
             .map_err(|e| failed(e, SendError::Connection))?;

@@ -1,11 +1,12 @@
-//! A real Elasticsearch node for a test, through `tests/es/es.sh`: started in a temp
-//! dir, its URL parsed from the last stdout line, stopped on drop. Queries go through
-//! `curl` so the tests do not share the HTTP client under test.
+//! A real Elasticsearch (or OpenSearch) node or cluster for a test, through
+//! `tests/es/es.sh`: started in a temp dir, its URL parsed from the last stdout line,
+//! stopped on drop. Queries go through `curl` so the tests do not share the HTTP client
+//! under test.
 //!
-//! Skipping: when Elasticsearch cannot be fetched and `LUMBERD_REQUIRE_ES` is unset, the
-//! test says so loudly on stderr and returns; with it set (`make test`, CI) it fails.
+//! Skipping: when the distribution cannot be fetched and `LUMBERD_REQUIRE_ES` is unset,
+//! the test says so loudly on stderr and returns; with it set (`make test`, CI) it fails.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -23,8 +24,28 @@ pub fn lumberd_to(url: &str) -> LumberdBuilder {
         .env("LUMBERD_OUTPUT_READY_TIMEOUT", "60s")
 }
 
+/// Which distribution es.sh fetches and runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Elasticsearch,
+    OpenSearch,
+}
+
+impl Engine {
+    /// `LUMBERD_ES_ENGINE` for es.sh.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Elasticsearch => "elasticsearch",
+            Engine::OpenSearch => "opensearch",
+        }
+    }
+}
+
 pub struct EsNode {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// The temp dir that holds `dir`, when the node owns it (not a cluster's member).
+    _tmp: Option<tempfile::TempDir>,
+    engine: Engine,
     url: String,
     /// `user:pass` when security is on.
     auth: Option<String>,
@@ -32,15 +53,16 @@ pub struct EsNode {
     cacert: Option<PathBuf>,
 }
 
-fn es_sh() -> Command {
+fn es_sh(engine: Engine) -> Command {
     let mut cmd = Command::new("bash");
-    cmd.arg(repo_root().join("tests/es/es.sh"));
+    cmd.arg(repo_root().join("tests/es/es.sh"))
+        .env("LUMBERD_ES_ENGINE", engine.name());
     cmd
 }
 
-/// Elasticsearch is available (fetched or cached); `false` means skip the test.
-pub fn available() -> bool {
-    let out = es_sh()
+/// The engine's distribution is available (fetched or cached); `false` means skip.
+pub fn available(engine: Engine) -> bool {
+    let out = es_sh(engine)
         .arg("fetch")
         .stdin(Stdio::null())
         .output()
@@ -49,58 +71,73 @@ pub fn available() -> bool {
         return true;
     }
     let why = String::from_utf8_lossy(&out.stderr);
+    let name = engine.name();
     if std::env::var_os("LUMBERD_REQUIRE_ES").is_some() {
-        panic!("LUMBERD_REQUIRE_ES is set but Elasticsearch cannot be fetched:\n{why}");
+        panic!("LUMBERD_REQUIRE_ES is set but {name} cannot be fetched:\n{why}");
     }
     eprintln!(
-        "\n\n*** SKIPPED: Elasticsearch cannot be fetched (tests/es/es.sh fetch failed); \
-         set LUMBERD_REQUIRE_ES=1 to fail instead ***\n{why}\n"
+        "\n\n*** SKIPPED: {name} cannot be fetched (LUMBERD_ES_ENGINE={name} tests/es/es.sh \
+         fetch failed); set LUMBERD_REQUIRE_ES=1 to fail instead ***\n{why}\n"
     );
     false
 }
 
 impl EsNode {
-    /// Starts a node with extra `-E key=value` settings, or `None` to skip the test.
+    /// Starts an Elasticsearch node with extra `-E key=value` settings, or `None` to
+    /// skip the test.
     pub fn start(settings: &[&str]) -> Option<EsNode> {
-        Self::start_with(settings, None)
+        Self::start_on(Engine::Elasticsearch, settings)
+    }
+
+    /// A node of `engine` with extra settings (names both engines share).
+    pub fn start_on(engine: Engine, settings: &[&str]) -> Option<EsNode> {
+        Self::start_inner(engine, settings, None, false)
     }
 
     /// A node with security on and a file-realm superuser `user:pass`.
     pub fn start_secured(user: &str, pass: &str) -> Option<EsNode> {
-        Self::start_with(&["xpack.security.enabled=true"], Some((user, pass)))
+        Self::start_inner(
+            Engine::Elasticsearch,
+            &["xpack.security.enabled=true"],
+            Some((user, pass)),
+            false,
+        )
     }
 
     /// A node with security on, a file-realm superuser `user:pass`, and HTTPS with a
     /// certificate for 127.0.0.1 signed by a fresh CA; returns the CA's PEM path too.
     pub fn start_https(user: &str, pass: &str) -> Option<(EsNode, PathBuf)> {
-        Self::start_inner(&[], Some((user, pass)), true).map(|n| {
+        Self::start_inner(Engine::Elasticsearch, &[], Some((user, pass)), true).map(|n| {
             let ca = n.cacert.clone().expect("an https node has a CA");
             (n, ca)
         })
     }
 
-    fn start_with(settings: &[&str], user: Option<(&str, &str)>) -> Option<EsNode> {
-        Self::start_inner(settings, user, false)
-    }
-
-    fn start_inner(settings: &[&str], user: Option<(&str, &str)>, https: bool) -> Option<EsNode> {
-        if !available() {
+    fn start_inner(
+        engine: Engine,
+        settings: &[&str],
+        user: Option<(&str, &str)>,
+        https: bool,
+    ) -> Option<EsNode> {
+        if !available(engine) {
             return None;
         }
-        let dir = tempfile::Builder::new()
+        let tmp = tempfile::Builder::new()
             .prefix("lumberd-es-")
             .tempdir()
             .expect("temp dir for the node");
         let mut node = EsNode {
-            dir,
+            dir: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+            engine,
             url: String::new(),
             auth: user.map(|(u, p)| format!("{u}:{p}")),
             cacert: None,
         };
         if let Some((u, p)) = user {
-            let out = es_sh()
+            let out = es_sh(engine)
                 .arg("adduser")
-                .arg(node.dir.path())
+                .arg(&node.dir)
                 .args([u, p])
                 .stdin(Stdio::null())
                 .output()
@@ -115,10 +152,10 @@ impl EsNode {
         if https {
             // Elasticsearch reads certificates from inside its config directory, which
             // `adduser` (above) has created.
-            let certs = node.dir.path().join("config/certs");
+            let certs = node.dir.join("config/certs");
             std::fs::create_dir_all(&certs).expect("config/certs");
             let ca = super::certs::Ca::new("lumberd test ES CA");
-            let ca_pem = ca.write(node.dir.path(), "es-ca.pem");
+            let ca_pem = ca.write(&node.dir, "es-ca.pem");
             let issued = ca.server(&certs, "node", super::certs::Validity::Current);
             node.cacert = Some(ca_pem);
             settings.extend([
@@ -140,8 +177,8 @@ impl EsNode {
     }
 
     fn run(&self, what: &str, settings: &[&str]) -> String {
-        let mut cmd = es_sh();
-        cmd.arg(what).arg(self.dir.path());
+        let mut cmd = es_sh(self.engine);
+        cmd.arg(what).arg(&self.dir);
         if let Some(a) = &self.auth {
             cmd.env("LUMBERD_ES_AUTH", a);
         }
@@ -173,7 +210,11 @@ impl EsNode {
     }
 
     pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
+        self.dir.clone()
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Graceful stop (SIGTERM); data stays.
@@ -181,8 +222,20 @@ impl EsNode {
         self.run("stop", &[]);
     }
 
+    /// SIGKILL: a crash; data stays.
+    pub fn kill(&self) {
+        self.run("kill", &[]);
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("es.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+    }
+
     /// Start again on the same port with the same data and settings.
-    pub fn restart(&mut self) {
+    pub fn restart(&self) {
         let url = self.run("restart", &[]);
         assert_eq!(url, self.url, "restart must keep the port");
     }
@@ -307,9 +360,12 @@ impl EsNode {
 
 impl Drop for EsNode {
     fn drop(&mut self) {
-        let _ = es_sh()
+        if self._tmp.is_none() {
+            return; // a cluster's member: the cluster stops all at once
+        }
+        let _ = es_sh(self.engine)
             .arg("stop")
-            .arg(self.dir.path())
+            .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -322,4 +378,171 @@ fn file_name(p: &std::path::Path) -> String {
         .expect("a file")
         .to_string_lossy()
         .into_owned()
+}
+
+/// A cluster of real nodes (`es.sh cluster`): `node-1..N` in one temp dir, each its own
+/// [`EsNode`] for kill, stop and restart; queries go to a node that is running. Stopped
+/// on drop, and by `es.sh watch` once the test process is gone (a cluster held in a
+/// static for all of a file's tests is never dropped).
+pub struct EsCluster {
+    nodes: Vec<EsNode>,
+    root: tempfile::TempDir,
+    engine: Engine,
+}
+
+impl EsCluster {
+    /// `n` nodes with extra settings for each, or `None` to skip the test.
+    pub fn start(engine: Engine, n: usize, settings: &[&str]) -> Option<EsCluster> {
+        if !available(engine) {
+            return None;
+        }
+        let root = tempfile::Builder::new()
+            .prefix("lumberd-cluster-")
+            .tempdir()
+            .expect("temp dir for the cluster");
+        let watch = es_sh(engine)
+            .arg("watch")
+            .arg(std::process::id().to_string())
+            .arg(root.path())
+            .stdin(Stdio::null())
+            .status()
+            .expect("es.sh watch");
+        assert!(watch.success(), "es.sh watch failed");
+        let mut cmd = es_sh(engine);
+        cmd.arg("cluster").arg(root.path()).arg(n.to_string());
+        for s in settings {
+            cmd.arg("-E").arg(s);
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .expect("run es.sh cluster");
+        assert!(
+            out.status.success(),
+            "es.sh cluster failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let urls: Vec<&str> = stdout.lines().last().unwrap_or("").trim().split(',').collect();
+        assert_eq!(urls.len(), n, "es.sh cluster printed {stdout:?}");
+        let nodes = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| EsNode {
+                dir: root.path().join(format!("node-{}", i + 1)),
+                _tmp: None,
+                engine,
+                url: url.to_string(),
+                auth: None,
+                cacert: None,
+            })
+            .collect();
+        Some(EsCluster {
+            nodes,
+            root,
+            engine,
+        })
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn node(&self, i: usize) -> &EsNode {
+        &self.nodes[i]
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut EsNode {
+        &mut self.nodes[i]
+    }
+
+    /// Every node's URL, comma-separated: `output.elasticsearch` for lumberd.
+    pub fn hosts(&self) -> String {
+        self.nodes
+            .iter()
+            .map(EsNode::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A node whose server runs: the one queries go to.
+    pub fn live(&self) -> &EsNode {
+        self.nodes
+            .iter()
+            .find(|n| n.pid().is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()))
+            .expect("a running node in the cluster")
+    }
+
+    /// The node named `node-K`, by index.
+    pub fn index_of(&self, name: &str) -> usize {
+        name.strip_prefix("node-")
+            .and_then(|k| k.parse::<usize>().ok())
+            .filter(|k| (1..=self.nodes.len()).contains(k))
+            .map(|k| k - 1)
+            .unwrap_or_else(|| panic!("no cluster node named {name:?}"))
+    }
+
+    /// The elected master, by index.
+    pub fn master(&self) -> usize {
+        let (status, body) = self.live().request("GET", "/_cat/master?format=json", None);
+        assert_eq!(status, 200, "_cat/master: {body}");
+        self.index_of(body[0]["node"].as_str().expect("a master node name"))
+    }
+
+    /// Waits until all nodes are in the cluster and it is `status` (at most 120 s).
+    pub fn wait_for(&self, status: &str) {
+        let path = format!(
+            "/_cluster/health?wait_for_nodes={}&wait_for_status={status}&wait_for_no_initializing_shards=true&timeout=120s",
+            self.nodes.len()
+        );
+        let (code, body) = self.live().request("GET", &path, None);
+        assert!(
+            code == 200 && body["timed_out"] == false,
+            "the cluster did not get {status} with {} nodes within 120 s: {code} {body}",
+            self.nodes.len()
+        );
+    }
+
+    /// Each node's own count of the documents it coordinated (received in a bulk
+    /// request and routed to the shards), asked of that node (`_nodes/_local`); `None`
+    /// for a node that does not answer.
+    pub fn coordinated(&self) -> Vec<Option<u64>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let (status, body) = n.request(
+                    "GET",
+                    "/_nodes/_local/stats/indexing_pressure?filter_path=nodes.*.indexing_pressure.memory.total.coordinating_operations",
+                    None,
+                );
+                (status == 200).then(|| {
+                    body["nodes"]
+                        .as_object()
+                        .and_then(|m| m.values().next())
+                        .and_then(|v| v["indexing_pressure"]["memory"]["total"]["coordinating_operations"].as_u64())
+                        .unwrap_or(0)
+                })
+            })
+            .collect()
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+}
+
+impl Drop for EsCluster {
+    fn drop(&mut self) {
+        let _ = es_sh(self.engine)
+            .arg("stop")
+            .arg(self.root.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }

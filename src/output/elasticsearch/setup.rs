@@ -762,6 +762,25 @@ mod tests {
         s
     }
 
+    /// `install` of template `version` against a scripted cluster: what it returned and
+    /// the requests it made, each as "METHOD path?query".
+    async fn install_against(
+        answer: impl Fn(&str, &str) -> (u16, Value) + Send + Sync + 'static,
+        version: u32,
+    ) -> ((Engine, Retention), Vec<String>) {
+        let (url, seen) = scripted(answer).await;
+        let s = with_template(url, version);
+        let hosts = Hosts::new(&s).unwrap();
+        let installed = install(&hosts, &s).await.unwrap();
+        let requests = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, t, _)| format!("{m} {t}"))
+            .collect();
+        (installed, requests)
+    }
+
     /// OpenSearch with ISM (its answers as the ISM API documents them), nothing installed.
     fn opensearch_with_ism(method: &str, path: &str) -> (u16, Value) {
         let missing = json!({"error": {"root_cause": [{"type": "status_exception", "reason": "Policy not found"}],
@@ -822,24 +841,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_newer_version_updates_the_ism_policy_with_the_sequence_number_it_read() {
-        let (url, seen) = scripted(|method, path| match (method, path) {
+        let (_, requests) = install_against(|method, path| match (method, path) {
             ("GET", "/_plugins/_ism/policies/qwen-logs") => (200, json!({"_id": "qwen-logs",
                 "_version": 3, "_seq_no": 7, "_primary_term": 2, "policy": {"policy": {}}})),
             ("GET", "/_index_template/qwen-logs") => (200, json!({"index_templates": [{"name": "qwen-logs",
                 "index_template": {"index_patterns": ["qwen-logs-*"], "version": 1, "_meta": {"digest": "old"}}}]})),
             ("PUT", "/_plugins/_ism/policies/qwen-logs") => (200, json!({"_id": "qwen-logs"})),
             _ => opensearch_with_ism(method, path),
-        })
+        }, 2)
         .await;
-        let s = with_template(url, 2);
-        let hosts = Hosts::new(&s).unwrap();
-        install(&hosts, &s).await.unwrap();
-        let requests: Vec<String> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(m, t, _)| format!("{m} {t}"))
-            .collect();
         assert!(
             requests.contains(&"PUT /_index_template/qwen-logs".to_string())
                 && requests.contains(
@@ -854,21 +864,15 @@ mod tests {
     async fn a_replica_of_an_older_version_leaves_the_templates_and_the_policy_alone() {
         let newer = json!({"index_templates": [{"name": "x",
             "index_template": {"index_patterns": ["qwen-logs-*"], "version": 5, "_meta": {"digest": "theirs"}}}]});
-        let (url, seen) = scripted(move |method, path| match (method, path) {
-            ("GET", p) if p.starts_with("/_index_template/") => (200, newer.clone()),
-            _ => opensearch_with_ism(method, path),
-        })
+        let (_, requests) = install_against(
+            move |method, path| match (method, path) {
+                ("GET", p) if p.starts_with("/_index_template/") => (200, newer.clone()),
+                _ => opensearch_with_ism(method, path),
+            },
+            4,
+        )
         .await;
-        let s = with_template(url, 4);
-        let hosts = Hosts::new(&s).unwrap();
-        install(&hosts, &s).await.unwrap();
-        let writes: Vec<String> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(m, _, _)| m != "GET")
-            .map(|(m, t, _)| format!("{m} {t}"))
-            .collect();
+        let writes: Vec<&String> = requests.iter().filter(|r| !r.starts_with("GET ")).collect();
         assert!(
             writes.is_empty(),
             "an older replica must write nothing: {writes:?}"
@@ -881,7 +885,7 @@ mod tests {
         // first); the second GET finds the winner's, of this version and contents.
         let (body, digest) = versioned(event_template(&template(1), false), 1);
         let created = std::sync::atomic::AtomicBool::new(false);
-        let (url, seen) = scripted(move |method, path| match (method, path) {
+        let (_, requests) = install_against(move |method, path| match (method, path) {
             ("GET", "/_index_template/qwen-logs") if created.load(std::sync::atomic::Ordering::SeqCst) => {
                 (200, json!({"index_templates": [{"name": "qwen-logs", "index_template": {
                     "version": 1, "_meta": {"digest": digest.clone()}, "index_patterns": body["index_patterns"]}}]}))
@@ -892,17 +896,8 @@ mod tests {
                     "reason": "index template [qwen-logs] already exists"}, "status": 400}))
             }
             _ => opensearch_with_ism(method, path),
-        })
+        }, 1)
         .await;
-        let s = with_template(url, 1);
-        let hosts = Hosts::new(&s).unwrap();
-        install(&hosts, &s).await.unwrap();
-        let requests: Vec<String> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(m, t, _)| format!("{m} {t}"))
-            .collect();
         assert_eq!(
             requests
                 .iter()

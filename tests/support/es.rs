@@ -423,7 +423,13 @@ impl EsCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let urls: Vec<&str> = stdout.lines().last().unwrap_or("").trim().split(',').collect();
+        let urls: Vec<&str> = stdout
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim()
+            .split(',')
+            .collect();
         assert_eq!(urls.len(), n, "es.sh cluster printed {stdout:?}");
         let nodes = urls
             .iter()
@@ -473,7 +479,10 @@ impl EsCluster {
     pub fn live(&self) -> &EsNode {
         self.nodes
             .iter()
-            .find(|n| n.pid().is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()))
+            .find(|n| {
+                n.pid()
+                    .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+            })
             .expect("a running node in the cluster")
     }
 
@@ -507,23 +516,27 @@ impl EsCluster {
         );
     }
 
-    /// Each node's own count of the documents it coordinated (received in a bulk
-    /// request and routed to the shards), asked of that node (`_nodes/_local`); `None`
-    /// for a node that does not answer.
+    /// Each node's own count of the bulk bytes it coordinated (received in a bulk
+    /// request and routed to the shards: `indexing_pressure.memory.total
+    /// .coordinating_in_bytes`; 8.11 has no operation count there), asked of that node
+    /// (`_nodes/_local`); `None` for a node that does not answer.
     pub fn coordinated(&self) -> Vec<Option<u64>> {
         self.nodes
             .iter()
             .map(|n| {
                 let (status, body) = n.request(
                     "GET",
-                    "/_nodes/_local/stats/indexing_pressure?filter_path=nodes.*.indexing_pressure.memory.total.coordinating_operations",
+                    "/_nodes/_local/stats/indexing_pressure?filter_path=nodes.*.indexing_pressure.memory.total.coordinating_in_bytes",
                     None,
                 );
                 (status == 200).then(|| {
                     body["nodes"]
                         .as_object()
                         .and_then(|m| m.values().next())
-                        .and_then(|v| v["indexing_pressure"]["memory"]["total"]["coordinating_operations"].as_u64())
+                        .and_then(|v| {
+                            v["indexing_pressure"]["memory"]["total"]["coordinating_in_bytes"]
+                                .as_u64()
+                        })
                         .unwrap_or(0)
                 })
             })

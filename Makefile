@@ -26,13 +26,14 @@ run: release
 ## Install the real Beats clients the tests drive (go-lumber, pylogbeat, lumberjack-client,
 ## and Elastic's Filebeat, built once into ~/.cache/lumberd/filebeat), promtool (Debian's
 ## prometheus package, unpacked into target/tools), Debian's docker-compose (for
-## compose-check), and fetch the Elasticsearch the output tests run (with mvn, cached in
-## ~/.cache/lumberd/es).
+## compose-check), and fetch the Elasticsearch and the OpenSearch the output tests run
+## (with mvn, cached in ~/.cache/lumberd/es).
 test-deps:
 	bash tests/clients/setup.sh
 	bash tests/tools/setup.sh
 	bash tests/tools/docker-compose.sh
 	bash tests/es/es.sh fetch
+	LUMBERD_ES_ENGINE=opensearch bash tests/es/es.sh fetch
 
 ## Every test: unit, fixture replay, properties, real clients against a live lumberd, and
 ## the Helm chart (checked with the lumberd just built).
@@ -75,13 +76,14 @@ fmt:
 	$(CARGO) fmt --all
 
 ## Decoder throughput (criterion), the end-to-end load runs (files, then a real
-## Elasticsearch); figures in target/bench/.
+## Elasticsearch node, then a 3-node cluster); figures in target/bench/.
 bench: release
 	mkdir -p target/bench
 	$(CARGO) bench --locked --bench decode
 	python3 benches/e2e.py --lumberd target/release/lumberd --events $(BENCH_EVENTS)
 	bash tests/es/es.sh fetch
 	python3 benches/e2e_es.py --lumberd target/release/lumberd --lumberload target/bench/lumberload --events $(BENCH_ES_EVENTS)
+	python3 benches/e2e_es.py --lumberd target/release/lumberd --lumberload target/bench/lumberload --events $(BENCH_ES_EVENTS) --cluster 3
 
 ## Fuzz the decoder for a bounded time (not part of CI).
 fuzz:

@@ -1,7 +1,10 @@
-//! The Elasticsearch output against a real Elasticsearch 8.11.3 (`tests/es/es.sh`), fed by
-//! the go-lumber client (and a raw Lumberjack connection where the ACKs themselves are
-//! the subject). Each test starts its own node; they skip loudly when Elasticsearch
-//! cannot be fetched, unless `LUMBERD_REQUIRE_ES` is set (`make test`).
+//! The Elasticsearch output against a real Elasticsearch 8.11.3 and a real OpenSearch
+//! 2.19.6 (`tests/es/es.sh`, `LUMBERD_ES_ENGINE`), fed by the go-lumber client (and a raw
+//! Lumberjack connection where the ACKs themselves are the subject). One body per rule,
+//! taking the engine: [`on_both_engines!`] runs it as `elasticsearch::NAME` and
+//! `opensearch::NAME`; what only Elasticsearch's distribution can do (security, HTTPS)
+//! runs once. Each test starts its own node; they skip loudly when a distribution cannot
+//! be fetched, unless `LUMBERD_REQUIRE_ES` is set (`make test`).
 
 mod support;
 
@@ -15,10 +18,43 @@ use bytes::BytesMut;
 use lumberd::protocol::{encode_window, Compression};
 use serde_json::Value;
 use support::clients::{go_lumber, run_client, ClientRun};
-use support::es::EsNode;
+use support::es::{Engine, EsNode};
 use support::lumberd::{serve_command, Lumberd};
 use support::repo_root;
 use support::stored::{now_secs, utc_date};
+
+/// Runs each named body (`fn NAME(engine: Engine)`) as a test against each engine.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod elasticsearch {
+            $( #[test] fn $name() { super::$name(super::Engine::Elasticsearch) } )*
+        }
+        mod opensearch {
+            $( #[test] fn $name() { super::$name(super::Engine::OpenSearch) } )*
+        }
+    };
+}
+
+on_both_engines!(
+    acknowledged_corpus_is_in_its_daily_indices_typed_by_the_template_and_resends_are_duplicates,
+    mapping_conflict_becomes_a_dead_letter_and_the_window_is_acknowledged,
+    rejected_items_go_to_the_dead_letter_file_when_one_is_set,
+    write_queue_rejections_429_are_retried_until_nothing_is_lost,
+    elasticsearch_restarted_mid_stream_withholds_acks_keeps_alive_and_loses_nothing,
+    lumberd_killed_mid_stream_and_restarted_while_the_client_resends_loses_and_doubles_nothing,
+    request_too_large_413_is_split_until_it_fits,
+    a_dead_host_in_the_list_fails_over_to_the_live_one,
+    the_engine_and_its_retention_are_detected_from_the_cluster,
+);
+
+/// The error type of a document whose field does not parse under the mapping: renamed
+/// by Elasticsearch 8.8, kept by OpenSearch.
+fn parse_error(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Elasticsearch => "document_parsing_exception",
+        Engine::OpenSearch => "mapper_parsing_exception",
+    }
+}
 
 const EVENTS: &str = "qwen-logs-*,-qwen-logs-deadletter-*";
 const DEAD_LETTERS: &str = "qwen-logs-deadletter-*";
@@ -82,9 +118,10 @@ fn expected_indices() -> BTreeMap<String, u64> {
     want
 }
 
-#[test]
-fn acknowledged_corpus_is_in_its_daily_indices_typed_by_the_template_and_resends_are_duplicates() {
-    let Some(node) = EsNode::start(&[]) else {
+fn acknowledged_corpus_is_in_its_daily_indices_typed_by_the_template_and_resends_are_duplicates(
+    engine: Engine,
+) {
+    let Some(node) = EsNode::start_on(engine, &[]) else {
         return;
     };
     let lumberd = lumberd_into(&node, &[]);
@@ -141,9 +178,8 @@ fn acknowledged_corpus_is_in_its_daily_indices_typed_by_the_template_and_resends
     );
 }
 
-#[test]
-fn mapping_conflict_becomes_a_dead_letter_and_the_window_is_acknowledged() {
-    let Some(node) = EsNode::start(&[]) else {
+fn mapping_conflict_becomes_a_dead_letter_and_the_window_is_acknowledged(engine: Engine) {
+    let Some(node) = EsNode::start_on(engine, &[]) else {
         return;
     };
     let lumberd = lumberd_into(&node, &[]);
@@ -194,7 +230,7 @@ fn check_conflict_dead_letters(node: &EsNode, lumberd: &Lumberd) {
     assert_eq!(not_json[0]["_source"]["payload"], "[1,2]");
     let l = &refused[0]["_source"];
     assert_eq!(l["original_index"], "qwen-logs-2025.04.05");
-    assert_eq!(l["error"]["type"], "document_parsing_exception");
+    assert_eq!(l["error"]["type"], parse_error(node.engine()));
     assert_eq!(l["error"]["status"], 400);
     let original: Value = serde_json::from_str(l["event"]["original"].as_str().unwrap())
         .expect("the original event, as a string");
@@ -215,9 +251,8 @@ fn check_conflict_dead_letters(node: &EsNode, lumberd: &Lumberd) {
     );
 }
 
-#[test]
-fn rejected_items_go_to_the_dead_letter_file_when_one_is_set() {
-    let Some(node) = EsNode::start(&[]) else {
+fn rejected_items_go_to_the_dead_letter_file_when_one_is_set(engine: Engine) {
+    let Some(node) = EsNode::start_on(engine, &[]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -247,7 +282,7 @@ fn rejected_items_go_to_the_dead_letter_file_when_one_is_set() {
         lines[0]["create"]["_index"],
         format!("qwen-logs-deadletter-{}", utc_date(now_secs()))
     );
-    assert_eq!(lines[1]["error"]["type"], "document_parsing_exception");
+    assert_eq!(lines[1]["error"]["type"], parse_error(engine));
     let original: Value = serde_json::from_str(lines[1]["event"]["original"].as_str().unwrap())
         .expect("the original event, as a string");
     assert_eq!(original["response_length"], "none");
@@ -260,10 +295,11 @@ fn rejected_items_go_to_the_dead_letter_file_when_one_is_set() {
     );
 }
 
-#[test]
-fn write_queue_rejections_429_are_retried_until_nothing_is_lost() {
-    let Some(node) = EsNode::start(&["thread_pool.write.queue_size=1", "thread_pool.write.size=1"])
-    else {
+fn write_queue_rejections_429_are_retried_until_nothing_is_lost(engine: Engine) {
+    let Some(node) = EsNode::start_on(
+        engine,
+        &["thread_pool.write.queue_size=1", "thread_pool.write.size=1"],
+    ) else {
         return;
     };
     let lumberd = lumberd_into(
@@ -353,9 +389,8 @@ impl RawClient {
     }
 }
 
-#[test]
-fn elasticsearch_restarted_mid_stream_withholds_acks_keeps_alive_and_loses_nothing() {
-    let Some(mut node) = EsNode::start(&[]) else {
+fn elasticsearch_restarted_mid_stream_withholds_acks_keeps_alive_and_loses_nothing(engine: Engine) {
+    let Some(node) = EsNode::start_on(engine, &[]) else {
         return;
     };
     // The stall timeout is far beyond the restart: this test is about keep-alives while
@@ -408,9 +443,10 @@ fn elasticsearch_restarted_mid_stream_withholds_acks_keeps_alive_and_loses_nothi
     );
 }
 
-#[test]
-fn lumberd_killed_mid_stream_and_restarted_while_the_client_resends_loses_and_doubles_nothing() {
-    let Some(node) = EsNode::start(&[]) else {
+fn lumberd_killed_mid_stream_and_restarted_while_the_client_resends_loses_and_doubles_nothing(
+    engine: Engine,
+) {
+    let Some(node) = EsNode::start_on(engine, &[]) else {
         return;
     };
     let (window, windows) = (500, 20);
@@ -555,10 +591,9 @@ fn https_elasticsearch_is_verified_against_the_configured_ca() {
     assert_eq!(node.count(EVENTS), 300, "{}", lumberd.logs());
 }
 
-#[test]
-fn request_too_large_413_is_split_until_it_fits() {
+fn request_too_large_413_is_split_until_it_fits(engine: Engine) {
     // The node refuses bodies over 64 KiB; lumberd's own limit is 20 MiB.
-    let Some(node) = EsNode::start(&["http.max_content_length=64kb"]) else {
+    let Some(node) = EsNode::start_on(engine, &["http.max_content_length=64kb"]) else {
         return;
     };
     let lumberd = lumberd_into(&node, &[]);
@@ -570,9 +605,8 @@ fn request_too_large_413_is_split_until_it_fits() {
     assert_eq!(node.count(DEAD_LETTERS), 0, "{logs}");
 }
 
-#[test]
-fn a_dead_host_in_the_list_fails_over_to_the_live_one() {
-    let Some(node) = EsNode::start(&[]) else {
+fn a_dead_host_in_the_list_fails_over_to_the_live_one(engine: Engine) {
+    let Some(node) = EsNode::start_on(engine, &[]) else {
         return;
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -585,4 +619,35 @@ fn a_dead_host_in_the_list_fails_over_to_the_live_one() {
     let run = run_client(generated_client(200, 5), lumberd.addr());
     assert_acked(&run, 1000, &lumberd);
     assert_eq!(node.count(EVENTS), 1000, "{}", lumberd.logs());
+}
+
+/// Neither test distribution has its retention plugin (Elasticsearch's integ-test zip no
+/// ILM, OpenSearch's no ISM, a separate artifact): lumberd must tell the engine from the
+/// cluster's own answers, say which retention is missing, and install a template that
+/// names no lifecycle policy. The ISM requests themselves are checked against
+/// OpenSearch's recorded answers in `setup.rs`.
+fn the_engine_and_its_retention_are_detected_from_the_cluster(engine: Engine) {
+    let Some(node) = EsNode::start_on(engine, &[]) else {
+        return;
+    };
+    let lumberd = lumberd_into(&node, &[]);
+    let (detected, missing) = match engine {
+        Engine::Elasticsearch => ("engine=Elasticsearch", "Elasticsearch has no ILM"),
+        Engine::OpenSearch => ("engine=OpenSearch", "OpenSearch has no ISM plugin"),
+    };
+    let logs = lumberd.logs();
+    assert!(
+        logs.contains(detected) && logs.contains("retention=None") && logs.contains(missing),
+        "lumberd must detect {engine:?} without its retention plugin:\n{logs}"
+    );
+    let (status, body) = node.request("GET", "/_index_template/qwen-logs", None);
+    assert_eq!(status, 200, "{body}");
+    let settings = &body["index_templates"][0]["index_template"]["template"]["settings"];
+    assert!(
+        settings["index"]["lifecycle"].is_null() && settings["index"]["plugins"].is_null(),
+        "no lifecycle policy named where the cluster has none: {settings}"
+    );
+    let run = run_client(generated_client(100, 2), lumberd.addr());
+    assert_acked(&run, 200, &lumberd);
+    assert_eq!(node.count(EVENTS), 200, "{}", lumberd.logs());
 }

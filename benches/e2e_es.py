@@ -2,10 +2,12 @@
 """End-to-end benchmark into a real Elasticsearch: lumberd's bulk output under
 Filebeat-shaped load, against the Elasticsearch 8.11.3 of tests/es/es.sh.
 
-Starts a node (tests/es/es.sh start, a temp dir), lumberd (release) writing into it,
+Starts a node (tests/es/es.sh start, a temp dir), or with --cluster N a cluster of N
+nodes (tests/es/es.sh cluster; the event indices at 1 replica, lumberd given every
+node), lumberd (release) writing into it,
 and benches/load (`lumberload`, go-lumber) with every window distinct (`-pool` covers
 the run, so every event has its own id and none is a duplicate). Measures lumberd's and
-Elasticsearch's CPU from /proc/PID/stat over the run, lumberd's peak RSS (VmHWM),
+Elasticsearch's CPU (with a cluster: the sum of its JVMs) from /proc/PID/stat over the run, lumberd's peak RSS (VmHWM),
 events/s, and checks that Elasticsearch's `_count` equals the events acknowledged.
 Writes target/bench/e2e-es.json and prints a summary. Python 3 standard library only.
 
@@ -49,8 +51,14 @@ def main():
     ap.add_argument("--events", type=int, default=400_000)
     ap.add_argument("--conns", type=int, default=4)
     ap.add_argument("--timeout", type=int, default=900)
-    ap.add_argument("--out", default=os.path.join(e2e.BENCH_DIR, "e2e-es.json"))
+    ap.add_argument("--cluster", type=int, default=0, metavar="N",
+                    help="a cluster of N nodes instead of one (event indices at 1 replica)")
+    ap.add_argument("--out", default=None,
+                    help="default target/bench/e2e-es.json, or e2e-es-clusterN.json")
     args = ap.parse_args()
+    if args.out is None:
+        name = f"e2e-es-cluster{args.cluster}.json" if args.cluster else "e2e-es.json"
+        args.out = os.path.join(e2e.BENCH_DIR, name)
 
     # lumberload reuses one tail window per connection when the events do not fill whole
     # windows: same ids, duplicates in Elasticsearch. Whole windows per connection only.
@@ -61,18 +69,35 @@ def main():
         e2e.build_lumberload(lumberload)
     workdir = tempfile.mkdtemp(prefix="lumberd-e2e-es-")
     node_dir = os.path.join(workdir, "es")
-    res = {"name": "es-4conns", "ok": False, "events": args.events, "conns": args.conns}
+    name = f"es-cluster{args.cluster}-{args.conns}conns" if args.cluster else f"es-{args.conns}conns"
+    res = {"name": name, "ok": False, "events": args.events, "conns": args.conns,
+           "es_nodes": args.cluster or 1}
     server = None
     try:
-        e2e.log("starting Elasticsearch ...")
-        url = es("start", node_dir)
-        with open(os.path.join(node_dir, "es.pid")) as f:
-            es_pid = int(f.read().strip())
-        env = {"LUMBERD_OUTPUT_ELASTICSEARCH": url, "LUMBERD_OUTPUT_TEMPLATE_REPLICAS": "0"}
+        if args.cluster:
+            e2e.log(f"starting a cluster of {args.cluster} Elasticsearch nodes ...")
+            hosts = es("cluster", node_dir, str(args.cluster))
+            url = hosts.split(",")[0]
+            node_dirs = [os.path.join(node_dir, f"node-{i}") for i in range(1, args.cluster + 1)]
+            replicas = "1"
+        else:
+            e2e.log("starting Elasticsearch ...")
+            hosts = url = es("start", node_dir)
+            node_dirs = [node_dir]
+            replicas = "0"
+        es_pids = []
+        for d in node_dirs:
+            with open(os.path.join(d, "es.pid")) as f:
+                es_pids.append(int(f.read().strip()))
+        env = {"LUMBERD_OUTPUT_ELASTICSEARCH": hosts, "LUMBERD_OUTPUT_TEMPLATE_REPLICAS": replicas}
         server = e2e.Lumberd(os.path.abspath(args.lumberd), env, workdir)
         server.start(60)
         pid = server.proc.pid
-        cpu0, es0 = e2e.proc_cpu_seconds(pid), e2e.proc_cpu_seconds(es_pid)
+
+        def es_cpu_seconds():
+            return sum(e2e.proc_cpu_seconds(p) for p in es_pids)
+
+        cpu0, es0 = e2e.proc_cpu_seconds(pid), es_cpu_seconds()
         t0 = time.monotonic()
         windows = args.events // 2048 + args.conns + 1
         r = subprocess.run([lumberload, "-addr", server.addr, "-conns", str(args.conns),
@@ -82,7 +107,7 @@ def main():
                            capture_output=True, text=True, timeout=args.timeout + 120)
         wall = time.monotonic() - t0
         cpu = e2e.proc_cpu_seconds(pid) - cpu0
-        es_cpu = e2e.proc_cpu_seconds(es_pid) - es0
+        es_cpu = es_cpu_seconds() - es0
         hwm = e2e.proc_status_kib(pid, "VmHWM")
         load = next((json.loads(l) for l in reversed(r.stdout.splitlines()) if l.startswith("{")), None)
         if load is None:

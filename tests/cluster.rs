@@ -461,17 +461,23 @@ fn assert_spread(what: &str, per_node: &[u64], lumberd: &Lumberd) {
     );
 }
 
+/// A stream of 6,000 events through `lumberd`, stored exactly once, whose bulk bytes
+/// every node coordinated a fair share of.
+fn assert_stream_spreads(what: &str, id: &str, c: &EsCluster, lumberd: &Lumberd) {
+    let before = c.coordinated();
+    let stream = Stream::start(lumberd, id, 500, 12);
+    let from = stream.started;
+    let (run, stall) = stream.finish(from);
+    let t = tally(c, &run, stall);
+    assert_exact(what, &t, &run, lumberd);
+    assert_spread(what, &coordinated_since(c, &before), lumberd);
+}
+
 #[test]
 fn bulk_requests_spread_over_every_configured_node() {
     let Some(c) = cluster() else { return };
     let lumberd = lumberd_to(&c.hosts()).start();
-    let before = c.coordinated();
-    let stream = Stream::start(&lumberd, "spread", 500, 12);
-    let from = stream.started;
-    let (run, stall) = stream.finish(from);
-    let t = tally(&c, &run, stall);
-    assert_exact("spread", &t, &run, &lumberd);
-    assert_spread("three hosts", &coordinated_since(&c, &before), &lumberd);
+    assert_stream_spreads("three hosts", "spread", &c, &lumberd);
 }
 
 #[test]
@@ -483,17 +489,7 @@ fn sniffing_finds_every_node_from_one_configured_host() {
     lumberd.wait_for_logs("the discovered nodes", Duration::from_secs(30), |l| {
         l.contains("Elasticsearch nodes discovered")
     });
-    let before = c.coordinated();
-    let stream = Stream::start(&lumberd, "sniff", 500, 12);
-    let from = stream.started;
-    let (run, stall) = stream.finish(from);
-    let t = tally(&c, &run, stall);
-    assert_exact("sniffing", &t, &run, &lumberd);
-    assert_spread(
-        "one host, sniffing",
-        &coordinated_since(&c, &before),
-        &lumberd,
-    );
+    assert_stream_spreads("one host, sniffing", "sniff", &c, &lumberd);
 }
 
 /// The installed template `name`: its version, digest, and the settings lumberd sets.

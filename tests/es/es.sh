@@ -12,7 +12,8 @@
 #   es.sh kill DIR                  SIGKILL (simulated crash); data stays in DIR
 #   es.sh restart DIR [-E k=v ...]  stop + start on the same port and data dir
 #   es.sh url DIR                   print the URL of the running node in DIR
-#   es.sh watch PID DIR             stop the node or cluster in DIR once process PID has exited
+#   es.sh watch PID DIR [--remove]  stop the node or cluster in DIR once process PID has exited
+#                                   (and delete DIR)
 #   es.sh stop-all                  stop every node started from this cache
 #   es.sh adduser DIR USER PASS [ROLE]  file-realm user (for -E xpack.security.enabled=true)
 #
@@ -56,7 +57,7 @@ log() { printf 'es.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -645,12 +646,14 @@ case "$cmd" in
     ;;
   watch)
     # A guard for a test process that holds nodes for its lifetime (a cluster shared
-    # by its tests is never dropped): once PID is gone, DIR is stopped. Detached, with
-    # no inherited pipes, so the caller does not wait for it.
-    [[ $# -eq 2 && "$1" =~ ^[0-9]+$ ]] || usage
-    pid=$1 dir=$(abs_dir "$2")
-    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec bash "$2" stop "$3"' \
-      es-watch "$pid" "$0" "$dir" </dev/null >/dev/null 2>&1 8>&- 9>&- &
+    # by its tests is never dropped): once PID is gone, DIR is stopped, and with
+    # --remove deleted (its temp dir is never dropped either). Detached, with no
+    # inherited pipes, so the caller does not wait for it.
+    [[ ( $# -eq 2 || ( $# -eq 3 && "$3" == --remove ) ) && "$1" =~ ^[0-9]+$ ]] || usage
+    pid=$1 dir=$(abs_dir "$2") remove=${3:-}
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
+      bash "$2" stop "$3"; [[ "$4" != --remove ]] || rm -rf -- "$3"' \
+      es-watch "$pid" "$0" "$dir" "$remove" </dev/null >/dev/null 2>&1 8>&- 9>&- &
     ;;
   adduser)
     # file-realm user for nodes started with -E xpack.security.enabled=true;

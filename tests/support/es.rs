@@ -382,8 +382,8 @@ fn file_name(p: &std::path::Path) -> String {
 
 /// A cluster of real nodes (`es.sh cluster`): `node-1..N` in one temp dir, each its own
 /// [`EsNode`] for kill, stop and restart; queries go to a node that is running. Stopped
-/// on drop, and by `es.sh watch` once the test process is gone (a cluster held in a
-/// static for all of a file's tests is never dropped).
+/// on drop, and by `es.sh watch --remove` (stopped and deleted) once the test process is
+/// gone (a cluster held in a static for all of a file's tests is never dropped).
 pub struct EsCluster {
     nodes: Vec<EsNode>,
     root: tempfile::TempDir,
@@ -404,6 +404,7 @@ impl EsCluster {
             .arg("watch")
             .arg(std::process::id().to_string())
             .arg(root.path())
+            .arg("--remove")
             .stdin(Stdio::null())
             .status()
             .expect("es.sh watch");

@@ -529,38 +529,46 @@ do_cluster() {
   shift 2
   [[ "$n" =~ ^[1-9][0-9]?$ ]] || die "cluster wants a node count 1..99, got '$n'"
   [[ ! -s "$root/cluster.nodes" ]] || die "$root already holds a cluster; stop it and use restart per node"
-  local t0 ports i names=() seeds=() pids=() failed=0
+  local t0 ports i names=() seeds=() pids=() failed=0 attempt
   t0=$(now)
   do_fetch
-  mapfile -t ports < <(free_ports $((2 * n)))
-  for ((i = 1; i <= n; i++)); do
-    names+=("node-$i")
-    seeds+=("127.0.0.1:${ports[n + i - 1]}")
-  done
-  local IFS_=$IFS
-  IFS=,
-  local seed_list="${seeds[*]}" master_list="${names[*]}"
-  IFS=$IFS_
-  for ((i = 1; i <= n; i++)); do
-    mkdir -p "$root/node-$i"
-    bash "$0" start "$root/node-$i" -E "node.name=node-$i" -E discovery.type=multi-node \
-      -E "http.port=${ports[i - 1]}" -E "transport.port=${ports[n + i - 1]}" \
-      -E "discovery.seed_hosts=$seed_list" -E "cluster.initial_master_nodes=$master_list" "$@" \
-      >"$root/node-$i.url" 2>"$root/node-$i.start.log" 8>&- 9>&- &
-    pids+=($!)
-  done
-  printf '%s\n' "${names[@]}" >"$root/cluster.nodes"
-  for ((i = 1; i <= n; i++)); do
-    if ! wait "${pids[i - 1]}"; then
-      log "node-$i of the cluster in $root did not start:"
-      cat "$root/node-$i.start.log" >&2
-      failed=1
+  for ((i = 1; i <= n; i++)); do names+=("node-$i"); done
+  # The ports are free when chosen, but another process (a test node elsewhere picking
+  # from its own window) may bind one before our node does: then the whole cluster
+  # starts again, fresh, on other ports (at most 3 times).
+  for attempt in 1 2 3; do
+    mapfile -t ports < <(free_ports $((2 * n)))
+    seeds=() pids=() failed=0
+    for ((i = 1; i <= n; i++)); do seeds+=("127.0.0.1:${ports[n + i - 1]}"); done
+    local IFS_=$IFS
+    IFS=,
+    local seed_list="${seeds[*]}" master_list="${names[*]}"
+    IFS=$IFS_
+    for ((i = 1; i <= n; i++)); do
+      mkdir -p "$root/node-$i"
+      bash "$0" start "$root/node-$i" -E "node.name=node-$i" -E discovery.type=multi-node \
+        -E "http.port=${ports[i - 1]}" -E "transport.port=${ports[n + i - 1]}" \
+        -E "discovery.seed_hosts=$seed_list" -E "cluster.initial_master_nodes=$master_list" "$@" \
+        >"$root/node-$i.url" 2>"$root/node-$i.start.log" 8>&- 9>&- &
+      pids+=($!)
+    done
+    printf '%s\n' "${names[@]}" >"$root/cluster.nodes"
+    for ((i = 1; i <= n; i++)); do
+      wait "${pids[i - 1]}" || failed=$i
+    done
+    [[ $failed -eq 0 ]] && break
+    stop_cluster "$root" || true
+    if [[ $attempt -lt 3 ]] && grep -qs 'BindException' "$root"/node-*/logs/console.log; then
+      log "a port of the cluster in $root was taken meanwhile; starting it again on other ports"
+      for ((i = 1; i <= n; i++)); do rm -rf "${root:?}/node-$i"; done
+      continue
     fi
-  done
-  if [[ $failed -eq 1 ]]; then
-    stop_cluster "$root"
+    for ((i = 1; i <= n; i++)); do
+      log "node-$i of the cluster in $root:"
+      cat "$root/node-$i.start.log" >&2
+    done
     exit 1
-  fi
+  done
   local urls=() url
   for ((i = 1; i <= n; i++)); do urls+=("$(tail -n1 "$root/node-$i.url")"); done
   url=${urls[0]}

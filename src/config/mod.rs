@@ -102,7 +102,7 @@ impl Settings {
         let output = raw::section(&mut table, "output", &from_env, &mut problems);
         let log = raw::section(&mut table, "log", &from_env, &mut problems);
         let admin = raw::section(&mut table, "admin", &from_env, &mut problems);
-        let settings = Settings {
+        let mut settings = Settings {
             server: server::validate(server, &mut problems),
             tls: tls::validate(tls, &mut problems),
             output: output::validate(output, &mut problems),
@@ -110,6 +110,7 @@ impl Settings {
             admin: admin::validate(admin, &mut problems),
             pipeline: pipeline::load(text.as_deref(), &from_env, &mut problems),
         };
+        settings.pipeline.max_index_bytes = settings.output.max_index_bytes();
         if problems.is_empty() {
             Ok(settings)
         } else {

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use super::problems::Problems;
 use super::raw::{duration, Strings};
 use crate::output::elasticsearch::settings::{EsAuth, EsSettings, TemplateSettings};
-use crate::output::file::FileSettings;
+use crate::output::file::{self, FileSettings};
+use crate::output::DeadLetterIndex;
+use crate::record::MAX_INDEX_NAME_BYTES;
 
 /// The embedded file output writes here when no Elasticsearch is configured.
 pub const DEFAULT_DATA_DIR: &str = "./data";
@@ -47,7 +49,9 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Uncompressed bodies: gzip costs lumberd CPU on every request to save bandwidth that a
 /// cluster on the same network rarely lacks.
 pub const DEFAULT_GZIP: bool = false;
-/// Items rejected by Elasticsearch (400, 404, ...) go to `<prefix>YYYY.MM.dd`.
+/// Dead letters (payloads that are not events, events routed to an invalid index, items
+/// Elasticsearch rejected) go to `<prefix>YYYY.MM.dd` in both outputs: under the seed's
+/// `qwen-logs-*` pattern, so Kibana's data view and the retention policy reach them.
 pub const DEFAULT_DEAD_LETTER_PREFIX: &str = "qwen-logs-deadletter-";
 /// The seed deployment's dashboards read explicit types (`level`, `status` as keywords,
 /// the counts as integers) that dynamic mapping would not give.
@@ -173,17 +177,45 @@ impl Default for RawOutput {
 
 pub(super) fn validate(o: RawOutput, p: &mut Problems) -> OutputSettings {
     p.at_least_one(&[("output.queue_batches", o.queue_batches as u64)]);
+    let dead_letters = DeadLetterIndex::new(&o.dead_letter_prefix, file::MAX_INDEX_BYTES)
+        .unwrap_or_else(|why| {
+            p.key(
+                "output.dead_letter_prefix",
+                format!(
+                    "`{}YYYY.MM.dd` is not a valid index name: it {why}",
+                    o.dead_letter_prefix
+                ),
+            );
+            DeadLetterIndex::new(DEFAULT_DEAD_LETTER_PREFIX, MAX_INDEX_NAME_BYTES)
+                .expect("the default is valid")
+        });
     OutputSettings {
         queue_batches: o.queue_batches,
         file: FileSettings {
             data_dir: o.data_dir.clone(),
+            dead_letters: dead_letters.clone(),
         },
-        elasticsearch: validate_es(o, p),
+        elasticsearch: validate_es(o, dead_letters, p),
+    }
+}
+
+impl OutputSettings {
+    /// The longest index name the running output takes: Elasticsearch's, or less for
+    /// the file output, whose file names add `.ndjson`.
+    pub fn max_index_bytes(&self) -> usize {
+        match self.elasticsearch {
+            Some(_) => MAX_INDEX_NAME_BYTES,
+            None => file::MAX_INDEX_BYTES,
+        }
     }
 }
 
 /// `None` when no hosts are listed: the Elasticsearch keys are then not checked.
-fn validate_es(o: RawOutput, p: &mut Problems) -> Option<EsSettings> {
+fn validate_es(
+    o: RawOutput,
+    dead_letters: DeadLetterIndex,
+    p: &mut Problems,
+) -> Option<EsSettings> {
     let hosts: Vec<String> = match o.elasticsearch {
         Strings::One(s) => s
             .split(',')
@@ -258,9 +290,6 @@ fn validate_es(o: RawOutput, p: &mut Problems) -> Option<EsSettings> {
             "output.template_name/template_pattern: a name and a pattern ending in * are needed",
         );
     }
-    if o.dead_letter_prefix.is_empty() {
-        p.key("output.dead_letter_prefix", "must not be empty");
-    }
     let template = TemplateSettings {
         name: o.template_name,
         pattern: o.template_pattern,
@@ -284,7 +313,7 @@ fn validate_es(o: RawOutput, p: &mut Problems) -> Option<EsSettings> {
         gzip: o.gzip,
         auth,
         ca_file: o.ca_file,
-        dead_letter_prefix: o.dead_letter_prefix,
+        dead_letters,
         // An empty value (e.g. from the environment) means "not set".
         dead_letter_file: o.dead_letter_file.filter(|p| !p.as_os_str().is_empty()),
         template: o.template.then_some(template),

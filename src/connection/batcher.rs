@@ -94,12 +94,12 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::record::RecordKind;
+    use crate::record::{Destination, IndexName, MAX_INDEX_NAME_BYTES};
 
     fn record(n: usize) -> Record {
+        let index = IndexName::new("qwen-logs-2025.04.05", MAX_INDEX_NAME_BYTES).unwrap();
         Record {
-            kind: RecordKind::Event,
-            index: "qwen-logs-2025.04.05".into(),
+            dest: Destination::Index(index),
             id: None,
             doc: Bytes::from(format!("{{\"n\":{n}}}")),
         }

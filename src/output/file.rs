@@ -1,6 +1,8 @@
 //! The embedded default output: `<data_dir>/<index>.ndjson` in Elasticsearch bulk form
 //! (an action line with the index and id, then the document), replayable into
-//! Elasticsearch as it is.
+//! Elasticsearch as it is. A file name is only ever built from a validated
+//! [`IndexName`] (no `/`, not `.` or `..`, no leading dot), so every file is directly
+//! inside `data_dir`; each file's tail is checked when it is opened (`bulk_file`).
 //!
 //! A single writer thread takes every batch queued since its last round, writes them,
 //! then fsyncs each file it touched once: group commit, so concurrent windows and
@@ -8,7 +10,7 @@
 //! that fsync (the ACK contract); on any error they are failed and nothing is ACKed.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,21 +18,32 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
-use super::{write_bulk_action, Batch, DeliveryFailed, OutputSender};
+use super::bulk_file::{self, Tail};
+use super::{write_create_action, Batch, DeadLetterIndex, DeliveryFailed, OutputSender};
 use crate::metrics::{EventOutcome, OutputMetrics};
+use crate::record::{IndexName, MAX_INDEX_NAME_BYTES};
 use crate::throttle::LogThrottle;
 
 /// Batches written per fsync round at most, so one round's latency stays bounded.
 const MAX_BATCHES_PER_ROUND: usize = 256;
 /// Files kept open between rounds; daily names mean only a few are live at once.
 const MAX_OPEN_FILES: usize = 16;
+/// Bytes buffered per open file between fsyncs: large enough that a round of Filebeat
+/// windows is a few write calls, small enough that 16 open files hold 4 MiB.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// Appended to an index name to make its file name.
+const SUFFIX: &str = ".ndjson";
+/// The longest index name the file output takes: a file name is at most 255 bytes
+/// (`NAME_MAX` on Linux), and the suffix takes 7 of them.
+pub const MAX_INDEX_BYTES: usize = MAX_INDEX_NAME_BYTES - SUFFIX.len();
 
 /// The file output's part of `[output]`, typed and checked by `config`.
 #[derive(Debug, Clone)]
 pub struct FileSettings {
     /// Where `<index>.ndjson` files are appended.
     pub data_dir: PathBuf,
+    /// The dead letters' files, `<prefix>YYYY.MM.dd.ndjson`.
+    pub dead_letters: DeadLetterIndex,
 }
 
 /// What the file output could not do, and where.
@@ -96,12 +109,14 @@ impl FileOutput {
                 source,
             })?;
         metrics.up.set(1);
+        let dead_letters = settings.dead_letters.clone();
         let (tx, rx) = mpsc::channel(queue_batches);
         let thread = std::thread::Builder::new()
             .name("file-output".into())
             .spawn(move || {
                 Writer {
                     dir,
+                    dead_letters,
                     files: HashMap::new(),
                     metrics,
                     log,
@@ -123,7 +138,8 @@ impl FileOutput {
 
 struct Writer {
     dir: PathBuf,
-    files: HashMap<Arc<str>, BufWriter<File>>,
+    dead_letters: DeadLetterIndex,
+    files: HashMap<IndexName, BufWriter<File>>,
     metrics: OutputMetrics,
     log: Arc<LogThrottle>,
 }
@@ -152,8 +168,11 @@ impl Writer {
                         tracing::error!(dir = %self.dir.display(), error = %e, suppressed,
                             "file output failed; {} batches not acknowledged, clients will resend", round.len());
                     }
-                    // Reopen files next round: a failed BufWriter may hold partial data.
-                    self.files.clear();
+                    // Reopen files next round, whose open cuts what this round left torn;
+                    // the buffers are dropped unwritten (a BufWriter's drop would write them).
+                    for (_, f) in self.files.drain() {
+                        drop(f.into_parts());
+                    }
                     let reason = DeliveryFailed::File(e.to_string());
                     round.drain(..).for_each(|b| b.delivery.fail(&reason));
                 }
@@ -165,33 +184,31 @@ impl Writer {
     }
 
     fn write_round(&mut self, round: &mut [Batch]) -> Result<(), FileError> {
-        let mut touched: Vec<Arc<str>> = Vec::new();
+        let mut touched: Vec<IndexName> = Vec::new();
         let mut line = Vec::new();
         let mut created = false;
         for batch in round.iter_mut() {
             for record in &batch.records {
-                if !touched
-                    .iter()
-                    .any(|t| Arc::ptr_eq(t, &record.index) || **t == *record.index)
-                {
-                    touched.push(record.index.clone());
+                let index = self.dead_letters.resolve(record);
+                if !touched.contains(&index) {
+                    touched.push(index.clone());
                 }
-                let file = match self.files.get_mut(&record.index) {
+                let file = match self.files.get_mut(&index) {
                     Some(f) => f,
                     None => {
-                        let (f, new) = open(&self.dir, &record.index)?;
+                        let (f, new) = open(&self.dir, &index)?;
                         created |= new;
-                        self.files.entry(record.index.clone()).or_insert(f)
+                        self.files.entry(index.clone()).or_insert(f)
                     }
                 };
                 // The document goes from its buffer to the file's without another copy.
                 line.clear();
-                write_bulk_action(record, &mut line);
+                write_create_action(&index, record.id.as_ref(), &mut line);
                 file.write_all(&line)
                     .and_then(|_| file.write_all(&record.doc))
                     .and_then(|_| file.write_all(b"\n"))
                     .map_err(|source| FileError::Write {
-                        path: path(&self.dir, &record.index),
+                        path: path(&self.dir, &index),
                         source,
                     })?;
             }
@@ -227,15 +244,35 @@ impl Writer {
     }
 }
 
-fn path(dir: &Path, index: &str) -> PathBuf {
-    dir.join(format!("{index}.ndjson"))
+/// `<dir>/<index>.ndjson`: a validated name has no `/`, is not `.` or `..` and does not
+/// start with a dot, so the file is directly inside `dir`.
+fn path(dir: &Path, index: &IndexName) -> PathBuf {
+    dir.join(format!("{index}{SUFFIX}"))
 }
 
-fn open(dir: &Path, index: &str) -> Result<(BufWriter<File>, bool), FileError> {
+/// Opens an index's file for appending, cutting a torn tail first (one log line with the
+/// bytes cut); `true` when the file is new.
+fn open(dir: &Path, index: &IndexName) -> Result<(BufWriter<File>, bool), FileError> {
     let path = path(dir, index);
-    let existed = path.exists();
-    match OpenOptions::new().create(true).append(true).open(&path) {
-        Ok(file) => Ok((BufWriter::with_capacity(WRITE_BUFFER, file), !existed)),
-        Err(source) => Err(FileError::Open { path, source }),
+    let open_error = |source| FileError::Open {
+        path: path.clone(),
+        source,
+    };
+    if index.len() > MAX_INDEX_BYTES {
+        // The pipeline routes to no longer name with this output; a name this long
+        // here is a bug, and must fail the round rather than reach the file system.
+        return Err(open_error(std::io::Error::other(format!(
+            "index name over {MAX_INDEX_BYTES} bytes"
+        ))));
     }
+    let (file, new, tail) = bulk_file::open_append(&path).map_err(open_error)?;
+    match tail {
+        Tail::Whole => {}
+        Tail::Cut { bytes } => tracing::warn!(file = %path.display(), bytes,
+            "cut a torn record from the end of the file (written after the last fsync, never acknowledged)"),
+        Tail::Damaged { moved_to } => tracing::error!(file = %path.display(),
+            moved_to = %moved_to.display(),
+            "the file's end is not a whole action+document pair nor a torn one; moved aside, a new file started"),
+    }
+    Ok((BufWriter::with_capacity(WRITE_BUFFER, file), new))
 }

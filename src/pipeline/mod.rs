@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use bumpalo::Bump;
 use bytes::Bytes;
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 
 pub use condition::{Condition, EvalError, ParseError as ConditionError};
 pub use convert::Conversion;
@@ -37,12 +37,14 @@ pub use metrics::{LabelSpec, LogMetrics, MetricKind, MetricSpec, OTHER};
 pub use path::FieldPath;
 pub use template::Template;
 
-use crate::record::{dead_letter_doc, Origin, PayloadError, Record, RecordKind};
+use crate::record::{
+    dead_letter_doc, id_of_bytes, invalid_index_doc, DeadLetter, DeadLetterReason, Destination,
+    IndexName, InvalidIndexName, Origin, PayloadError, Record, MAX_INDEX_NAME_BYTES,
+};
 use value::{parse_object, write_object, Object, Value};
 
 /// The index template of the seed deployment's Logstash output.
 pub const DEFAULT_INDEX: &str = "qwen-logs-%{+yyyy.MM.dd}";
-const DEAD_LETTER_PREFIX: &str = "deadletter-";
 
 /// A validated pipeline configuration.
 #[derive(Debug, Clone)]
@@ -52,6 +54,9 @@ pub struct PipelineSettings {
     /// `None`: no document ids (Elasticsearch assigns them; resends may duplicate).
     pub fingerprint: Option<Fingerprint>,
     pub metrics: Vec<MetricSpec>,
+    /// The longest index name (UTF-8 bytes) an event may be routed to: Elasticsearch's
+    /// [`MAX_INDEX_NAME_BYTES`], less for the file output, whose file names add a suffix.
+    pub max_index_bytes: usize,
 }
 
 impl PipelineSettings {
@@ -63,6 +68,7 @@ impl PipelineSettings {
             index: Template::parse(DEFAULT_INDEX).expect("a valid built-in template"),
             fingerprint: None,
             metrics: Vec::new(),
+            max_index_bytes: MAX_INDEX_NAME_BYTES,
         }
     }
 
@@ -104,6 +110,7 @@ impl PipelineSettings {
                 Fingerprint::parse(&DEFAULT_FINGERPRINT).expect("a valid built-in fingerprint"),
             ),
             metrics: metrics::qwen_metrics(),
+            max_index_bytes: MAX_INDEX_NAME_BYTES,
         }
     }
 }
@@ -130,37 +137,46 @@ fn reset_arena(bump: &mut Bump) {
     }
 }
 
-/// Recent index names and a buffer to render names and label values in.
+/// Recent index names (each checked once) and a buffer to render names and label
+/// values in.
 #[derive(Default)]
 struct Names {
     text: String,
-    recent: Vec<(IndexKey, Arc<str>)>,
+    recent: Vec<(IndexKey, Routed)>,
 }
 
+/// A rendered index name: valid, or the name and why Elasticsearch would refuse it.
+type Routed = Result<IndexName, (Arc<str>, InvalidIndexName)>;
+
 /// Index names remembered per connection: a window spans a day or two (midnight, late
-/// events), plus its dead letters.
+/// events).
 const RECENT_INDEX_NAMES: usize = 4;
 
 impl Names {
-    fn find(&self, key: &IndexKey) -> Option<Arc<str>> {
+    fn find(&self, key: &IndexKey) -> Option<Routed> {
         self.recent
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, n)| n.clone())
     }
 
-    fn remember(&mut self, key: IndexKey, name: Arc<str>) -> Arc<str> {
+    fn remember(&mut self, key: IndexKey, name: Routed) -> Routed {
         if self.recent.len() == RECENT_INDEX_NAMES {
-            self.recent.remove(0);
+            drop(self.recent.remove(0));
         }
         self.recent.push((key, name.clone()));
         name
+    }
+
+    /// The rendered `text`, checked.
+    fn check(&self, max_bytes: usize) -> Routed {
+        IndexName::new(&self.text, max_bytes).map_err(|why| (self.text.as_str().into(), why))
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum IndexKey {
-    Day(RecordKind, NaiveDate),
+    Day(NaiveDate),
     Text,
 }
 
@@ -171,6 +187,7 @@ pub struct Pipeline {
     index_daily: bool,
     fingerprint: Option<Fingerprint>,
     metrics: LogMetrics,
+    max_index_bytes: usize,
 }
 
 /// What the pipeline made of one event. The caller counts it
@@ -182,7 +199,8 @@ pub enum Outcome {
     Passed(Record, Failures),
     /// A `drop` filter dropped it: nothing to store, and its window still completes.
     Dropped(Failures),
-    /// Not a JSON object, or not UTF-8: kept as a dead letter with its raw bytes.
+    /// Not a JSON object, not UTF-8, or routed to an invalid index name: kept as a dead
+    /// letter with its raw bytes, or the event as it would have been stored.
     DeadLettered(Record),
 }
 
@@ -233,6 +251,7 @@ impl Pipeline {
             index: settings.index.clone(),
             fingerprint: settings.fingerprint.clone(),
             metrics: LogMetrics::new(&settings.metrics, registry)?,
+            max_index_bytes: settings.max_index_bytes,
         })
     }
 
@@ -243,14 +262,14 @@ impl Pipeline {
         let Scratch { bump, names } = scratch;
         // simdutf8: std's validation is a tenth of the pipeline's time on CJK text.
         let Ok(text) = simdutf8::basic::from_utf8(&payload) else {
-            return dead_letter(&payload, PayloadError::NotUtf8, origin, names);
+            return dead_letter(&payload, PayloadError::NotUtf8, origin);
         };
         reset_arena(bump);
         let root = match parse_object(text, bump) {
             Ok(root) => root,
             Err(e) => {
                 let reason = PayloadError::NotJsonObject(e.to_string());
-                return dead_letter(&payload, reason, origin, names);
+                return dead_letter(&payload, reason, origin);
             }
         };
         self.run(root, Some(&payload), origin, bump, names)
@@ -277,7 +296,7 @@ impl Pipeline {
                         raw.extend_from_slice(v);
                         raw.push(b'\n');
                     }
-                    return dead_letter(&raw, PayloadError::NotUtf8, origin, names);
+                    return dead_letter(&raw, PayloadError::NotUtf8, origin);
                 }
             }
         }
@@ -320,36 +339,56 @@ impl Pipeline {
                 Bytes::from(out)
             }
         };
+        let index = match index {
+            Ok(index) => index,
+            // Checked here, before any output sees it: a client-controlled field routes
+            // nowhere Elasticsearch or the file output's directory would not take.
+            Err((name, why)) => {
+                let raw = payload.unwrap_or(&bytes);
+                return Outcome::DeadLettered(Record {
+                    dest: Destination::DeadLetter(DeadLetter {
+                        reason: DeadLetterReason::InvalidIndex,
+                        day: origin.received.date_naive(),
+                    }),
+                    id: id.or_else(|| Some(id_of_bytes(raw))),
+                    doc: invalid_index_doc(&bytes, &name, &why, origin),
+                });
+            }
+        };
         let record = Record {
-            kind: RecordKind::Event,
-            index,
+            dest: Destination::Index(index),
             id,
             doc: bytes,
         };
         Outcome::Passed(record, doc.failures)
     }
 
-    fn index_name(&self, doc: &mut Doc, names: &mut Names) -> Arc<str> {
+    /// The event's index, rendered from `pipeline.index` and checked against
+    /// Elasticsearch's rules (the one place an index name is computed).
+    fn index_name(&self, doc: &mut Doc, names: &mut Names) -> Routed {
         if !self.index_daily {
-            let text = &mut names.text;
-            text.clear();
-            self.index.render(doc, text);
-            if let Some((IndexKey::Text, name)) = names.recent.last() {
-                if **name == **text {
-                    return name.clone();
+            names.text.clear();
+            self.index.render(doc, &mut names.text);
+            if let Some((IndexKey::Text, routed)) = names.recent.last() {
+                let last = match routed {
+                    Ok(name) => name.as_str(),
+                    Err((name, _)) => name,
+                };
+                if *last == *names.text {
+                    return routed.clone();
                 }
             }
-            let name: Arc<str> = text.as_str().into();
-            return names.remember(IndexKey::Text, name);
+            let routed = names.check(self.max_index_bytes);
+            return names.remember(IndexKey::Text, routed);
         }
-        let key = IndexKey::Day(RecordKind::Event, doc.timestamp().date_naive());
-        if let Some(name) = names.find(&key) {
-            return name;
+        let key = IndexKey::Day(doc.timestamp().date_naive());
+        if let Some(routed) = names.find(&key) {
+            return routed;
         }
         names.text.clear();
         self.index.render(doc, &mut names.text);
-        let name: Arc<str> = names.text.as_str().into();
-        names.remember(key, name)
+        let routed = names.check(self.max_index_bytes);
+        names.remember(key, routed)
     }
 }
 
@@ -376,27 +415,15 @@ fn set_tls_metadata(doc: &mut Doc, tls: &crate::record::TlsPeer) {
     doc.metadata.insert("tls_peer", Value::Object(peer));
 }
 
-/// A payload that is not an event: stored as a dead letter.
-fn dead_letter(raw: &[u8], reason: PayloadError, origin: &Origin, names: &mut Names) -> Outcome {
-    let day = origin.received.date_naive();
-    let key = IndexKey::Day(RecordKind::DeadLetter, day);
-    let index = match names.find(&key) {
-        Some(name) => name,
-        None => {
-            let name: Arc<str> = format!(
-                "{DEAD_LETTER_PREFIX}{:04}.{:02}.{:02}",
-                day.year(),
-                day.month(),
-                day.day()
-            )
-            .into();
-            names.remember(key, name)
-        }
-    };
+/// A payload that is not an event: stored as a dead letter, under an id from its bytes
+/// (it has no origin fields), so a resent window stores it once.
+fn dead_letter(raw: &[u8], reason: PayloadError, origin: &Origin) -> Outcome {
     Outcome::DeadLettered(Record {
-        kind: RecordKind::DeadLetter,
-        index,
-        id: None,
+        dest: Destination::DeadLetter(DeadLetter {
+            reason: reason.reason(),
+            day: origin.received.date_naive(),
+        }),
+        id: Some(id_of_bytes(raw)),
         doc: dead_letter_doc(raw, &reason, origin),
     })
 }
@@ -404,6 +431,7 @@ fn dead_letter(raw: &[u8], reason: PayloadError, origin: &Origin, names: &mut Na
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::RecordKind;
     use chrono::{TimeZone, Utc};
     use serde_json::{json, Value as Json};
 
@@ -451,7 +479,10 @@ mod tests {
     #[test]
     fn qwen_pipeline_reproduces_the_logstash_filter_on_a_filebeat_event() {
         let r = run_on(&Pipeline::default(), FILEBEAT_EVENT.as_bytes()).unwrap();
-        assert_eq!(&*r.index, "qwen-logs-2025.04.05");
+        assert_eq!(
+            r.index().map(IndexName::as_str),
+            Some("qwen-logs-2025.04.05")
+        );
         let inner = "{\"timestamp\":\"2025-04-05T10:23:45Z\",\"level\":\"INFO\",\"request_id\":\"req_abc123xyz\",\"prompt\":\"你好，请介绍一下你自己\",\"response_length\":\"156\",\"inference_time_ms\":892.7,\"status\":\"success\"}";
         assert_eq!(
             doc(&r),
@@ -531,17 +562,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            &*r.index, "qwen-logs-2025.04.06",
+            r.index().map(IndexName::as_str),
+            Some("qwen-logs-2025.04.06"),
             "-02:00 at 23:30 is the next UTC day"
         );
-        assert_eq!(r.kind, RecordKind::Event);
+        assert_eq!(r.kind(), RecordKind::Event);
     }
 
     #[test]
     fn event_without_usable_timestamp_gets_the_receive_time_like_logstash() {
         let p = Pipeline::passthrough();
         let r = run_on(&p, br#"{"message":"x"}"#).unwrap();
-        assert_eq!(&*r.index, "qwen-logs-2026.01.02");
+        assert_eq!(
+            r.index().map(IndexName::as_str),
+            Some("qwen-logs-2026.01.02")
+        );
         assert_eq!(doc(&r)["@timestamp"], "2026-01-02T03:04:05.000Z");
         // With a message (Filebeat's events) the beats input just uses the receive time.
         let r = run_on(&p, br#"{"@timestamp":"yesterday","message":"x"}"#).unwrap();
@@ -556,7 +591,10 @@ mod tests {
         ] {
             let r = run_on(&p, bad).unwrap();
             let d = doc(&r);
-            assert_eq!(&*r.index, "qwen-logs-2026.01.02");
+            assert_eq!(
+                r.index().map(IndexName::as_str),
+                Some("qwen-logs-2026.01.02")
+            );
             assert_eq!(d["@timestamp"], "2026-01-02T03:04:05.000Z");
             assert_eq!(d["tags"], json!(["_timestampparsefailure"]), "{d}");
             assert!(d["_@timestamp"].is_string(), "{d}");
@@ -605,11 +643,22 @@ mod tests {
         ] {
             let r = run_on(&Pipeline::default(), raw).unwrap();
             assert_eq!(
-                r.kind,
+                r.kind(),
                 RecordKind::DeadLetter,
                 "{raw:?} must be a dead letter"
             );
-            assert_eq!(&*r.index, "deadletter-2026.01.02");
+            // The day, not a name: each output names it with output.dead_letter_prefix.
+            let day = NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+            assert!(
+                matches!(r.dest, Destination::DeadLetter(DeadLetter { day: d, .. }) if d == day),
+                "{:?}",
+                r.dest
+            );
+            assert_eq!(
+                r.id,
+                Some(id_of_bytes(raw)),
+                "{raw:?}: an id from its bytes"
+            );
             let d = doc(&r);
             assert_eq!(d["peer"], "127.0.0.1:1234");
             match std::str::from_utf8(raw) {
@@ -620,6 +669,79 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_resent_payload_that_is_not_json_gets_the_same_dead_letter_id() {
+        let p = Pipeline::default();
+        let a = run_on(&p, b"not json").unwrap();
+        let later = Origin::plain("10.0.0.9:999".parse().unwrap(), Utc::now());
+        let b = p
+            .process_json(
+                Bytes::from_static(b"not json"),
+                &later,
+                &mut Scratch::default(),
+            )
+            .into_record()
+            .unwrap();
+        assert!(a.id.is_some());
+        assert_eq!(a.id, b.id, "a resend is a duplicate, wherever and whenever");
+        assert_ne!(run_on(&p, b"not json!").unwrap().id, a.id);
+    }
+
+    fn routed_by_svc(svc: &Json) -> Record {
+        let settings = PipelineSettings {
+            index: Template::parse("%{svc}").unwrap(),
+            ..PipelineSettings::qwen()
+        };
+        let p = Pipeline::new(&settings, &prometheus::Registry::new()).unwrap();
+        let event = json!({"@timestamp": "2025-04-05T10:23:45.000Z", "svc": svc, "message": "m"});
+        run_on(&p, event.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn an_index_name_elasticsearch_refuses_makes_the_event_a_dead_letter() {
+        let long = "x".repeat(300);
+        let mut refused: Vec<String> = ["../x", "/abs", "a/b", "", "..", ".", "Upper", ".hidden"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([long])
+            .collect();
+        for c in [
+            '\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':', '\n', '\0',
+        ] {
+            refused.push(format!("a{c}b"));
+        }
+        for start in ['-', '_', '+'] {
+            refused.push(format!("{start}a"));
+        }
+        for svc in &refused {
+            let r = routed_by_svc(&json!(svc));
+            let Destination::DeadLetter(dl) = r.dest else {
+                panic!("{svc:?} must not be an index, got {:?}", r.dest);
+            };
+            assert_eq!(dl.reason, DeadLetterReason::InvalidIndex);
+            let d = doc(&r);
+            assert_eq!(d["error_kind"], "invalid_index", "{d}");
+            assert_eq!(d["original_index"], svc.as_str(), "{d}");
+            let original: Json = serde_json::from_str(d["event"]["original"].as_str().unwrap())
+                .expect("the event as it would have been stored");
+            assert_eq!(original["svc"], svc.as_str());
+            assert!(r.id.is_some(), "{svc:?}: a dead letter always has an id");
+        }
+        for ok in ["a", "a.b", "é", "x".repeat(255).as_str(), "%{svc}"] {
+            let r = routed_by_svc(&json!(ok));
+            assert_eq!(
+                r.index().map(IndexName::as_str),
+                Some(ok),
+                "{ok:?} is valid"
+            );
+        }
+        // A field that is no string renders as JSON: `{"a":1}` has a quote.
+        assert_eq!(
+            routed_by_svc(&json!({"a": 1})).kind(),
+            RecordKind::DeadLetter
+        );
     }
 
     #[test]
@@ -641,7 +763,7 @@ mod tests {
             .process_pairs(&bad, &origin(), &mut Scratch::default())
             .into_record()
             .unwrap();
-        assert_eq!(r.kind, RecordKind::DeadLetter);
+        assert_eq!(r.kind(), RecordKind::DeadLetter);
     }
 
     #[test]
@@ -672,7 +794,7 @@ mod tests {
         for (payload, tags) in &cases {
             let r = run_on(&p, payload.as_bytes()).unwrap();
             let d = doc(&r);
-            assert_eq!(r.kind, RecordKind::Event);
+            assert_eq!(r.kind(), RecordKind::Event);
             assert_eq!(&d["tags"], tags, "{payload} -> {d}");
             assert_eq!(d["@timestamp"], "2025-04-05T10:00:00.000Z", "{d}");
         }

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 
-use crate::output::write_create_action;
-use crate::record::{DocId, Record, RecordKind};
+use crate::output::{write_create_action, DeadLetterIndex};
+use crate::record::{id_of_bytes, DocId, Record};
 
 /// What became of one item of a bulk request; the writer branches on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,21 +146,11 @@ pub struct Item {
 }
 
 impl Item {
-    /// The record as the bulk output stores it: a pipeline dead letter (`deadletter-DATE`)
-    /// goes to the dead-letter index of that date.
-    pub fn from_record(record: &Record, dead_letter_prefix: &str) -> Item {
-        let index = match record.kind {
-            RecordKind::Event => record.index.clone(),
-            RecordKind::DeadLetter => {
-                let date = record
-                    .index
-                    .strip_prefix("deadletter-")
-                    .unwrap_or(&record.index);
-                format!("{dead_letter_prefix}{date}").into()
-            }
-        };
+    /// The record as the bulk output stores it: a pipeline dead letter goes to the
+    /// dead-letter index of its day.
+    pub fn from_record(record: &Record, dead_letters: &DeadLetterIndex) -> Item {
         Item {
-            index,
+            index: dead_letters.resolve(record).shared(),
             id: record.id,
             doc: record.doc.clone(),
         }
@@ -172,14 +162,14 @@ impl Item {
     }
 
     /// The dead letter of this item: the original event as a string, why it was refused
-    /// and where it was going, under the same id so a resent window does not store it
-    /// twice on the same day.
+    /// and where it was going, under the same id (or, for an event without one, an id
+    /// from its bytes) so a resent window does not store it twice on the same day.
     pub fn dead_letter(
         &self,
         status: u16,
         kind: &str,
         reason: &str,
-        prefix: &str,
+        dead_letters: &DeadLetterIndex,
         now: DateTime<Utc>,
     ) -> Item {
         let doc = serde_json::json!({
@@ -190,8 +180,8 @@ impl Item {
             "event": { "original": String::from_utf8_lossy(&self.doc) },
         });
         Item {
-            index: format!("{prefix}{}", now.format("%Y.%m.%d")).into(),
-            id: self.id,
+            index: dead_letters.of_day(now.date_naive()).shared(),
+            id: self.id.or_else(|| Some(id_of_bytes(&self.doc))),
             doc: Bytes::from(serde_json::to_vec(&doc).expect("JSON values serialise")),
         }
     }
@@ -356,9 +346,21 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
             .unwrap()
             .with_timezone(&Utc);
-        let dl = item.dead_letter(400, "document_parsing_exception", "bad", "dl-", now);
+        let names = DeadLetterIndex::new("dl-", 255).unwrap();
+        let dl = item.dead_letter(400, "document_parsing_exception", "bad", &names, now);
         assert_eq!(&*dl.index, "dl-2026.01.02");
         assert_eq!(dl.id, item.id);
+        let no_id = Item { id: None, ..item };
+        let first = no_id.dead_letter(400, "x", "bad", &names, now);
+        assert!(
+            first.id.is_some(),
+            "an event without an id gets one from its bytes"
+        );
+        assert_eq!(
+            no_id.dead_letter(400, "x", "bad", &names, now).id,
+            first.id,
+            "so its resend is a duplicate"
+        );
         let doc: serde_json::Value = serde_json::from_slice(&dl.doc).unwrap();
         assert_eq!(doc["event"]["original"], r#"{"response_length":"abc"}"#);
         assert_eq!(doc["original_index"], "qwen-logs-2025.04.05");

@@ -29,6 +29,7 @@ use self::settings::EsSettings;
 use self::settle::{Policy, Rejected, Report, Settlement, Signal, Verdict};
 pub use self::setup::SetupError;
 use self::transport::Hosts;
+use super::bulk_file::Tail;
 use super::{Batch, DeliveryFailed, OutputSender};
 use crate::metrics::{EventOutcome, OutputMetrics};
 use crate::throttle::LogThrottle;
@@ -167,10 +168,11 @@ async fn batch_loop(mut rx: mpsc::Receiver<Batch>, writer: Arc<Writer>) {
             }
         };
         let Some(batch) = next else { break };
+        let dead_letters = &writer.settings.dead_letters;
         let size: usize = batch
             .records
             .iter()
-            .map(|r| bulk::encoded_len(&r.doc, &r.index))
+            .map(|r| bulk::encoded_len(&r.doc, &dead_letters.resolve(r)))
             .sum();
         if !pending.is_empty() && bytes + size > max_bytes {
             flush(&mut pending, &slots, &tracker, &writer).await;
@@ -218,15 +220,21 @@ struct Writer {
     log: Arc<LogThrottle>,
 }
 
-/// Appends dead letters to the local file in bulk form and fsyncs it, off the runtime.
+/// Appends dead letters to the local file in bulk form and fsyncs it, off the runtime;
+/// a tail torn by a crash or a failed write is cut first, so the file stays a valid
+/// `_bulk` body.
 async fn append_dead_letters(path: std::path::PathBuf, letters: Vec<Item>) -> std::io::Result<()> {
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let created = !path.exists();
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let (mut file, created, tail) = super::bulk_file::open_append(&path)?;
+        match tail {
+            Tail::Whole => {}
+            Tail::Cut { bytes } => tracing::warn!(file = %path.display(), bytes,
+                "cut a torn record from the end of the dead-letter file (never acknowledged)"),
+            Tail::Damaged { moved_to } => tracing::error!(file = %path.display(),
+                moved_to = %moved_to.display(),
+                "the dead-letter file's end is not a whole action+document pair; moved aside"),
+        }
         file.write_all(&bulk::encode(letters.iter()))?;
         file.sync_data()?;
         // A new file's directory entry must be durable too.
@@ -247,7 +255,7 @@ impl Writer {
     /// the batches delivered (and releases their budget). Retries until done: only a
     /// dead letter the cluster refuses too fails the batches.
     async fn deliver(&self, batches: Vec<Batch>) {
-        let prefix = &self.settings.dead_letter_prefix;
+        let prefix = &self.settings.dead_letters;
         let items: Vec<Item> = batches
             .iter()
             .flat_map(|b| b.records.iter().map(|r| Item::from_record(r, prefix)))

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::output::DeadLetterIndex;
+
 #[derive(Debug, Clone)]
 pub struct EsSettings {
     pub hosts: Vec<String>,
@@ -21,9 +23,10 @@ pub struct EsSettings {
     pub gzip: bool,
     pub auth: EsAuth,
     pub ca_file: Option<PathBuf>,
-    pub dead_letter_prefix: String,
+    /// Where dead letters are indexed (the same names as the file output's).
+    pub dead_letters: DeadLetterIndex,
     /// When set, rejected items are appended here (bulk form, fsynced) instead of being
-    /// indexed into `dead_letter_prefix` indices.
+    /// indexed into the dead-letter indices.
     pub dead_letter_file: Option<PathBuf>,
     /// `None` when `template = false`.
     pub template: Option<TemplateSettings>,

@@ -165,16 +165,27 @@ pub fn event_template(t: &TemplateSettings, ilm: bool) -> Value {
     })
 }
 
+/// Shards of a dead-letter index: a day's dead letters are few and small.
+const DEAD_LETTER_SHARDS: u32 = 1;
+
 /// The dead-letter indices: the original event is stored, not indexed (it may be any
-/// size and any shape), the error is searchable. A higher priority than the event
+/// size and any shape), the error is searchable; deleted on the event indices' schedule
+/// (the same ILM policy), since they hold the same data. A higher priority than the event
 /// template, whose pattern (`qwen-logs-*`) also matches `qwen-logs-deadletter-*`.
-pub fn dead_letter_template(t: &TemplateSettings, prefix: &str) -> Value {
+pub fn dead_letter_template(t: &TemplateSettings, prefix: &str, ilm: bool) -> Value {
+    let mut settings = json!({
+        "number_of_shards": DEAD_LETTER_SHARDS,
+        "number_of_replicas": t.replicas,
+    });
+    if ilm {
+        settings["index.lifecycle.name"] = json!(t.name);
+    }
     json!({
         "index_patterns": [format!("{prefix}*")],
         "priority": t.priority + 1,
         "_meta": { "managed_by": "lumberd" },
         "template": {
-            "settings": { "number_of_shards": 1, "number_of_replicas": t.replicas },
+            "settings": settings,
             "mappings": { "dynamic": false, "properties": {
                 "@timestamp": { "type": "date" },
                 "original_index": { "type": "keyword" },
@@ -350,7 +361,7 @@ pub async fn install(hosts: &Hosts, s: &EsSettings) -> Result<(Engine, Retention
     put_template(
         hosts,
         &format!("{}-deadletter", tpl.name),
-        dead_letter_template(tpl, &s.dead_letter_prefix),
+        dead_letter_template(tpl, s.dead_letters.prefix(), retention == Retention::Ilm),
         tpl.version,
     )
     .await?;
@@ -510,7 +521,7 @@ mod tests {
             gzip: false,
             auth,
             ca_file: None,
-            dead_letter_prefix: "dead-".into(),
+            dead_letters: crate::output::DeadLetterIndex::new("dead-", 255).unwrap(),
             dead_letter_file: None,
             template: None,
         }

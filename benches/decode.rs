@@ -168,7 +168,7 @@ fn run_pipeline(payloads: &[bytes::Bytes], pipeline: &Pipeline, origin: &Origin)
             .process_json(p.clone(), origin, &mut scratch)
             .into_record()
             .expect("nothing dropped");
-        n += usize::from(r.kind == lumberd::record::RecordKind::Event);
+        n += usize::from(r.kind() == lumberd::record::RecordKind::Event);
         black_box(r);
     }
     n

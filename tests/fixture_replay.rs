@@ -430,7 +430,7 @@ fn payload_errors_become_dead_letters_and_only_objects_become_events() {
                 .process_json(payload.clone(), &origin, &mut cache)
                 .into_record()
                 .expect("the passthrough pipeline drops nothing");
-            match record.kind {
+            match record.kind() {
                 RecordKind::Event => events.push((payload.clone(), record.doc)),
                 RecordKind::DeadLetter => dead.push(payload.clone()),
             }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use lumberd::config::Settings;
 use lumberd::pipeline::{Pipeline, Scratch};
-use lumberd::record::{Origin, Record, TlsPeer};
+use lumberd::record::{Origin, Record, RecordKind, TlsPeer};
 use serde_json::{json, Value as Json};
 
 const FILEBEAT_EVENT: &str = r#"{"@timestamp":"2025-04-05T10:23:46.789Z","@metadata":{"beat":"filebeat","type":"_doc","version":"8.11.3"},"log":{"offset":1234,"file":{"path":"/var/log/qwen/inference.log"}},"message":"{\"timestamp\":\"2025-04-05T10:23:45Z\",\"level\":\"INFO\",\"request_id\":\"req_abc123xyz\",\"prompt\":\"你好，请介绍一下你自己\",\"response_length\":\"156\",\"inference_time_ms\":892.7,\"status\":\"success\"}","input":{"type":"filestream"},"ecs":{"version":"8.0.0"},"host":{"name":"gpu-node-1"},"agent":{"id":"0b8f3f5e-3c1e-4d7a-9d55-5a7f0c2b9e11","name":"gpu-node-1","type":"filebeat","version":"8.11.3"}}"#;
@@ -51,7 +51,7 @@ fn metadata_is_not_stored_but_routes_and_templates_can_read_it() {
         "[pipeline]\nindex = \"%{[@metadata][beat]}-%{+yyyy.MM}\"\nfingerprint = []\n[[pipeline.filter]]\nadd_field = { fields = { shipper = \"%{[@metadata][beat]} %{[@metadata][version]}\", missing = \"%{nope}\" } }\n",
     );
     let r = run_on(&p, FILEBEAT_EVENT.as_bytes()).unwrap();
-    assert_eq!(&*r.index, "filebeat-2025.04");
+    assert_eq!(r.index().map(|i| i.as_str()), Some("filebeat-2025.04"));
     let d = doc(&r);
     assert!(d.get("@metadata").is_none(), "{d}");
     assert_eq!(d["shipper"], "filebeat 8.11.3");
@@ -101,21 +101,26 @@ drop = { field = "message", values = ["drop me"] }
 #[test]
 fn tls_peer_is_metadata_for_routing() {
     let p = configured("[pipeline]\nindex = \"logs-%{[@metadata][tls_peer][subject]}\"\n");
-    let mut o = origin();
-    o.tls = Some(Arc::new(TlsPeer {
-        subject: Some("CN=node-1".into()),
-        sans: vec!["node-1.example".into()],
-        protocol: "TLSv1.3".into(),
-        cipher: "TLS13_AES_128_GCM_SHA256".into(),
-    }));
-    let r = p
-        .process_json(
+    let routed = |subject: &str| {
+        let mut o = origin();
+        o.tls = Some(Arc::new(TlsPeer {
+            subject: Some(subject.into()),
+            sans: vec!["node-1.example".into()],
+            protocol: "TLSv1.3".into(),
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+        }));
+        p.process_json(
             Bytes::from_static(br#"{"message":"x"}"#),
             &o,
             &mut Scratch::default(),
         )
         .into_record()
-        .unwrap();
-    assert_eq!(&*r.index, "logs-CN=node-1");
+        .unwrap()
+    };
+    // An index name must be lowercase (Elasticsearch's rule): a subject routes as is
+    // only when it is one.
+    let r = routed("cn=node-1");
+    assert_eq!(r.index().map(|i| i.as_str()), Some("logs-cn=node-1"));
     assert!(doc(&r).get("@metadata").is_none());
+    assert_eq!(routed("CN=node-1").kind(), RecordKind::DeadLetter);
 }

@@ -251,7 +251,7 @@ pub fn stored_in_es(node: &EsNode) -> Vec<Stored> {
     out
 }
 
-/// Every dead letter lumberd wrote (file output: `deadletter-*` files).
+/// Every dead letter lumberd wrote (file output: `qwen-logs-deadletter-*` files).
 pub fn dead_letters_in_files(lumberd: &Lumberd) -> usize {
     lumberd.deadletters_by_index().values().map(Vec::len).sum()
 }

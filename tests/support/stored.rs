@@ -13,6 +13,9 @@ use serde_json::Value;
 use super::clients::ClientRun;
 use super::lumberd::Lumberd;
 
+/// The dead letters' index prefix (`output.dead_letter_prefix`'s default).
+pub const DEAD_LETTER_PREFIX: &str = "qwen-logs-deadletter-";
+
 impl Lumberd {
     /// The output files `<prefix>YYYY.MM.dd.ndjson` in the data dir, sorted by name.
     pub fn files(&self, prefix: &str) -> Vec<PathBuf> {
@@ -31,8 +34,8 @@ impl Lumberd {
         out
     }
 
-    /// Every document of every `qwen-logs-*.ndjson`, keyed by index name
-    /// (the file name without `.ndjson`, e.g. `qwen-logs-2025.04.05`).
+    /// Every document of every `qwen-logs-*.ndjson` but the dead letters, keyed by index
+    /// name (the file name without `.ndjson`, e.g. `qwen-logs-2025.04.05`).
     pub fn events_by_index(&self) -> BTreeMap<String, Vec<Value>> {
         strip_ids(self.read_index_files("qwen-logs-"))
     }
@@ -50,9 +53,18 @@ impl Lumberd {
             .collect()
     }
 
-    /// Every document of every `deadletter-*.ndjson`, keyed by file name without extension.
+    /// Every document of every `qwen-logs-deadletter-*.ndjson` (`output.dead_letter_prefix`),
+    /// keyed by file name without extension.
     pub fn deadletters_by_index(&self) -> BTreeMap<String, Vec<Value>> {
-        strip_ids(self.read_index_files("deadletter-"))
+        strip_ids(self.read_index_files(DEAD_LETTER_PREFIX))
+    }
+
+    /// Every dead letter with the `_id` of its action line, in file order.
+    pub fn deadletters_with_ids(&self) -> Vec<(Option<String>, Value)> {
+        self.read_index_files(DEAD_LETTER_PREFIX)
+            .into_values()
+            .flatten()
+            .collect()
     }
 
     /// The files hold Elasticsearch bulk lines: an action line naming the file's index
@@ -60,6 +72,13 @@ impl Lumberd {
     fn read_index_files(&self, prefix: &str) -> BTreeMap<String, Vec<(Option<String>, Value)>> {
         let mut out = BTreeMap::new();
         for path in self.files(prefix) {
+            let dead_letters = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(DEAD_LETTER_PREFIX));
+            if dead_letters && prefix != DEAD_LETTER_PREFIX {
+                continue;
+            }
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
             let text = fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));

@@ -92,7 +92,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match load(Some(&file)) {
-            Ok(_) => {
+            Ok(settings) => {
+                for w in &settings.warnings {
+                    eprintln!("{}: warning: {w}", file.display());
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -115,6 +118,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&settings.log);
+            for w in &settings.warnings {
+                tracing::warn!("configuration: {w}");
+            }
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {

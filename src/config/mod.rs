@@ -49,6 +49,8 @@ pub struct Settings {
     pub log: LogSettings,
     pub admin: AdminSettings,
     pub pipeline: PipelineSettings,
+    /// What `check-config` warns about (and `serve` logs): valid, but maybe not meant.
+    pub warnings: Vec<String>,
 }
 
 impl Settings {
@@ -109,7 +111,9 @@ impl Settings {
             log: log::validate(log, &mut problems),
             admin: admin::validate(admin, &mut problems),
             pipeline: pipeline::load(text.as_deref(), &from_env, &mut problems),
+            warnings: Vec::new(),
         };
+        settings.warnings = problems.warnings();
         settings.pipeline.max_index_bytes = settings.output.max_index_bytes();
         if problems.is_empty() {
             Ok(settings)

@@ -300,7 +300,34 @@ pub(super) fn load(text: Option<&str>, env: &EnvText, problems: &mut Problems) -
         set_fingerprint(&mut settings, &parts, problems);
     }
     apply_env(&mut settings, env, problems);
+    warn_client_chosen_index(&settings, problems);
     settings
+}
+
+/// `check-config` (and `serve`, in its log) warns when `pipeline.index` reads a field the
+/// client sends and no filter sets: the client then picks the index. Names Elasticsearch
+/// would refuse are dead-lettered either way, but any valid name (another team's index,
+/// one new index per event) is the client's choice. The TLS peer's fields are set by
+/// lumberd from the verified handshake, not by the client.
+fn warn_client_chosen_index(settings: &PipelineSettings, problems: &mut Problems) {
+    let tls_peer = FieldPath::parse("[@metadata][tls_peer]").expect("a valid built-in path");
+    let set_by_a_filter = |field: &FieldPath| {
+        settings.filters.iter().any(|f| match f {
+            Filter::AddField { fields } => fields.iter().any(|(p, _)| field.is_within(p)),
+            Filter::Rename { fields } => fields.iter().any(|(_, to)| field.is_within(to)),
+            _ => false,
+        })
+    };
+    for field in settings.index.fields() {
+        if !field.is_within(&tls_peer) && !set_by_a_filter(field) {
+            problems.warn(format!(
+                "pipeline.index `{}` reads `{field}`, a field the client sends, with no filter \
+                 setting it as a fallback: each client chooses its events' index (an invalid \
+                 name makes the event a dead letter)",
+                settings.index.source()
+            ));
+        }
+    }
 }
 
 /// `LUMBERD_PIPELINE_INDEX` (taken as written) and `LUMBERD_PIPELINE_FINGERPRINT` (a

@@ -21,6 +21,8 @@ enum Origin {
 #[derive(Debug, Default)]
 pub(super) struct Problems {
     list: Vec<String>,
+    /// Not errors: a configuration that runs, but maybe not as meant.
+    warnings: Vec<String>,
     /// By `section` or `section.key`.
     origins: HashMap<String, Origin>,
 }
@@ -77,6 +79,15 @@ impl Problems {
                 self.key(name, "must be greater than 0");
             }
         }
+    }
+
+    /// A warning: the configuration is valid, `check-config` says it on stderr.
+    pub(super) fn warn(&mut self, warning: impl Into<String>) {
+        self.warnings.push(warning.into());
+    }
+
+    pub(super) fn warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     pub(super) fn is_empty(&self) -> bool {

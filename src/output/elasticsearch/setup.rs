@@ -576,6 +576,36 @@ mod tests {
         assert!(head.contains("authorization: basic dtpw\r\n"), "{head}");
     }
 
+    fn template_settings() -> TemplateSettings {
+        TemplateSettings {
+            name: "qwen-logs".into(),
+            pattern: "qwen-logs-*".into(),
+            priority: 200,
+            shards: 1,
+            replicas: 0,
+            ilm_delete_after: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+
+    #[test]
+    fn dead_letters_are_deleted_on_the_event_indices_schedule() {
+        let t = template_settings();
+        let events = event_template(&t, true);
+        let letters = dead_letter_template(&t, "qwen-logs-deadletter-", true);
+        let policy = |v: &Value| v["template"]["settings"]["index.lifecycle.name"].clone();
+        assert_eq!(policy(&events), json!("qwen-logs"));
+        assert_eq!(
+            policy(&letters),
+            policy(&events),
+            "the dead-letter indices must have the event indices' retention: {letters}"
+        );
+        assert_eq!(letters["index_patterns"], json!(["qwen-logs-deadletter-*"]));
+        assert!(letters["priority"].as_u64() > events["priority"].as_u64());
+        // Without ILM neither names a policy the cluster does not have.
+        let no_ilm = dead_letter_template(&t, "qwen-logs-deadletter-", false);
+        assert_eq!(policy(&no_ilm), Value::Null);
+    }
+
     #[test]
     fn an_unreadable_ca_file_is_a_setup_error() {
         let dir = tempfile::tempdir().unwrap();

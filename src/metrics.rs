@@ -514,7 +514,7 @@ impl PipelineMetrics {
                 r,
                 "lumberd_pipeline_events_total",
                 "Events out of the pipeline, by result: passed (to the output), dropped (a drop \
-                 filter), dead_lettered (not a JSON object, or not UTF-8).",
+                 filter), dead_lettered (not a JSON object, not UTF-8, or an invalid index name).",
                 "result",
             )?,
             failures: Counters::registered(

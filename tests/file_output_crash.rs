@@ -87,7 +87,7 @@ fn strict_pairs(path: &Path) -> Result<Vec<(Value, Value)>, String> {
     }
     let stem = path.file_stem().unwrap().to_string_lossy();
     let lines: Vec<&[u8]> = bytes[..bytes.len() - 1].split(|&b| b == b'\n').collect();
-    if lines.len() % 2 != 0 {
+    if !lines.len().is_multiple_of(2) {
         return Err(format!(
             "{} lines: an action without its document",
             lines.len()
@@ -275,11 +275,11 @@ fn bodies(path: &Path, max: usize) -> Vec<Vec<u8>> {
     let bytes = fs::read(path).unwrap();
     let mut out = Vec::new();
     let mut start = 0;
-    let mut lines = 0;
+    let mut lines = 0usize;
     for (i, b) in bytes.iter().enumerate() {
         if *b == b'\n' {
             lines += 1;
-            if lines % 2 == 0 && i + 1 - start >= max {
+            if lines.is_multiple_of(2) && i + 1 - start >= max {
                 out.push(bytes[start..=i].to_vec());
                 start = i + 1;
             }

@@ -177,6 +177,10 @@ impl Default for RawOutput {
 
 pub(super) fn validate(o: RawOutput, p: &mut Problems) -> OutputSettings {
     p.at_least_one(&[("output.queue_batches", o.queue_batches as u64)]);
+    if o.dead_letter_prefix.is_empty() {
+        // Valid names (`2026.12.01`), but nothing says what they hold.
+        p.key("output.dead_letter_prefix", "must not be empty");
+    }
     let dead_letters = DeadLetterIndex::new(&o.dead_letter_prefix, file::MAX_INDEX_BYTES)
         .unwrap_or_else(|why| {
             p.key(
@@ -372,6 +376,29 @@ mod tests {
             s.output.elasticsearch.unwrap().hosts,
             ["http://a:9200", "https://b:9200"]
         );
+    }
+
+    #[test]
+    fn the_dead_letter_prefix_must_make_valid_index_names_for_both_outputs() {
+        for bad in ["", "Dead-", "dead/", "-dead", "dead letters-"] {
+            let err = Settings::load(None, env(&[("LUMBERD_OUTPUT_DEAD_LETTER_PREFIX", bad)]))
+                .expect_err(bad);
+            let all = err.problems.join("\n");
+            assert!(all.contains("output.dead_letter_prefix"), "{bad:?}: {all}");
+        }
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(
+            s.output.file.dead_letters.prefix(),
+            DEFAULT_DEAD_LETTER_PREFIX
+        );
+        assert_eq!(s.pipeline.max_index_bytes, file::MAX_INDEX_BYTES);
+        let hosts = [("LUMBERD_OUTPUT_ELASTICSEARCH", "http://127.0.0.1:9200")];
+        let s = Settings::load(None, env(&hosts)).unwrap();
+        assert_eq!(
+            s.output.elasticsearch.unwrap().dead_letters,
+            s.output.file.dead_letters
+        );
+        assert_eq!(s.pipeline.max_index_bytes, MAX_INDEX_NAME_BYTES);
     }
 
     #[test]

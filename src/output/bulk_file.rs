@@ -207,7 +207,7 @@ mod tests {
         for bad in [
             format!("{A}{D}{D}"),
             format!("{A}{D}{A}{A}"),
-            format!("{D}"),
+            D.to_string(),
             format!("{A}{D}{A}not json\n"),
             format!("{A}{D}\0\0\0\n"),
         ] {

@@ -74,8 +74,9 @@ pub fn classify_request(status: u16) -> RequestOutcome {
     }
 }
 
-/// The most of a refused request's body kept for its log line and dead letter.
-const REFUSAL_BODY_BYTES: usize = 300;
+/// The most of a refused request's body kept for its log line and dead letter: enough
+/// for Elasticsearch's error type and reason, not a proxy's whole HTML page.
+pub(super) const REFUSAL_BODY_BYTES: usize = 300;
 
 /// What a `_bulk` answer says, read from its status and body.
 #[derive(Debug)]

@@ -69,6 +69,10 @@ async fn call(
     Err(last.unwrap_or_else(|| SendError::Connection("no hosts".into())))
 }
 
+/// The longest pause between two readiness polls: a node coming up is used within
+/// seconds, whatever `retry_max_backoff` says for bulk retries.
+const READY_POLL_MAX: Duration = Duration::from_secs(2);
+
 /// Polls until Elasticsearch answers 2xx (this distribution has no `GET /`, so the
 /// cluster health), trying every host, or fails after `ready_timeout`.
 pub async fn wait_ready(hosts: &Hosts, s: &EsSettings, health: &Health) -> Result<(), SetupError> {
@@ -104,16 +108,17 @@ pub async fn wait_ready(hosts: &Hosts, s: &EsSettings, health: &Health) -> Resul
         let d = super::bulk::backoff(
             attempt,
             s.retry_initial_backoff,
-            s.retry_max_backoff.min(Duration::from_secs(2)),
+            s.retry_max_backoff.min(READY_POLL_MAX),
             fastrand::u64(..),
         );
         tokio::time::sleep(d.min(s.ready_timeout.saturating_sub(started.elapsed()))).await;
     }
 }
 
+/// The start of a refusal's body, for its error message.
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    s.chars().take(300).collect()
+    s.chars().take(super::bulk::REFUSAL_BODY_BYTES).collect()
 }
 
 /// The ILM policy: delete an index `ilm_delete_after` after it was created. Daily names

@@ -2,7 +2,8 @@
 //! field that Elasticsearch would refuse, or that would name a file outside `data_dir`,
 //! makes that event a dead letter inside `data_dir` and its window completes, while
 //! another connection's windows written in the same rounds are acknowledged and stored.
-//! (tests/index_names_es.rs: the rules agree with a real Elasticsearch.)
+//! The same against Elasticsearch, where no index but the bystander's and the dead
+//! letters' may be created. (tests/index_names_es.rs: the rules agree with a real node.)
 
 mod support;
 
@@ -12,8 +13,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use support::clients::{assert_all_acked, go_lumber, run_client, ClientRun};
+use support::es::{available, lumberd_to, EsNode};
 use support::lumberd::Lumberd;
-use support::stored::DEAD_LETTER_PREFIX;
+use support::stored::{now_secs, utc_date, DEAD_LETTER_PREFIX};
 
 /// Route by a client's field, with no filters and no ids: the value reaches the index
 /// name as the client sent it.
@@ -65,15 +67,11 @@ fn every_file_under(dir: &Path) -> Vec<String> {
     out
 }
 
-#[test]
-fn hostile_index_values_become_dead_letters_in_data_dir_while_a_bystander_is_stored() {
+/// A hostile connection (one event per window, each with one of `values` as `svc`) and
+/// a bystander's 400 events at once, pipelined: their windows share the output's write
+/// rounds (file output) or bulk requests (Elasticsearch). Both must be acknowledged.
+fn send_hostile_and_bystander(lumberd: &Lumberd, values: &[String]) {
     let work = tempfile::tempdir().unwrap();
-    let escape = tempfile::Builder::new()
-        .prefix("lumberd-escape-")
-        .tempdir()
-        .unwrap();
-    let lumberd = Lumberd::builder().config(BY_SVC).start();
-    let values = hostile_values(escape.path());
     let hostile = events_file(
         work.path(),
         "hostile.ndjson",
@@ -90,8 +88,6 @@ fn hostile_index_values_become_dead_letters_in_data_dir_while_a_bystander_is_sto
                    "test_id": format!("b-{i}"), "message": "bystander"})
         }),
     );
-    // Both connections at once, pipelined, one hostile value per window: their windows
-    // share the file output's write rounds.
     let addr = lumberd.addr();
     let run = |file: String, window: &str| {
         let window = window.to_string();
@@ -104,8 +100,19 @@ fn hostile_index_values_become_dead_letters_in_data_dir_while_a_bystander_is_sto
     };
     let (b, h) = (run(bystander, "4"), run(hostile, "1"));
     let (bystander, hostile): (ClientRun, ClientRun) = (b.join().unwrap(), h.join().unwrap());
-    assert_all_acked(&hostile, &lumberd);
-    assert_all_acked(&bystander, &lumberd);
+    assert_all_acked(&hostile, lumberd);
+    assert_all_acked(&bystander, lumberd);
+}
+
+#[test]
+fn hostile_index_values_become_dead_letters_in_data_dir_while_a_bystander_is_stored() {
+    let escape = tempfile::Builder::new()
+        .prefix("lumberd-escape-")
+        .tempdir()
+        .unwrap();
+    let lumberd = Lumberd::builder().config(BY_SVC).start();
+    let values = hostile_values(escape.path());
+    send_hostile_and_bystander(&lumberd, &values);
 
     let stored = lumberd.events_by_index();
     let kept: Vec<&str> = stored.keys().map(String::as_str).collect();
@@ -160,4 +167,49 @@ fn hostile_index_values_become_dead_letters_in_data_dir_while_a_bystander_is_sto
         .unwrap()
         .join(format!("{unique}-x.ndjson"));
     assert!(!sibling.exists(), "{} was written", sibling.display());
+}
+
+#[test]
+fn hostile_index_values_become_dead_letters_in_elasticsearch_and_create_no_index() {
+    if !available() {
+        return;
+    }
+    let Some(node) = EsNode::start(&[]) else {
+        return;
+    };
+    let lumberd = lumberd_to(node.url()).config(BY_SVC).start();
+    let escape = tempfile::tempdir().unwrap();
+    let values = hostile_values(escape.path());
+    send_hostile_and_bystander(&lumberd, &values);
+    let dead = format!("{DEAD_LETTER_PREFIX}{}", utc_date(now_secs()));
+    assert_eq!(
+        node.count("qwen-logs-bystander"),
+        400,
+        "the bystander, once each"
+    );
+    assert_eq!(
+        node.count(&dead),
+        values.len() as u64,
+        "one dead letter per hostile event in {dead}; logs:\n{}",
+        lumberd.logs()
+    );
+    let (_, indices) = node.request(
+        "GET",
+        "/_cat/indices?format=json&expand_wildcards=all",
+        None,
+    );
+    let mut names: Vec<&str> = indices
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["index"].as_str())
+        .filter(|n| !n.starts_with(".ds-") && !n.starts_with(".security"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["qwen-logs-bystander", dead.as_str()],
+        "no index but the bystander's and the dead letters' (a leading-dot name would be a \
+         hidden index Elasticsearch accepts)"
+    );
 }

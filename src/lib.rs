@@ -104,6 +104,8 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         log,
         admin,
         pipeline,
+        // Logged by main once logging is up.
+        warnings: _,
     } = settings;
     let telemetry = Telemetry::new(&log, &shutdown)?;
     let admin_stop = CancellationToken::new();

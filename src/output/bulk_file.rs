@@ -32,6 +32,20 @@ pub enum Tail {
     Damaged { moved_to: PathBuf },
 }
 
+impl Tail {
+    /// The one log line for what opening `path` found (none when it was whole).
+    pub fn log(&self, path: &Path) {
+        match self {
+            Tail::Whole => {}
+            Tail::Cut { bytes } => tracing::warn!(file = %path.display(), bytes,
+                "cut a torn record from the end of the file (written after the last fsync, never acknowledged)"),
+            Tail::Damaged { moved_to } => tracing::error!(file = %path.display(),
+                moved_to = %moved_to.display(),
+                "the file's end is not a whole action+document pair nor a torn one; moved aside, a new file started"),
+        }
+    }
+}
+
 /// Opens `path` for appending (creating it), after cutting a torn tail; `true` when the
 /// file is new (its directory entry needs an fsync).
 pub fn open_append(path: &Path) -> io::Result<(File, bool, Tail)> {

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
-use super::bulk_file::{self, Tail};
+use super::bulk_file;
 use super::{write_create_action, Batch, DeadLetterIndex, DeliveryFailed, OutputSender};
 use crate::metrics::{EventOutcome, OutputMetrics};
 use crate::record::{IndexName, MAX_INDEX_NAME_BYTES};
@@ -266,13 +266,6 @@ fn open(dir: &Path, index: &IndexName) -> Result<(BufWriter<File>, bool), FileEr
         ))));
     }
     let (file, new, tail) = bulk_file::open_append(&path).map_err(open_error)?;
-    match tail {
-        Tail::Whole => {}
-        Tail::Cut { bytes } => tracing::warn!(file = %path.display(), bytes,
-            "cut a torn record from the end of the file (written after the last fsync, never acknowledged)"),
-        Tail::Damaged { moved_to } => tracing::error!(file = %path.display(),
-            moved_to = %moved_to.display(),
-            "the file's end is not a whole action+document pair nor a torn one; moved aside, a new file started"),
-    }
+    tail.log(&path);
     Ok((BufWriter::with_capacity(WRITE_BUFFER, file), new))
 }

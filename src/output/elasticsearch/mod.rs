@@ -29,7 +29,6 @@ use self::settings::EsSettings;
 use self::settle::{Policy, Rejected, Report, Settlement, Signal, Verdict};
 pub use self::setup::SetupError;
 use self::transport::Hosts;
-use super::bulk_file::Tail;
 use super::{Batch, DeliveryFailed, OutputSender};
 use crate::metrics::{EventOutcome, OutputMetrics};
 use crate::throttle::LogThrottle;
@@ -227,14 +226,7 @@ async fn append_dead_letters(path: std::path::PathBuf, letters: Vec<Item>) -> st
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let (mut file, created, tail) = super::bulk_file::open_append(&path)?;
-        match tail {
-            Tail::Whole => {}
-            Tail::Cut { bytes } => tracing::warn!(file = %path.display(), bytes,
-                "cut a torn record from the end of the dead-letter file (never acknowledged)"),
-            Tail::Damaged { moved_to } => tracing::error!(file = %path.display(),
-                moved_to = %moved_to.display(),
-                "the dead-letter file's end is not a whole action+document pair; moved aside"),
-        }
+        tail.log(&path);
         file.write_all(&bulk::encode(letters.iter()))?;
         file.sync_data()?;
         // A new file's directory entry must be durable too.

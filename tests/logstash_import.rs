@@ -187,8 +187,8 @@ fn golden_corpus_through_the_imported_seed_config_is_byte_identical_to_the_defau
             y.into_record().expect("kept"),
         );
         assert_eq!(
-            (&x.doc, &x.index, x.id, x.kind),
-            (&y.doc, &y.index, y.id, y.kind),
+            (&x.doc, &x.dest, x.id, x.kind()),
+            (&y.doc, &y.dest, y.id, y.kind()),
             "corpus line {}: the imported pipeline differs from the default",
             i + 1
         );

@@ -312,7 +312,8 @@ pub(super) fn load(text: Option<&str>, env: &EnvText, problems: &mut Problems) -
 fn warn_client_chosen_index(settings: &PipelineSettings, problems: &mut Problems) {
     let tls_peer = FieldPath::parse("[@metadata][tls_peer]").expect("a valid built-in path");
     let set_by_a_filter = |field: &FieldPath| {
-        settings.filters.iter().any(|f| match f {
+        // With or without an `if`: `if ![svc] { add_field ... }` is the usual fallback.
+        settings.filters.iter().any(|step| match &step.filter {
             Filter::AddField { fields } => fields.iter().any(|(p, _)| field.is_within(p)),
             Filter::Rename { fields } => fields.iter().any(|(_, to)| field.is_within(to)),
             _ => false,

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use support::clients::{go_lumber, run_client};
-use support::es::{available, lumberd_to, EsNode};
+use support::es::{available, lumberd_to, Engine, EsNode};
 use support::lumberd::Lumberd;
 use support::stored::{now_secs, utc_date, DEAD_LETTER_PREFIX};
 
@@ -93,7 +93,7 @@ fn a_resent_payload_that_is_not_an_event_is_one_dead_letter_id_in_the_file_outpu
 
 #[test]
 fn a_resent_payload_that_is_not_an_event_is_stored_once_in_elasticsearch() {
-    if !available() {
+    if !available(Engine::Elasticsearch) {
         return;
     }
     let Some(node) = EsNode::start(&[]) else {

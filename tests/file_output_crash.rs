@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use support::clients::{go_lumber, run_client, ClientRun};
-use support::es::{available, EsNode};
+use support::es::{available, Engine, EsNode};
 use support::lumberd::Lumberd;
 
 /// Kills per run: the issue saw a torn file in 2 of ~27 kills under Filebeat.
@@ -247,7 +247,7 @@ fn files_killed_mid_write_are_cut_back_to_whole_pairs_and_replay_into_elasticsea
         "no kill left a torn file to cut ({seen_torn} kills at a torn moment, {torn} cuts)"
     );
 
-    if !available() {
+    if !available(Engine::Elasticsearch) {
         return;
     }
     let Some(node) = EsNode::start(&[]) else {

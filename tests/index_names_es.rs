@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::json;
-use support::es::{available, EsNode};
+use support::es::{available, Engine, EsNode};
 
 /// Names for the agreement check: each rule of Elasticsearch's (`MetadataCreateIndexService
 /// .validateIndexOrAliasName`, `validateIndexName`), the edges of the byte limit, Unicode
@@ -38,7 +38,7 @@ const REFUSED_ON_PURPOSE: [&str; 5] = [".hidden", ".a", "a\nb", "a\u{0}b", "a\tb
 
 #[test]
 fn the_index_name_rules_agree_with_elasticsearch_8_11_3() {
-    if !available() {
+    if !available(Engine::Elasticsearch) {
         return;
     }
     let Some(node) = EsNode::start(&[]) else {

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use support::clients::{assert_all_acked, go_lumber, run_client, ClientRun};
-use support::es::{available, lumberd_to, EsNode};
+use support::es::{available, lumberd_to, Engine, EsNode};
 use support::lumberd::Lumberd;
 use support::stored::{now_secs, utc_date, DEAD_LETTER_PREFIX};
 
@@ -171,7 +171,7 @@ fn hostile_index_values_become_dead_letters_in_data_dir_while_a_bystander_is_sto
 
 #[test]
 fn hostile_index_values_become_dead_letters_in_elasticsearch_and_create_no_index() {
-    if !available() {
+    if !available(Engine::Elasticsearch) {
         return;
     }
     let Some(node) = EsNode::start(&[]) else {

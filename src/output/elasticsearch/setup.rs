@@ -581,20 +581,9 @@ mod tests {
         assert!(head.contains("authorization: basic dtpw\r\n"), "{head}");
     }
 
-    fn template_settings() -> TemplateSettings {
-        TemplateSettings {
-            name: "qwen-logs".into(),
-            pattern: "qwen-logs-*".into(),
-            priority: 200,
-            shards: 1,
-            replicas: 0,
-            ilm_delete_after: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-
     #[test]
     fn dead_letters_are_deleted_on_the_event_indices_schedule() {
-        let t = template_settings();
+        let t = template(1);
         let events = event_template(&t, true);
         let letters = dead_letter_template(&t, "qwen-logs-deadletter-", true);
         let policy = |v: &Value| v["template"]["settings"]["index.lifecycle.name"].clone();

@@ -75,11 +75,14 @@ check:
 fmt:
 	$(CARGO) fmt --all
 
-## Decoder throughput (criterion), the end-to-end load runs (files, then a real
+## Decoder throughput (criterion), lumberd's RSS against the README's memory bound
+## (tests/memory.rs on the release build), the end-to-end load runs (files, then a real
 ## Elasticsearch node, then a 3-node cluster); figures in target/bench/.
 bench: release
 	mkdir -p target/bench
 	$(CARGO) bench --locked --bench decode
+	rm -f target/bench/memory.jsonl
+	LUMBERD_MEMORY_FIGURES=$(CURDIR)/target/bench/memory.jsonl $(CARGO) test --locked --release --test memory -- --test-threads=1
 	python3 benches/e2e.py --lumberd target/release/lumberd --events $(BENCH_EVENTS)
 	bash tests/es/es.sh fetch
 	python3 benches/e2e_es.py --lumberd target/release/lumberd --lumberload target/bench/lumberload --events $(BENCH_ES_EVENTS)

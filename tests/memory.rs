@@ -3,6 +3,9 @@
 //! settings each test starts it with, whatever the clients send. The frames are written
 //! by hand over raw sockets: no real client sends a bare multi-MiB `J` frame on demand.
 //!
+//! `make bench` runs these against the release build with `LUMBERD_MEMORY_FIGURES` set:
+//! each case then appends its figures as a JSON line to that file.
+//!
 //! Each test holds thousands of sockets or hundreds of MiB of frames; CI needs
 //! `ulimit -n` of at least 2 x 3,000 + 100 (the test raises its soft limit to the hard
 //! one, and lumberd inherits it).
@@ -22,10 +25,12 @@ const MIB: u64 = 1024 * 1024;
 /// Time for one connection's window to be acknowledged, under the load of all the others.
 const ACK_DEADLINE: Duration = Duration::from_secs(300);
 
-/// The README's bound: `max_inflight_bytes + per_connection x connections + base`.
+/// The README's bound: `max_inflight_bytes + per_connection x connections + base`, and
+/// what a connection waiting for its next window costs.
 struct Formula {
     per_connection: u64,
     base: u64,
+    idle_connection: u64,
 }
 
 impl Formula {
@@ -43,9 +48,15 @@ impl Formula {
         let rest = &section[at + marker.len()..];
         let (per_connection, rest) = number_before(rest, " KiB × connections + ");
         let (base, _) = number_before(rest, " MiB");
+        let marker = "A connection waiting for its next window costs at most ";
+        let at = section
+            .find(marker)
+            .unwrap_or_else(|| panic!("the Bounded memory promise states `{marker}...`"));
+        let (idle, _) = number_before(&section[at + marker.len()..], " KiB");
         Formula {
             per_connection: per_connection * KIB,
             base: base * MIB,
+            idle_connection: idle * KIB,
         }
     }
 
@@ -141,6 +152,25 @@ fn check(case: &str, lumberd: &Lumberd, max_inflight_bytes: u64, connections: u6
         formula.per_connection / KIB,
         mib(formula.base)
     );
+    if let Some(path) = std::env::var_os("LUMBERD_MEMORY_FIGURES") {
+        // `make bench`: one JSON line per case, kept in target/bench/.
+        let line = serde_json::json!({
+            "case": case,
+            "connections": connections,
+            "max_inflight_bytes": max_inflight_bytes,
+            "vm_rss_bytes": now,
+            "vm_hwm_bytes": peak,
+            "bound_bytes": bound,
+            "per_connection_bytes": formula.per_connection,
+            "base_bytes": formula.base,
+        });
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open LUMBERD_MEMORY_FIGURES");
+        writeln!(f, "{line}").expect("write LUMBERD_MEMORY_FIGURES");
+    }
     assert!(
         peak <= bound,
         "{case}: peak RSS (VmHWM) {:.1} MiB exceeds the README's bound {:.1} MiB",
@@ -204,6 +234,7 @@ fn three_thousand_idle_connections_stay_within_the_bound() {
         .start();
     // Each connection has sent and had acknowledged one ordinary window, then waits.
     let frame = one_event_window(400);
+    let (before, _) = rss(lumberd.pid());
     let mut sockets = Vec::with_capacity(CONNECTIONS);
     for i in 0..CONNECTIONS {
         let mut s = TcpStream::connect(lumberd.addr())
@@ -219,6 +250,22 @@ fn three_thousand_idle_connections_stay_within_the_bound() {
         &lumberd,
         budget,
         CONNECTIONS as u64,
+    );
+    let (after, _) = rss(lumberd.pid());
+    let each = after.saturating_sub(before) / CONNECTIONS as u64;
+    let promised = Formula::from_readme().idle_connection;
+    eprintln!(
+        "3000 idle connections: {:.1} KiB each",
+        each as f64 / KIB as f64
+    );
+    assert!(
+        each <= promised,
+        "an idle connection costs {:.1} KiB of RSS ({:.1} MiB before connecting, {:.1} MiB \
+         with {CONNECTIONS} idle); the README promises at most {} KiB",
+        each as f64 / KIB as f64,
+        before as f64 / MIB as f64,
+        after as f64 / MIB as f64,
+        promised / KIB
     );
 }
 
@@ -239,4 +286,64 @@ fn two_hundred_connections_each_sending_a_max_frame_at_once_stay_within_the_boun
         CONNECTIONS as u64,
     );
     drop(open);
+}
+
+#[test]
+fn a_connection_stopped_inside_a_compressed_frame_costs_at_most_the_per_connection_constant() {
+    const CONNECTIONS: usize = 1_000;
+    raise_open_files(2 * CONNECTIONS as u64 + 100);
+    let budget = 4 * MIB;
+    let lumberd = Lumberd::builder()
+        .env("LUMBERD_SERVER_MAX_INFLIGHT_BYTES", budget.to_string())
+        .env("LUMBERD_SERVER_MAX_FRAME_BYTES", MIB.to_string())
+        .start();
+    // A window of small events in one C frame, cut short: each connection holds its read
+    // buffer, its zlib state, inflated bytes and a partial inner frame, and waits.
+    let events: Vec<String> = (0..8)
+        .map(|i| {
+            format!(
+                r#"{{"message":"{i} {}"}}"#,
+                "lorem ipsum dolor ".repeat(600)
+            )
+        })
+        .collect();
+    let mut window = bytes::BytesMut::new();
+    lumberd::protocol::encode_window(
+        1,
+        &events,
+        lumberd::protocol::Compression::Level(3),
+        &mut window,
+    );
+    let cut = &window[..window.len() - 64];
+    let (before, _) = rss(lumberd.pid());
+    let mut sockets = Vec::with_capacity(CONNECTIONS);
+    for i in 0..CONNECTIONS {
+        let mut s = TcpStream::connect(lumberd.addr())
+            .unwrap_or_else(|e| panic!("connect {i} of {CONNECTIONS}: {e}"));
+        s.write_all(cut).unwrap();
+        sockets.push(s);
+    }
+    // Every connection's bytes are read once lumberd has received them all.
+    let received = (CONNECTIONS * cut.len()) as f64;
+    lumberd.wait_for_metric("lumberd_received_bytes_total", received, ACK_DEADLINE);
+    check(
+        "1000 connections stopped inside a C frame",
+        &lumberd,
+        budget,
+        CONNECTIONS as u64,
+    );
+    let (after, _) = rss(lumberd.pid());
+    let each = after.saturating_sub(before) / CONNECTIONS as u64;
+    let promised = Formula::from_readme().per_connection;
+    eprintln!(
+        "1000 connections inside a C frame: {:.1} KiB each",
+        each as f64 / KIB as f64
+    );
+    assert!(
+        each <= promised,
+        "a connection inside a C frame costs {:.1} KiB of RSS; the README's per-connection \
+         constant is {} KiB",
+        each as f64 / KIB as f64,
+        promised / KIB
+    );
 }

@@ -10,8 +10,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::output::{Batch, Delivery, DeliveryReceiver};
 use crate::record::Record;
 
-/// Slots a batch starts with: enough for small windows without reserving `batch_events`
-/// for every connection.
+/// Slots a batch starts with (at its first record): enough for small windows without
+/// reserving `batch_events` for every connection.
 const INITIAL_BATCH_SLOTS: usize = 64;
 
 pub(super) struct WindowBatcher {
@@ -41,11 +41,21 @@ impl WindowBatcher {
 
     /// Adds one event's record and the budget it holds.
     pub fn push(&mut self, record: Record, budget: OwnedSemaphorePermit) {
+        self.hold(budget);
+        if self.records.capacity() == 0 {
+            self.records
+                .reserve_exact(self.batch_events.min(INITIAL_BATCH_SLOTS));
+        }
+        self.records.push(record);
+    }
+
+    /// Budget held with the window's next batch without a record of its own: what a
+    /// record that outgrew its reservation still owed.
+    pub fn hold(&mut self, budget: OwnedSemaphorePermit) {
         match &mut self.budget {
             Some(held) => held.merge(budget),
             None => self.budget = Some(budget),
         }
-        self.records.push(record);
     }
 
     /// A batch to queue now, once `batch_events` records are gathered.
@@ -77,9 +87,10 @@ impl WindowBatcher {
     }
 
     fn batch_for(&mut self, delivery: Delivery) -> Batch {
-        let slots = self.batch_events.min(INITIAL_BATCH_SLOTS);
         Batch {
-            records: std::mem::replace(&mut self.records, Vec::with_capacity(slots)),
+            // The next batch's slots come with its first record: an idle connection
+            // holds none.
+            records: std::mem::take(&mut self.records),
             budget: self.budget.take(),
             delivery,
         }

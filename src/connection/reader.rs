@@ -3,6 +3,7 @@
 //! to the acknowledger. Reading stops while the in-flight budget is exhausted (TCP then
 //! pushes back on the client). Knows no frame layout (the session does) and no output.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,15 +22,28 @@ use super::{ConnectionEnd, HeldEvents, Shared};
 use crate::metrics::{FrameType, ReceiveMetrics};
 use crate::output::Batch;
 use crate::pipeline::Scratch;
-use crate::protocol::{CompletedWindow, DataFrame, Payload, Session, Step};
+use crate::protocol::{CompletedWindow, DataFrame, Payload, Session, Step, LARGE_FRAME_BYTES};
 use crate::record::{Origin, Record, TlsPeer};
 
-/// Bytes read from the socket per call.
-const READ_CHUNK: usize = 16 * 1024;
-/// Frames announcing more than this are reserved against the budget before being read.
-const RESERVE_THRESHOLD: usize = READ_CHUNK;
+/// Bytes read from the socket per call: one large frame's threshold, so a small frame
+/// never needs more than two reads' worth of buffer.
+const READ_CHUNK: usize = LARGE_FRAME_BYTES;
+/// A connection whose buffer was released (between windows) waits for its next bytes in
+/// this much stack, not in a `READ_CHUNK` allocation: an idle connection holds no buffer.
+const FIRST_READ_BYTES: usize = 64;
 /// Budget charged per event beyond its payload: the record, index handle and batch slot.
 const EVENT_OVERHEAD: usize = 64;
+/// A large frame reserves this many times its bytes before they are read: the payload,
+/// and the record the pipeline makes of it while the payload is alive (the pipeline
+/// sizes a rewritten document at twice its payload).
+const LARGE_FRAME_RESERVE_FACTOR: usize = 2;
+
+thread_local! {
+    /// The pipeline's scratch arena, one per runtime thread rather than per connection:
+    /// an event is processed synchronously (no await), so a thread's arena serves every
+    /// connection it runs, and idle connections hold none.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
 
 pub(super) struct Reader {
     pub shared: Arc<Shared>,
@@ -59,15 +73,17 @@ impl Reader {
         stats: &mut SessionStats,
     ) -> Result<Infallible, ConnectionEnd> {
         let mut batcher = WindowBatcher::new(self.shared.settings.batch_events);
-        let mut scratch = Scratch::default();
-        // Budget reserved for a large frame before its bytes are read.
+        // Budget reserved for a large frame before its bytes are read; it covers the
+        // frame until the record made of it holds its own share.
         let mut reserved: Option<OwnedSemaphorePermit> = None;
         loop {
             let Some(step) = session.next()? else {
                 stats.report(session, &self.shared.metrics.receive);
                 let demand = session.buffer_demand();
-                if demand > RESERVE_THRESHOLD && reserved.is_none() {
-                    reserved = Some(self.acquire(demand, &mut batcher).await?);
+                if demand > LARGE_FRAME_BYTES && reserved.is_none() {
+                    let bytes = LARGE_FRAME_RESERVE_FACTOR * demand;
+                    reserved = Some(self.acquire(bytes, &mut batcher).await?);
+                    session.make_room();
                 }
                 let mid_window = session.in_window();
                 if self.read(&mut socket, session.buffer(), mid_window).await? == 0 {
@@ -75,16 +91,22 @@ impl Reader {
                 }
                 continue;
             };
-            reserved = None;
+            let mut reservation = reserved.take();
             match step {
                 Step::Window { .. } => self.shared.metrics.receive.frames.inc(FrameType::Window),
                 Step::Event { frame, completes } => {
+                    let len = frame.payload.len();
+                    if reservation.is_none() && len > LARGE_FRAME_BYTES {
+                        // A large frame that came whole in one read: reserved now, before
+                        // the pipeline makes a record of it.
+                        let bytes = LARGE_FRAME_RESERVE_FACTOR * len + EVENT_OVERHEAD;
+                        reservation = Some(self.acquire(bytes, &mut batcher).await?);
+                    }
                     // A dropped event (a `drop` filter) holds nothing; its window still
                     // completes.
-                    if let Some(record) = self.event(frame, &mut scratch) {
+                    if let Some(record) = self.event(frame, len) {
                         let size = record.size() + EVENT_OVERHEAD;
-                        let permit = self.acquire(size, &mut batcher).await?;
-                        batcher.push(record, permit);
+                        self.hold(record, size, reservation, &mut batcher).await?;
                     }
                     match completes {
                         Some(window) => self.complete(window, batcher.finish()).await?,
@@ -101,24 +123,61 @@ impl Reader {
         }
     }
 
+    /// Puts `record` (`size` bytes) in the window's batch with budget for it: taken from
+    /// the frame's reservation when it fits (the rest goes back), else from the budget.
+    /// A record that outgrew its reservation goes out with it first: waiting for the rest
+    /// while holding it could deadlock connections that each hold part of the budget.
+    async fn hold(
+        &self,
+        record: Record,
+        size: usize,
+        reserved: Option<OwnedSemaphorePermit>,
+        batcher: &mut WindowBatcher,
+    ) -> Result<(), ConnectionEnd> {
+        let Some(mut reserved) = reserved else {
+            let permit = self.acquire(size, batcher).await?;
+            batcher.push(record, permit);
+            return Ok(());
+        };
+        let held = reserved.num_permits();
+        if size <= held {
+            let permit = reserved
+                .split(size)
+                .expect("size is within the reservation");
+            batcher.push(record, permit);
+            return Ok(());
+        }
+        batcher.push(record, reserved);
+        let rest = self.acquire(size - held, batcher).await?;
+        batcher.hold(rest);
+        Ok(())
+    }
+
     /// One event through the pipeline, counted; the record to store, if any. Not async:
     /// a future per event would be built and copied for every event.
-    fn event(&self, frame: DataFrame, scratch: &mut Scratch) -> Option<Record> {
+    fn event(&self, frame: DataFrame, len: usize) -> Option<Record> {
         let metrics = &self.shared.metrics;
         metrics.receive.events.inc();
         self.held.add(1);
         let origin = Origin::new(self.peer, Utc::now(), self.tls.clone());
         let pipeline = &self.shared.pipeline;
-        let outcome = match frame.payload {
-            Payload::Json(payload) => {
-                metrics.receive.frames.inc(FrameType::Json);
-                pipeline.process_json(payload, &origin, scratch)
+        let outcome = SCRATCH.with_borrow_mut(|scratch| {
+            let outcome = match frame.payload {
+                Payload::Json(payload) => {
+                    metrics.receive.frames.inc(FrameType::Json);
+                    pipeline.process_json(payload, &origin, scratch)
+                }
+                Payload::Pairs(pairs) => {
+                    metrics.receive.frames.inc(FrameType::Data);
+                    pipeline.process_pairs(&pairs, &origin, scratch)
+                }
+            };
+            // A large event's arena goes now, not at the thread's next event.
+            if len > LARGE_FRAME_BYTES {
+                *scratch = Scratch::default();
             }
-            Payload::Pairs(pairs) => {
-                metrics.receive.frames.inc(FrameType::Data);
-                pipeline.process_pairs(&pairs, &origin, scratch)
-            }
-        };
+            outcome
+        });
         metrics.pipeline.count(&outcome);
         outcome.into_record()
     }
@@ -185,9 +244,6 @@ impl Reader {
         mid_window: bool,
     ) -> Result<usize, ConnectionEnd> {
         let idle = self.shared.settings.idle_timeout;
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
         let shutdown = async {
             if mid_window {
                 std::future::pending::<()>().await
@@ -204,7 +260,7 @@ impl Reader {
                 biased;
                 _ = self.stop.cancelled() => return Err(ConnectionEnd::Closed),
                 _ = &mut shutdown => return Err(ConnectionEnd::Shutdown),
-                r = tokio::time::timeout(idle, socket.read_buf(buf)) => match r {
+                r = tokio::time::timeout(idle, read_some(socket, buf)) => match r {
                     Ok(Ok(n)) => {
                         self.shared.metrics.receive.received_bytes.inc_by(n as u64);
                         return Ok(n);
@@ -221,6 +277,25 @@ impl Reader {
             }
         }
     }
+}
+
+/// One read into `buf`. A released buffer (capacity 0: between windows) is allocated only
+/// once bytes have come, so a connection waiting for its next window holds none.
+async fn read_some<R: AsyncRead + Unpin>(
+    socket: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if buf.capacity() == 0 {
+        let mut first = [0u8; FIRST_READ_BYTES];
+        let n = socket.read(&mut first).await?;
+        buf.reserve(READ_CHUNK);
+        buf.extend_from_slice(&first[..n]);
+        return Ok(n);
+    }
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    socket.read_buf(buf).await
 }
 
 /// What the session counted, reported to the metrics as it grows.

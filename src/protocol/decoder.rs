@@ -1,17 +1,22 @@
 //! Frame decoding: a length is checked before its bytes are buffered, and `C` frames are
 //! inflated as their bytes arrive, so memory per connection stays bounded by the limits.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::{
-    Ack, DataFrame, DecodeError, Frame, Limits, Payload, ProtocolError, TYPE_ACK, TYPE_COMPRESSED,
-    TYPE_DATA, TYPE_JSON, TYPE_WINDOW, VERSION_1, VERSION_2,
+    Ack, DataFrame, DecodeError, Frame, Limits, Payload, ProtocolError, LARGE_FRAME_BYTES,
+    TYPE_ACK, TYPE_COMPRESSED, TYPE_DATA, TYPE_JSON, TYPE_WINDOW, VERSION_1, VERSION_2,
 };
 
 /// Inflated bytes produced per step: the decoder's scratch memory for a `C` frame is one
 /// chunk plus at most one partial inner frame.
 const INFLATE_CHUNK: usize = 32 * 1024;
+/// Least output room per inflate step: one page, so a trickle of input still makes steps
+/// worth their call.
+const MIN_INFLATE_ROOM: usize = 4096;
+/// Output room per input byte: log text inflates ~4-10x, so 16x rarely needs two steps.
+const INFLATE_ROOM_PER_BYTE: usize = 16;
 
 /// Request methods recognised at the start of a stream (docs/PROTOCOL.md rule 7).
 const HTTP_METHODS: [&[u8; 4]; 8] = [
@@ -89,22 +94,40 @@ impl Codec {
     }
 
     /// Bytes the codec must hold in one piece to finish the frame it is in, when that
-    /// frame's header is already known to announce more than is buffered (a large `J`
-    /// payload); 0 otherwise. Lets the caller reserve memory before reading those bytes.
+    /// frame's header is already known to announce more than is buffered (a `J`
+    /// payload); 0 otherwise. A `D` frame's size is known only once every length prefix
+    /// is buffered: past [`LARGE_FRAME_BYTES`] it may need up to `max_frame_bytes`. Lets
+    /// the caller reserve memory before reading those bytes.
     pub(super) fn buffer_demand(&self, src: &BytesMut) -> usize {
         let buf = match &self.inflating {
             Some(inf) => &inf.out,
             None => src,
         };
-        if buf.len() < 10 || buf[1] != TYPE_JSON {
+        if buf.len() < 10 {
             return 0;
         }
-        let total = 10 + be32(&buf[6..10]) as usize;
+        let total = match buf[1] {
+            TYPE_JSON => 10 + be32(&buf[6..10]) as usize,
+            TYPE_DATA if buf.len() > LARGE_FRAME_BYTES => 10 + self.limits.max_frame_bytes as usize,
+            TYPE_DATA => data_frame_known_len(buf),
+            _ => return 0,
+        };
         if total > buf.len() {
             total
         } else {
             0
         }
+    }
+
+    /// Makes room in one piece for the frame [`Codec::buffer_demand`] reported, once the
+    /// caller has reserved the memory for it.
+    pub(super) fn make_room(&mut self, src: &mut BytesMut) {
+        let demand = self.buffer_demand(src);
+        let buf = match &mut self.inflating {
+            Some(inf) => &mut inf.out,
+            None => src,
+        };
+        buf.reserve(demand.saturating_sub(buf.len()));
     }
 
     /// The next frame from the front of `src`; `Ok(None)` when more bytes are needed.
@@ -144,7 +167,9 @@ impl Codec {
                 // Output room in proportion to the input (text inflates ~4-10x), so small
                 // reads do not zero-fill a whole chunk; one byte past the limit at most, so
                 // the limit is exact whatever the chunking.
-                let room = (take.saturating_mul(16).clamp(4096, INFLATE_CHUNK) as u64)
+                let room = (take
+                    .saturating_mul(INFLATE_ROOM_PER_BYTE)
+                    .clamp(MIN_INFLATE_ROOM, INFLATE_CHUNK) as u64)
                     .min(limit - inf.inflated + 1) as usize;
                 let (in_before, out_before) = (inf.zlib.total_in(), inf.zlib.total_out());
                 let len = inf.out.len();
@@ -294,11 +319,15 @@ fn parse(
             }
             let total = 10 + len as usize;
             if buf.len() < total {
-                buf.reserve(total - buf.len());
+                // A large frame's room is made once its memory is reserved
+                // (`Session::make_room`), not on the word of its header.
+                if total <= LARGE_FRAME_BYTES {
+                    buf.reserve(total - buf.len());
+                }
                 return Ok(None);
             }
             buf.advance(10);
-            let payload = buf.split_to(len as usize).freeze();
+            let payload = take_payload(buf, len as usize);
             Ok(Some(Parsed::Frame(Frame::Data(DataFrame {
                 version,
                 seq,
@@ -358,7 +387,9 @@ fn parse_data(buf: &mut BytesMut, version: u8, max: u32) -> Result<Option<Parsed
         }
     }
     if buf.len() < pos {
-        buf.reserve(pos - buf.len());
+        if pos <= LARGE_FRAME_BYTES {
+            buf.reserve(pos - buf.len());
+        }
         return Ok(None);
     }
     buf.advance(10);
@@ -366,17 +397,55 @@ fn parse_data(buf: &mut BytesMut, version: u8, max: u32) -> Result<Option<Parsed
     for _ in 0..pairs {
         let key_len = be32(&buf[..4]) as usize;
         buf.advance(4);
-        let key = buf.split_to(key_len).freeze();
+        let key = take_payload(buf, key_len);
         let value_len = be32(&buf[..4]) as usize;
         buf.advance(4);
-        let value = buf.split_to(value_len).freeze();
+        let value = take_payload(buf, value_len);
         fields.push((key, value));
+    }
+    if pos > LARGE_FRAME_BYTES {
+        detach(buf);
     }
     Ok(Some(Parsed::Frame(Frame::Data(DataFrame {
         version,
         seq,
         payload: Payload::Pairs(fields),
     }))))
+}
+
+/// Bytes of a partial `D` frame known so far: its header and every key or value whose
+/// length prefix is buffered.
+fn data_frame_known_len(buf: &[u8]) -> usize {
+    let pairs = u64::from(be32(&buf[6..10]));
+    let mut pos = 10usize;
+    for _ in 0..pairs * 2 {
+        if buf.len() < pos + 4 {
+            break;
+        }
+        pos += 4 + be32(&buf[pos..pos + 4]) as usize;
+    }
+    pos
+}
+
+/// The first `len` bytes of `buf`, taken off it. A small payload is copied, so the buffer
+/// stays unshared and is reused in place; a large one keeps the allocation it was read
+/// into, and the buffer's tail moves to a fresh allocation ([`detach`]), so that memory
+/// goes when the event does, not when the connection does.
+fn take_payload(buf: &mut BytesMut, len: usize) -> Bytes {
+    if len <= LARGE_FRAME_BYTES {
+        let payload = Bytes::copy_from_slice(&buf[..len]);
+        buf.advance(len);
+        return payload;
+    }
+    let payload = buf.split_to(len).freeze();
+    detach(buf);
+    payload
+}
+
+/// Moves what `buf` holds (at most the rest of one read) into an allocation of its own,
+/// letting go of the one it shared with a large frame.
+fn detach(buf: &mut BytesMut) {
+    *buf = BytesMut::from(&buf[..]);
 }
 
 fn be32(b: &[u8]) -> u32 {

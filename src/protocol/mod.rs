@@ -54,6 +54,27 @@ pub enum Payload {
     Pairs(Vec<(Bytes, Bytes)>),
 }
 
+impl Payload {
+    /// Bytes of event data the payload holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(bytes) => bytes.len(),
+            Payload::Pairs(pairs) => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Frames larger than this are "large": their memory is reserved against the in-flight
+/// budget before their bytes are buffered, and their payload leaves the stream's buffer
+/// with the allocation it was read into (the buffer goes on with a fresh one). Smaller
+/// payloads are copied out, so the buffer is never pinned by an event that outlives it
+/// and stays one socket read's worth. Filebeat's events (~1 KiB) are all small.
+pub const LARGE_FRAME_BYTES: usize = 16 * 1024;
+
 /// An acknowledgement, as the server writes it and a client reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {

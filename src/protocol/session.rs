@@ -74,6 +74,11 @@ impl Session {
         };
         let Some(frame) = decoded else {
             if !self.eof {
+                // Between windows with nothing buffered: an idle connection keeps no
+                // buffer (the next read allocates one).
+                if self.buf.is_empty() && !self.windows.is_open() && self.buf.capacity() > 0 {
+                    self.buf = BytesMut::new();
+                }
                 return Ok(None);
             }
             if self.codec.offset() == 0 {
@@ -102,6 +107,13 @@ impl Session {
     /// Lets the caller reserve memory before reading them.
     pub fn buffer_demand(&self) -> usize {
         self.codec.buffer_demand(&self.buf)
+    }
+
+    /// Makes room for the [`Session::buffer_demand`] frame in one allocation: call it
+    /// once that memory is reserved (the decoder does not grow a buffer on the word of a
+    /// large frame's header).
+    pub fn make_room(&mut self) {
+        self.codec.make_room(&mut self.buf);
     }
 
     /// Wire bytes consumed so far.
@@ -186,7 +198,7 @@ impl Transcript {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{encode_window, Compression, Payload, ProtocolError};
+    use crate::protocol::{encode_window, Compression, Payload, ProtocolError, LARGE_FRAME_BYTES};
 
     fn wire(windows: &[&[&str]], compression: Compression) -> Vec<u8> {
         let mut out = BytesMut::new();
@@ -276,6 +288,59 @@ mod tests {
             })
         );
         assert_eq!(t.end, None);
+    }
+
+    #[test]
+    fn between_windows_an_empty_buffer_is_released_and_a_large_payload_takes_its_memory_along() {
+        let big = "x".repeat(LARGE_FRAME_BYTES * 4);
+        let mut bytes = wire(&[&[big.as_str()]], Compression::None);
+        bytes.extend_from_slice(&wire(&[&["{}"]], Compression::None)[..3]);
+        let mut s = Session::new(Limits::default());
+        s.buffer().extend_from_slice(&bytes);
+        assert!(matches!(s.next(), Ok(Some(Step::Window { .. }))));
+        let Ok(Some(Step::Event { frame, .. })) = s.next() else {
+            panic!("the large event");
+        };
+        assert!(
+            s.buffer().capacity() < LARGE_FRAME_BYTES,
+            "the buffer goes on without the large frame's allocation (capacity {})",
+            s.buffer().capacity()
+        );
+        assert_eq!(
+            s.buffer().len(),
+            3,
+            "the next window's first bytes stay buffered"
+        );
+        drop(frame);
+        s.buffer().clear();
+        assert_eq!(s.next(), Ok(None));
+        assert_eq!(
+            s.buffer().capacity(),
+            0,
+            "an empty buffer between windows is released"
+        );
+    }
+
+    #[test]
+    fn mid_window_the_buffer_is_kept_and_small_payloads_do_not_share_it() {
+        let bytes = wire(&[&["{\"a\":1}", "{\"a\":2}"]], Compression::None);
+        let mut s = Session::new(Limits::default());
+        s.buffer().reserve(4096);
+        s.buffer().extend_from_slice(&bytes[..6 + 10 + 7]);
+        assert!(matches!(s.next(), Ok(Some(Step::Window { .. }))));
+        let Ok(Some(Step::Event { frame, .. })) = s.next() else {
+            panic!("the first event");
+        };
+        assert_eq!(s.next(), Ok(None), "the window is open: more to come");
+        let capacity = s.buffer().capacity();
+        assert!(capacity >= 4096 - 6 - 17, "the buffer is kept mid-window");
+        let Payload::Json(payload) = frame.payload else {
+            panic!("a J frame")
+        };
+        assert!(
+            !s.buffer().as_ptr_range().contains(&payload.as_ptr()),
+            "a small payload is a copy, not a view pinning the read buffer"
+        );
     }
 
     #[test]

@@ -20,6 +20,10 @@ use crate::pipeline::Pipeline;
 use crate::throttle::LogThrottle;
 use crate::tls::TlsServer;
 
+/// Pause after a failed accept (EMFILE and friends) before the next: no busy loop while
+/// the process is out of descriptors, short enough to resume as soon as one frees.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -98,7 +102,7 @@ impl Server {
                     if let Some(suppressed) = self.log.allow(("accept", "error")) {
                         tracing::warn!(error = %e, suppressed, "accept failed");
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };

@@ -12,8 +12,9 @@ use crate::server::settings::ServerSettings;
 
 /// The Beats port Filebeat's `output.logstash` uses by default.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5044);
-/// A fleet of a few thousand Filebeat agents per instance, with headroom; each holds a
-/// socket, a 64 KiB read buffer and a task.
+/// A fleet of a few thousand Filebeat agents per instance, with headroom; each costs at
+/// most the README's per-connection constant (160 KiB; 12 KiB while idle) beside the
+/// in-flight budget.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Logstash sends `ACK 0` after 5 s without progress; Filebeat times out after 30 s.
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -36,6 +37,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Filebeat gives up on a window after this long without an ACK (its `timeout`).
 const FILEBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Smallest `max_frame_bytes` accepted: below this, ordinary events would not fit.
+const MIN_FRAME_BYTES: u64 = 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -116,19 +119,19 @@ pub(super) fn validate(s: RawServer, p: &mut Problems) -> ServerSettings {
         ("server.batch_events", s.batch_events as u64),
         ("server.max_window_events", s.max_window_events.into()),
     ]);
-    if s.max_frame_bytes < 1024 || s.max_frame_bytes > u64::from(u32::MAX) {
+    if s.max_frame_bytes < MIN_FRAME_BYTES || s.max_frame_bytes > u64::from(u32::MAX) {
         p.key(
             "server.max_frame_bytes",
             format!(
-                "{} is outside 1024..={} (the wire length is a u32)",
+                "{} is outside {MIN_FRAME_BYTES}..={} (the wire length is a u32)",
                 s.max_frame_bytes,
                 u32::MAX
             ),
         );
     }
     p.at_least_one(&[("server.max_inflated_bytes", s.max_inflated_bytes)]);
-    // One frame's bytes are reserved before they are read and again as an event; the
-    // budget must allow both or a maximal frame could never be admitted.
+    // A large frame reserves its bytes and the record made of them before it is read
+    // (connection::reader): the budget must hold both for one maximal frame.
     if s.max_inflight_bytes < 2 * s.max_frame_bytes {
         p.key(
             "server.max_inflight_bytes",

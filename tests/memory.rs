@@ -127,7 +127,7 @@ fn raise_open_files(need: u64) {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current.is_some_and(|soft| soft < need) {
         limit.current = limit.maximum;
-        let _ = setrlimit(Resource::Nofile, limit.clone());
+        let _ = setrlimit(Resource::Nofile, limit);
     }
     let soft = getrlimit(Resource::Nofile).current;
     assert!(

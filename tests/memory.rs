@@ -185,6 +185,32 @@ fn check(case: &str, lumberd: &Lumberd, max_inflight_bytes: u64, connections: u6
     );
 }
 
+/// lumberd with this in-flight budget and frame limit, for `connections` sockets.
+fn lumberd_for(connections: usize, budget: u64, max_frame: u64) -> Lumberd {
+    raise_open_files(2 * connections as u64 + 100);
+    Lumberd::builder()
+        .env("LUMBERD_SERVER_MAX_INFLIGHT_BYTES", budget.to_string())
+        .env("LUMBERD_SERVER_MAX_FRAME_BYTES", max_frame.to_string())
+        .start()
+}
+
+/// Checks what each of `connections` added to lumberd's RSS (`before` -> `after`) against
+/// the README's `promised` cost.
+fn check_each(what: &str, before: u64, after: u64, connections: usize, promised: u64) {
+    let each = after.saturating_sub(before) / connections as u64;
+    let kib = |b: u64| b as f64 / KIB as f64;
+    eprintln!("{what}: {:.1} KiB ({connections} connections)", kib(each));
+    assert!(
+        each <= promised,
+        "{what} costs {:.1} KiB of RSS ({:.1} MiB before, {:.1} MiB with {connections}); \
+         the README promises at most {} KiB",
+        kib(each),
+        before as f64 / MIB as f64,
+        after as f64 / MIB as f64,
+        promised / KIB
+    );
+}
+
 /// One window of one `len`-byte event on each of `connections` sockets, all written at
 /// once; returns the sockets once every window is acknowledged, still open.
 fn send_concurrently(addr: SocketAddr, connections: usize, len: usize) -> Vec<TcpStream> {
@@ -226,12 +252,8 @@ fn sixty_four_connections_idle_after_a_6_mib_event_each_stay_within_the_bound() 
 #[test]
 fn three_thousand_idle_connections_stay_within_the_bound() {
     const CONNECTIONS: usize = 3_000;
-    raise_open_files(2 * CONNECTIONS as u64 + 100);
     let budget = 4 * MIB;
-    let lumberd = Lumberd::builder()
-        .env("LUMBERD_SERVER_MAX_INFLIGHT_BYTES", budget.to_string())
-        .env("LUMBERD_SERVER_MAX_FRAME_BYTES", MIB.to_string())
-        .start();
+    let lumberd = lumberd_for(CONNECTIONS, budget, MIB);
     // Each connection has sent and had acknowledged one ordinary window, then waits.
     let frame = one_event_window(400);
     let (before, _) = rss(lumberd.pid());
@@ -252,32 +274,15 @@ fn three_thousand_idle_connections_stay_within_the_bound() {
         CONNECTIONS as u64,
     );
     let (after, _) = rss(lumberd.pid());
-    let each = after.saturating_sub(before) / CONNECTIONS as u64;
     let promised = Formula::from_readme().idle_connection;
-    eprintln!(
-        "3000 idle connections: {:.1} KiB each",
-        each as f64 / KIB as f64
-    );
-    assert!(
-        each <= promised,
-        "an idle connection costs {:.1} KiB of RSS ({:.1} MiB before connecting, {:.1} MiB \
-         with {CONNECTIONS} idle); the README promises at most {} KiB",
-        each as f64 / KIB as f64,
-        before as f64 / MIB as f64,
-        after as f64 / MIB as f64,
-        promised / KIB
-    );
+    check_each("an idle connection", before, after, CONNECTIONS, promised);
 }
 
 #[test]
 fn two_hundred_connections_each_sending_a_max_frame_at_once_stay_within_the_bound() {
     const CONNECTIONS: usize = 200;
-    raise_open_files(2 * CONNECTIONS as u64 + 100);
     let (budget, max_frame) = (8 * MIB, MIB);
-    let lumberd = Lumberd::builder()
-        .env("LUMBERD_SERVER_MAX_INFLIGHT_BYTES", budget.to_string())
-        .env("LUMBERD_SERVER_MAX_FRAME_BYTES", max_frame.to_string())
-        .start();
+    let lumberd = lumberd_for(CONNECTIONS, budget, max_frame);
     let open = send_concurrently(lumberd.addr(), CONNECTIONS, max_frame as usize);
     check(
         "200 connections, one max_frame_bytes J frame each, at once",
@@ -291,12 +296,8 @@ fn two_hundred_connections_each_sending_a_max_frame_at_once_stay_within_the_boun
 #[test]
 fn a_connection_stopped_inside_a_compressed_frame_costs_at_most_the_per_connection_constant() {
     const CONNECTIONS: usize = 1_000;
-    raise_open_files(2 * CONNECTIONS as u64 + 100);
     let budget = 4 * MIB;
-    let lumberd = Lumberd::builder()
-        .env("LUMBERD_SERVER_MAX_INFLIGHT_BYTES", budget.to_string())
-        .env("LUMBERD_SERVER_MAX_FRAME_BYTES", MIB.to_string())
-        .start();
+    let lumberd = lumberd_for(CONNECTIONS, budget, MIB);
     // A window of small events in one C frame, cut short: each connection holds its read
     // buffer, its zlib state, inflated bytes and a partial inner frame, and waits.
     let events: Vec<String> = (0..8)
@@ -333,17 +334,12 @@ fn a_connection_stopped_inside_a_compressed_frame_costs_at_most_the_per_connecti
         CONNECTIONS as u64,
     );
     let (after, _) = rss(lumberd.pid());
-    let each = after.saturating_sub(before) / CONNECTIONS as u64;
     let promised = Formula::from_readme().per_connection;
-    eprintln!(
-        "1000 connections inside a C frame: {:.1} KiB each",
-        each as f64 / KIB as f64
-    );
-    assert!(
-        each <= promised,
-        "a connection inside a C frame costs {:.1} KiB of RSS; the README's per-connection \
-         constant is {} KiB",
-        each as f64 / KIB as f64,
-        promised / KIB
+    check_each(
+        "a connection inside a C frame",
+        before,
+        after,
+        CONNECTIONS,
+        promised,
     );
 }

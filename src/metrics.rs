@@ -113,6 +113,8 @@ labels! {
         IoError => "io_error",
         Idle => "idle",
         Stalled => "stalled",
+        /// `server.max_connection_age` passed: closed at a window boundary to rebalance.
+        MaxAge => "max_age",
         DeliveryFailed => "delivery_failed",
         TlsHandshakeFailed => "tls_handshake_failed",
     }

@@ -169,7 +169,10 @@ impl Drop for ActiveGuard {
 /// clients must not flood the log), with the count of those suppressed in between.
 fn log_end(peer: SocketAddr, end: &ConnectionEnd, log: &LogThrottle) {
     let kind = match end {
-        ConnectionEnd::Closed | ConnectionEnd::Probe | ConnectionEnd::Shutdown => {
+        ConnectionEnd::Closed
+        | ConnectionEnd::Probe
+        | ConnectionEnd::Shutdown
+        | ConnectionEnd::MaxAge(_) => {
             tracing::debug!(%peer, "connection ended: {end}");
             return;
         }

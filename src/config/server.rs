@@ -23,6 +23,13 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// A client that sends nothing, and waits for nothing, for this long is gone.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Off (0): one replica keeps its clients for as long as they stay connected, as
+/// Logstash does; behind a Service with several replicas set it (the chart: 10m) so that
+/// load spreads onto replicas added later.
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::ZERO;
+/// An age shorter than this would close connections faster than Filebeat's 1 s backoff
+/// lets them come back, for nothing: a connection must carry some windows to pay off.
+const MIN_MAX_CONNECTION_AGE: Duration = Duration::from_secs(1);
 // max_frame_bytes, max_inflated_bytes, max_window_events: `Limits::DEFAULT`, with their
 // reasons, beside the decoder that enforces them.
 /// Event bytes held in memory between the socket and the output, over all connections;
@@ -52,6 +59,8 @@ pub(super) struct RawServer {
     stall_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     idle_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    max_connection_age: Duration,
     /// Wider than the wire's u32, so that a value past it is named, not wrapped.
     max_frame_bytes: u64,
     max_inflated_bytes: u64,
@@ -71,6 +80,7 @@ impl Default for RawServer {
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connection_age: DEFAULT_MAX_CONNECTION_AGE,
             max_frame_bytes: Limits::DEFAULT.max_frame_bytes.into(),
             max_inflated_bytes: Limits::DEFAULT.max_inflated_bytes,
             max_window_events: Limits::DEFAULT.max_window_events,
@@ -113,6 +123,12 @@ pub(super) fn validate(s: RawServer, p: &mut Problems) -> ServerSettings {
             "must be longer than keepalive_interval",
         );
     }
+    if !s.max_connection_age.is_zero() && s.max_connection_age < MIN_MAX_CONNECTION_AGE {
+        p.key(
+            "server.max_connection_age",
+            "must be 0 (off) or at least 1s",
+        );
+    }
     p.at_least_one(&[
         ("server.max_connections", s.max_connections as u64),
         ("server.max_pending_windows", s.max_pending_windows as u64),
@@ -151,6 +167,7 @@ pub(super) fn validate(s: RawServer, p: &mut Problems) -> ServerSettings {
         keepalive_interval: s.keepalive_interval,
         stall_timeout: s.stall_timeout,
         idle_timeout: s.idle_timeout,
+        max_connection_age: Some(s.max_connection_age).filter(|a| !a.is_zero()),
         limits: Limits {
             max_frame_bytes: s.max_frame_bytes.min(u64::from(u32::MAX)) as u32,
             max_inflated_bytes: s.max_inflated_bytes,
@@ -182,6 +199,26 @@ mod tests {
             err.problems
                 .iter()
                 .any(|p| p.contains("max_inflight_bytes")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn max_connection_age_is_off_by_default_and_below_one_second_is_rejected() {
+        let default = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(default.server.max_connection_age, None);
+        let set = Settings::load(None, env(&[("LUMBERD_SERVER_MAX_CONNECTION_AGE", "10m")]))
+            .unwrap();
+        assert_eq!(
+            set.server.max_connection_age,
+            Some(std::time::Duration::from_secs(600))
+        );
+        let limit = set.server.connection_age_limit().unwrap().as_secs_f64();
+        assert!((540.0..=660.0).contains(&limit), "jittered age {limit}s is outside 10m +- 10 %");
+        let err = Settings::load(None, env(&[("LUMBERD_SERVER_MAX_CONNECTION_AGE", "500ms")]))
+            .unwrap_err();
+        assert!(
+            err.problems.iter().any(|p| p.contains("max_connection_age")),
             "{err}"
         );
     }

@@ -46,11 +46,22 @@ impl Acker {
                 p = pending.recv() => p,
                 _ = self.stop.cancelled() => None,
             };
-            let Pending {
+            let Some(Pending {
                 window,
                 mut delivery,
                 completed_at,
-            } = next?;
+            }) = next
+            else {
+                // The reader has ended and every window it completed is acknowledged:
+                // a FIN (TLS: close_notify) after the last ACK tells the client that
+                // nothing more will be acknowledged here, and it reconnects.
+                let _ = tokio::time::timeout(
+                    self.shared.settings.keepalive_interval,
+                    socket.shutdown(),
+                )
+                .await;
+                return None;
+            };
             let since = Instant::now();
             let metrics = &self.shared.metrics.receive;
             let result = loop {

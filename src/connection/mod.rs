@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +67,10 @@ pub enum ConnectionEnd {
         "output made no progress on the oldest window for {0:?}; closing so the client fails over"
     )]
     Stalled(Duration),
+    /// Closed between windows, every ACK written, so that the client reconnects
+    /// elsewhere (`server.max_connection_age`, this connection's jittered share of it).
+    #[error("older than its max connection age ({0:?}); closed between windows to rebalance")]
+    MaxAge(Duration),
     #[error("{0}")]
     DeliveryFailed(String),
     #[error("shutting down")]
@@ -83,10 +88,27 @@ impl ConnectionEnd {
             ConnectionEnd::Handshake { .. } => CloseReason::TlsHandshakeFailed,
             ConnectionEnd::Idle(_) => CloseReason::Idle,
             ConnectionEnd::Stalled(_) => CloseReason::Stalled,
+            ConnectionEnd::MaxAge(_) => CloseReason::MaxAge,
             ConnectionEnd::DeliveryFailed(_) => CloseReason::DeliveryFailed,
             ConnectionEnd::Shutdown => CloseReason::Shutdown,
         }
     }
+}
+
+/// After an age close the acknowledger has written the last ACK and a FIN; what the
+/// client sent meanwhile (a pipelined window, never processed: it is resent elsewhere) is
+/// read and dropped until its close, for at most `limit`. Closing with those bytes unread
+/// would send a RST, which can make the client's kernel discard our last ACK unread.
+async fn linger<R: AsyncRead + Unpin>(socket: &mut R, limit: Duration) {
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        while let Ok(n) = socket.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, drain).await;
 }
 
 /// Events this connection received and has not acknowledged, mirrored in the
@@ -168,7 +190,8 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (read_half, write_half) = tokio::io::split(stream);
+    let max_age = shared.settings.connection_age_limit();
+    let (mut read_half, write_half) = tokio::io::split(stream);
     let (pending_tx, pending_rx) = mpsc::channel(shared.settings.max_pending_windows);
     let waiting = Arc::new(AtomicUsize::new(0));
     let stop = CancellationToken::new();
@@ -185,6 +208,7 @@ where
         waiting: waiting.clone(),
         stop: stop.clone(),
         held: held.clone(),
+        max_age: max_age.map(|age| (age, Instant::now() + age)),
     };
     let acker = Acker {
         shared: shared.clone(),
@@ -196,13 +220,16 @@ where
         // Whatever ended the reader, the windows it completed before are still
         // acknowledged once delivered (fewer resends, fewer duplicates); only the broken
         // window is not (docs/PROTOCOL.md rule 5).
-        reader.run(read_half),
+        reader.run(&mut read_half),
         async {
             let end = acker.run(write_half, pending_rx).await;
             stop.cancel();
             end
         }
     );
+    if let ConnectionEnd::MaxAge(_) = read_end {
+        linger(&mut read_half, shared.settings.keepalive_interval).await;
+    }
     // The first real cause wins: a stalled output or failed delivery explains why the
     // reader saw the socket close under it.
     match (read_end, ack_end) {

@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use chrono::Utc;
@@ -54,6 +55,8 @@ pub(super) struct Reader {
     pub waiting: Arc<AtomicUsize>,
     pub stop: CancellationToken,
     pub held: Arc<HeldEvents>,
+    /// This connection's age limit and when it passes (`server.max_connection_age`).
+    pub max_age: Option<(Duration, Instant)>,
 }
 
 impl Reader {
@@ -252,6 +255,18 @@ impl Reader {
             }
         };
         tokio::pin!(shutdown);
+        // Between windows only, so that no window is half read: ending here lets the
+        // acknowledger write every pending ACK before the socket closes.
+        let aged = async {
+            match self.max_age {
+                Some((age, at)) if !mid_window => {
+                    tokio::time::sleep_until(at).await;
+                    age
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::pin!(aged);
         loop {
             tokio::select! {
                 // Checked before the socket: once shutdown has begun, a connection
@@ -260,6 +275,7 @@ impl Reader {
                 biased;
                 _ = self.stop.cancelled() => return Err(ConnectionEnd::Closed),
                 _ = &mut shutdown => return Err(ConnectionEnd::Shutdown),
+                age = &mut aged => return Err(ConnectionEnd::MaxAge(age)),
                 r = tokio::time::timeout(idle, read_some(socket, buf)) => match r {
                     Ok(Ok(n)) => {
                         self.shared.metrics.receive.received_bytes.inc_by(n as u64);

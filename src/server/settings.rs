@@ -17,6 +17,10 @@ pub struct ServerSettings {
     pub stall_timeout: Duration,
     /// A connection that sends nothing while nothing of it waits is closed.
     pub idle_timeout: Duration,
+    /// A connection older than this (each one's own age drawn within
+    /// [`MAX_CONNECTION_AGE_JITTER`]) is closed at its next window boundary, so that its
+    /// client reconnects through the Service and may land on another replica. `None`: off.
+    pub max_connection_age: Option<Duration>,
     /// What the decoder accepts from a peer (docs/PROTOCOL.md rule 6).
     pub limits: Limits,
     /// Event bytes held in memory over all connections (the in-flight budget).
@@ -27,4 +31,18 @@ pub struct ServerSettings {
     pub batch_events: usize,
     /// After a shutdown signal: the time in-flight windows get to be acknowledged.
     pub shutdown_grace: Duration,
+}
+
+/// Each connection's age limit is `max_connection_age` times a factor drawn uniformly
+/// from 1 +- this: connections opened together (a replica's clients after its restart, a
+/// fleet after a rollout) then do not all reconnect in the same second. 10 % spreads a
+/// 10-minute age over 2 minutes, while no connection lives more than 10 % past it.
+pub const MAX_CONNECTION_AGE_JITTER: f64 = 0.1;
+
+impl ServerSettings {
+    /// How long a connection accepted now may live, jittered; `None` when ages are off.
+    pub fn connection_age_limit(&self) -> Option<Duration> {
+        let factor = 1.0 + MAX_CONNECTION_AGE_JITTER * (2.0 * fastrand::f64() - 1.0);
+        self.max_connection_age.map(|age| age.mul_f64(factor))
+    }
 }

@@ -207,18 +207,23 @@ mod tests {
     fn max_connection_age_is_off_by_default_and_below_one_second_is_rejected() {
         let default = Settings::load(None, env(&[])).unwrap();
         assert_eq!(default.server.max_connection_age, None);
-        let set = Settings::load(None, env(&[("LUMBERD_SERVER_MAX_CONNECTION_AGE", "10m")]))
-            .unwrap();
+        let set =
+            Settings::load(None, env(&[("LUMBERD_SERVER_MAX_CONNECTION_AGE", "10m")])).unwrap();
         assert_eq!(
             set.server.max_connection_age,
             Some(std::time::Duration::from_secs(600))
         );
         let limit = set.server.connection_age_limit().unwrap().as_secs_f64();
-        assert!((540.0..=660.0).contains(&limit), "jittered age {limit}s is outside 10m +- 10 %");
+        assert!(
+            (540.0..=660.0).contains(&limit),
+            "jittered age {limit}s is outside 10m +- 10 %"
+        );
         let err = Settings::load(None, env(&[("LUMBERD_SERVER_MAX_CONNECTION_AGE", "500ms")]))
             .unwrap_err();
         assert!(
-            err.problems.iter().any(|p| p.contains("max_connection_age")),
+            err.problems
+                .iter()
+                .any(|p| p.contains("max_connection_age")),
             "{err}"
         );
     }

@@ -10,8 +10,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Gauges, Metrics, NotReadyReason};
 
 /// The admin port's settings (`[admin]`), typed and checked by `config`.
 #[derive(Debug, Clone)]
@@ -43,6 +43,25 @@ pub struct Status {
     shutdown: CancellationToken,
     tasks: Mutex<Vec<(&'static str, Arc<AtomicBool>)>>,
     ready_gauge: prometheus::IntGauge,
+    not_ready: Gauges<NotReadyReason>,
+    backlog: OnceLock<(Backlog, Mutex<BacklogState>)>,
+}
+
+/// When the output counts as behind, for readiness: the in-flight bytes (read live, not
+/// from the scraped gauge) against `server.ready_high_water` of the budget.
+pub struct Backlog {
+    pub used: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Above this for `grace`: behind.
+    pub high: u64,
+    /// Behind until back at or under this (hysteresis).
+    pub low: u64,
+    pub grace: Duration,
+}
+
+#[derive(Default)]
+struct BacklogState {
+    above_since: Option<Instant>,
+    behind: bool,
 }
 
 /// Held by a long-running task; dropping it (the task ended or panicked) marks the task
@@ -63,6 +82,8 @@ impl Status {
             shutdown,
             tasks: Mutex::new(Vec::new()),
             ready_gauge: metrics.ready.clone(),
+            not_ready: metrics.not_ready.clone(),
+            backlog: OnceLock::new(),
         })
     }
 
@@ -100,20 +121,60 @@ impl Status {
         }
     }
 
+    /// Readiness also fails while the output is behind ([`Status::behind`]).
+    pub fn shed_when_behind(&self, backlog: Backlog) {
+        let _ = self.backlog.set((backlog, Mutex::default()));
+    }
+
+    /// Not ready while the output is behind: in-flight bytes above the high-water mark
+    /// for longer than the grace (a bulk flush that fills the budget for a moment is not
+    /// behind); ready again only once they are back at the low-water mark, so that a
+    /// replica hovering at the mark does not flap in and out of the Service. Measured
+    /// when asked (the kubelet's probes, scrapes): the grace starts at the first probe
+    /// that sees the backlog.
+    fn behind(&self) -> Option<String> {
+        let (b, state) = self.backlog.get()?;
+        let used = (b.used)();
+        let mut s = state.lock().ok()?;
+        if used > b.high {
+            let since = *s.above_since.get_or_insert_with(Instant::now);
+            s.behind |= since.elapsed() >= b.grace;
+        } else {
+            s.above_since = None;
+            s.behind &= used > b.low;
+        }
+        s.behind.then(|| {
+            format!(
+                "output behind ({used} bytes in flight; ready again at {})",
+                b.low
+            )
+        })
+    }
+
     /// `Err` says why new clients should go elsewhere.
     pub fn ready(&self) -> Result<(), String> {
         let mut why = Vec::new();
         if self.shutdown.is_cancelled() {
-            why.push("shutting down".to_string());
+            why.push((NotReadyReason::ShuttingDown, "shutting down".to_string()));
         } else if !self.listening.load(Ordering::Acquire) {
-            why.push("not listening yet".to_string());
+            why.push((
+                NotReadyReason::NotListening,
+                "not listening yet".to_string(),
+            ));
         }
         if self.output_up.get() != 1 {
-            why.push("output unreachable".to_string());
+            why.push((NotReadyReason::OutputDown, "output unreachable".to_string()));
+        } else if let Some(behind) = self.behind() {
+            why.push((NotReadyReason::OutputBehind, behind));
         }
         if let Err(e) = self.live() {
-            why.push(e);
+            why.push((NotReadyReason::TaskStopped, e));
         }
+        for reason in NotReadyReason::ALL {
+            self.not_ready
+                .set(reason, why.iter().any(|(r, _)| *r == reason));
+        }
+        let why: Vec<String> = why.into_iter().map(|(_, w)| w).collect();
         let ready = why.is_empty();
         self.ready_gauge.set(i64::from(ready));
         if ready {
@@ -271,5 +332,50 @@ mod tests {
         shutdown.cancel();
         drop(accept);
         assert_eq!(s.live(), Ok(()), "a drain must not fail liveness");
+    }
+
+    #[test]
+    fn behind_after_the_grace_above_high_water_and_ready_again_only_at_low_water() {
+        use std::sync::atomic::AtomicU64;
+        let metrics = Metrics::new().unwrap();
+        let s = Status::new(&metrics, CancellationToken::new());
+        s.set_listening(true);
+        metrics.output.up.set(1);
+        let used = Arc::new(AtomicU64::new(0));
+        let backlog = |grace| {
+            let used = used.clone();
+            Backlog {
+                used: Box::new(move || used.load(Ordering::Relaxed)),
+                high: 80,
+                low: 40,
+                grace,
+            }
+        };
+        s.shed_when_behind(backlog(Duration::ZERO));
+        assert_eq!(s.ready(), Ok(()));
+        used.store(81, Ordering::Relaxed);
+        assert!(s.ready().unwrap_err().contains("output behind"));
+        assert_eq!(
+            metrics.not_ready.series[NotReadyReason::OutputBehind as usize].get(),
+            1
+        );
+        used.store(60, Ordering::Relaxed);
+        assert!(s.ready().is_err(), "between the marks it stays not ready");
+        used.store(40, Ordering::Relaxed);
+        assert_eq!(s.ready(), Ok(()));
+        assert_eq!(
+            metrics.not_ready.series[NotReadyReason::OutputBehind as usize].get(),
+            0
+        );
+
+        let waits = Status::new(&metrics, CancellationToken::new());
+        waits.set_listening(true);
+        waits.shed_when_behind(backlog(Duration::from_secs(3600)));
+        used.store(100, Ordering::Relaxed);
+        assert_eq!(
+            waits.ready(),
+            Ok(()),
+            "a backlog younger than the grace is not behind"
+        );
     }
 }

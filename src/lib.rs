@@ -116,6 +116,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let pipeline = Pipeline::new(&pipeline, telemetry.metrics.registry())
         .context("cannot register the pipeline's metrics")?;
     let (listen, grace) = (server.listen, server.shutdown_grace);
+    let ready_water = (server.ready_high_water, server.ready_grace);
     let server = Server::bind(
         server,
         pipeline,
@@ -131,6 +132,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = server.local_addr()?;
     watch_budget(&telemetry.metrics, &server);
+    shed_when_behind(&telemetry.status, &server, ready_water);
     announce(addr, admin, &output, tls.as_deref());
     if let Some(tls) = tls {
         watch_tls_reload(tls, &telemetry, shutdown);
@@ -328,6 +330,18 @@ fn watch_queue(metrics: &Arc<Metrics>, output: &OutputSender) {
         if let Some(tx) = queue.upgrade() {
             depth.set((tx.max_capacity() - tx.capacity()) as i64);
         }
+    });
+}
+
+/// `/readyz` fails while the in-flight budget stays over its high-water mark.
+fn shed_when_behind(status: &Status, server: &Server, (high_water, grace): (f64, Duration)) {
+    let (limit, budget) = server.budget();
+    let high = (limit as f64 * high_water) as u64;
+    status.shed_when_behind(admin::Backlog {
+        used: Box::new(move || limit.saturating_sub(budget.available_permits() as u64)),
+        high,
+        low: high / 2,
+        grace,
     });
 }
 

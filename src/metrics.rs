@@ -121,6 +121,18 @@ labels! {
 }
 
 labels! {
+    /// Why `/readyz` answers not ready: the `reason` of `lumberd_not_ready`.
+    pub enum NotReadyReason {
+        NotListening => "not_listening",
+        ShuttingDown => "shutting_down",
+        OutputDown => "output_down",
+        /// In-flight bytes above `server.ready_high_water` for `server.ready_grace`.
+        OutputBehind => "output_behind",
+        TaskStopped => "task_stopped",
+    }
+}
+
+labels! {
     /// Why a connection was closed as soon as it was accepted: the `reason` of
     /// `lumberd_connections_rejected_total`.
     pub enum RejectReason {
@@ -270,6 +282,8 @@ pub struct Metrics {
     pub output: OutputMetrics,
     /// 1 while /readyz says ready.
     pub ready: IntGauge,
+    /// 1 for each reason /readyz now gives for not being ready.
+    pub not_ready: Gauges<NotReadyReason>,
     /// Log lines not written because the same warning was written recently.
     pub log_suppressed: IntCounter,
     /// Refreshes gauges read at scrape time (budget, queue depth, certificate expiry).
@@ -332,6 +346,40 @@ fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<In
     Ok(c)
 }
 
+/// A gauge family over a [`Label`] enum, every series created at 0.
+pub struct Gauges<L> {
+    pub(crate) series: Box<[IntGauge]>,
+    label: PhantomData<fn(L)>,
+}
+
+impl<L> Clone for Gauges<L> {
+    fn clone(&self) -> Self {
+        Gauges {
+            series: self.series.clone(),
+            label: PhantomData,
+        }
+    }
+}
+
+impl<L: Label> Gauges<L> {
+    fn registered(r: &Registry, name: &str, help: &str, label: &str) -> prometheus::Result<Self> {
+        let family = prometheus::IntGaugeVec::new(Opts::new(name, help), &[label])?;
+        r.register(Box::new(family.clone()))?;
+        let series = L::ALL
+            .iter()
+            .map(|v| family.with_label_values(&[v.label()]))
+            .collect();
+        Ok(Gauges {
+            series,
+            label: PhantomData,
+        })
+    }
+
+    pub fn set(&self, value: L, on: bool) {
+        self.series[value.index()].set(i64::from(on));
+    }
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
     let g = IntGauge::new(name, help)?;
     registry.register(Box::new(g.clone()))?;
@@ -373,6 +421,12 @@ impl Metrics {
             tls: TlsMetrics::new()?,
             output: OutputMetrics::new(&r)?,
             ready: gauge(&r, "lumberd_ready", "1 while /readyz answers ready.")?,
+            not_ready: Gauges::registered(
+                &r,
+                "lumberd_not_ready",
+                "1 for each reason /readyz now answers not ready.",
+                "reason",
+            )?,
             log_suppressed: counter(
                 &r,
                 "lumberd_log_messages_suppressed_total",

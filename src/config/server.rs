@@ -35,6 +35,14 @@ const MIN_MAX_CONNECTION_AGE: Duration = Duration::from_secs(1);
 /// Event bytes held in memory between the socket and the output, over all connections;
 /// past it connections stop reading (TCP backpressure). Must hold two largest frames.
 pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 48 * 1024 * 1024;
+/// At 80 % of the budget the replica is close to stopping reads for every client (TCP
+/// backpressure); new connections do better on a replica with room, and the last 20 %
+/// still serves the clients it has. Ready again at half of it (hysteresis).
+pub const DEFAULT_READY_HIGH_WATER: f64 = 0.8;
+/// A bulk flush or an Elasticsearch merge pause fills the budget for seconds; only a
+/// backlog that lasts longer than that sheds new connections. Under Filebeat's 30 s
+/// timeout and the kubelet's default 3 x 10 s failure threshold.
+pub const DEFAULT_READY_GRACE: Duration = Duration::from_secs(15);
 /// Filebeat pipelines 2 windows by default; a client with more waits for ACKs.
 pub const DEFAULT_MAX_PENDING_WINDOWS: usize = 8;
 /// Events per batch handed to the output: amortises queue operations per event.
@@ -67,6 +75,9 @@ pub(super) struct RawServer {
     max_window_events: u32,
     max_inflight_bytes: u64,
     max_pending_windows: usize,
+    ready_high_water: f64,
+    #[serde(deserialize_with = "duration")]
+    ready_grace: Duration,
     batch_events: usize,
     #[serde(deserialize_with = "duration")]
     shutdown_grace: Duration,
@@ -86,6 +97,8 @@ impl Default for RawServer {
             max_window_events: Limits::DEFAULT.max_window_events,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             max_pending_windows: DEFAULT_MAX_PENDING_WINDOWS,
+            ready_high_water: DEFAULT_READY_HIGH_WATER,
+            ready_grace: DEFAULT_READY_GRACE,
             batch_events: DEFAULT_BATCH_EVENTS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
@@ -127,6 +140,15 @@ pub(super) fn validate(s: RawServer, p: &mut Problems) -> ServerSettings {
         p.key(
             "server.max_connection_age",
             "must be 0 (off) or at least 1s",
+        );
+    }
+    if !(s.ready_high_water > 0.0 && s.ready_high_water <= 1.0) {
+        p.key(
+            "server.ready_high_water",
+            format!(
+                "{} is not a fraction of the budget in (0, 1]",
+                s.ready_high_water
+            ),
         );
     }
     p.at_least_one(&[
@@ -175,6 +197,8 @@ pub(super) fn validate(s: RawServer, p: &mut Problems) -> ServerSettings {
         },
         max_inflight_bytes: s.max_inflight_bytes,
         max_pending_windows: s.max_pending_windows,
+        ready_high_water: s.ready_high_water,
+        ready_grace: s.ready_grace,
         batch_events: s.batch_events,
         shutdown_grace: s.shutdown_grace,
     }

@@ -27,6 +27,11 @@ pub struct ServerSettings {
     pub max_inflight_bytes: u64,
     /// Complete windows per connection waiting for their ACK before it stops reading.
     pub max_pending_windows: usize,
+    /// `/readyz` fails once in-flight bytes have stayed above this fraction of
+    /// `max_inflight_bytes` for `ready_grace` (the output is behind), until they are back
+    /// under half of it.
+    pub ready_high_water: f64,
+    pub ready_grace: Duration,
     /// Events per batch handed to the output.
     pub batch_events: usize,
     /// After a shutdown signal: the time in-flight windows get to be acknowledged.

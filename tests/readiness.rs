@@ -16,7 +16,7 @@ use support::lumberd::{metric, Lumberd};
 
 const BEHIND: &str = "lumberd_not_ready{reason=\"output_behind\"}";
 const WINDOW: usize = 500;
-const WINDOWS: usize = 40;
+const WINDOWS: usize = 16;
 
 /// Polls `/readyz` (as the kubelet does) until `want(status, body)`; returns the body and
 /// how long it took. Fails after `deadline` with the last answer and the logs.
@@ -49,7 +49,7 @@ fn readyz_turns_not_ready_while_a_slow_elasticsearch_keeps_the_budget_full_and_r
     else {
         return;
     };
-    // A 1 MiB budget, behind above half of it for 1 s: a load of 20000 events keeps it
+    // A 1 MiB budget, behind above half of it for 1 s: a load of 8000 events keeps it
     // there while one write thread indexes.
     let lumberd = lumberd_to(node.url())
         .env("LUMBERD_SERVER_MAX_FRAME_BYTES", "262144")

@@ -112,7 +112,16 @@ impl Reader {
                         self.hold(record, size, reservation, &mut batcher).await?;
                     }
                     match completes {
-                        Some(window) => self.complete(window, batcher.finish()).await?,
+                        Some(window) => {
+                            self.complete(window, batcher.finish()).await?;
+                            // The window boundary, also when the next window is already
+                            // buffered (a client that never waits for an ACK).
+                            if let Some((age, at)) = self.max_age {
+                                if Instant::now() >= at {
+                                    return Err(ConnectionEnd::MaxAge(age));
+                                }
+                            }
+                        }
                         None => {
                             if let Some(full) = batcher.full() {
                                 self.send(full).await?;

@@ -94,6 +94,36 @@ app_version=$(sed -n 's/^appVersion: "\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$CHART/Ch
 [[ $app_version == "$crate_version" ]] ||
   fail "Chart.yaml appVersion $app_version is not the crate version $crate_version (Cargo.toml)"
 
+# --- every setting of config/lumberd.toml can be set through config.<section> -------------
+# values.schema.json forbids unknown keys (a typo fails the install instead of being
+# ignored), so a setting added to lumberd without its schema entry makes the chart reject
+# it. The keys the chart renders itself from other values are listed with their source.
+step "values.schema.json lists every setting of config/lumberd.toml"
+python3 - "$CHART/values.schema.json" config/lumberd.toml <<'PY' || fail "values.schema.json is missing settings of config/lumberd.toml (see above)"
+import json, sys, tomllib
+schema = json.load(open(sys.argv[1]))["properties"]["config"]["properties"]
+reference = tomllib.load(open(sys.argv[2], "rb"))
+rendered_by_chart = {
+    "server": {"listen": "ports.beats"},
+    "tls": {"enabled": "tls.enabled", "client_auth": "tls.clientAuth", "client_ca": "tls.clientCaSecret"},
+    "output": {"data_dir": "persistence", "elasticsearch": "elasticsearch.hosts",
+               "username": "elasticsearch secret", "password": "elasticsearch secret",
+               "api_key": "elasticsearch secret"},
+    "admin": {"*": "ports.admin; the admin server's limits are lumberd's defaults"},
+    "pipeline": {"*": "config.pipeline, raw TOML"},
+}
+missing = []
+for section, keys in reference.items():
+    exempt = rendered_by_chart.get(section, {})
+    if "*" in exempt:
+        continue
+    allowed = schema.get(section, {}).get("properties", {})
+    missing += [f"config.{section}.{k}" for k in keys if k not in allowed and k not in exempt]
+for key in missing:
+    print(f"values.schema.json: {key} is a lumberd setting the chart's schema rejects", file=sys.stderr)
+sys.exit(1 if missing else 0)
+PY
+
 # --- lint and render every ci values file -----------------------------------------------
 rm -f "$OUT"/*.yaml
 shopt -s nullglob

@@ -11,6 +11,17 @@ Elasticsearch's CPU (with a cluster: the sum of its JVMs) from /proc/PID/stat ov
 events/s, and checks that Elasticsearch's `_count` equals the events acknowledged.
 Writes target/bench/e2e-es.json and prints a summary. Python 3 standard library only.
 
+With --cluster N the event indices get N primary shards (one per node: with the
+default single shard one node would index every primary and another every replica, the
+third only coordinating), and lumberd's stall_timeout and request_timeout are the run's
+--timeout: this run measures throughput and CPU, not failover (tests/cluster.rs does), and
+on a machine shared with other work a cluster can take longer than the 60 s stall_timeout
+to store one window, which closed every connection of the first run (lumberload does not
+reconnect), or longer than the 90 s request_timeout, after which a request is sent again
+and Elasticsearch indexes its events twice (answering 409 for the second copies). The
+result records how contended the machine was (load average, the share of the machine's
+CPU the cluster got) and lumberd's resent requests and duplicate answers.
+
 Target (issue 4): lumberd's CPU under 15% of Elasticsearch's for the same events.
 """
 
@@ -42,6 +53,39 @@ def es_get(url, path, method="GET"):
     req = urllib.request.Request(url + path, method=method)
     with urllib.request.urlopen(req, timeout=60) as resp:
         return json.loads(resp.read())
+
+
+def machine_cpu_ticks():
+    """(busy, total) jiffies of every CPU since boot, from the first line of /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def scrape(stderr_path):
+    """lumberd's metrics (name{labels} -> value), from the admin port its log names."""
+    with open(stderr_path, "rb") as f:
+        text = f.read().decode("utf-8", "replace")
+    marker = "admin port serving"
+    line = next((l for l in text.splitlines() if marker in l), None)
+    if line is None:
+        return {}
+    addr = line.split("admin=")[1].split()[0]
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as resp:
+        body = resp.read().decode()
+    out = {}
+    for l in body.splitlines():
+        if l and not l.startswith("#"):
+            k, _, v = l.rpartition(" ")
+            out[k] = float(v)
+    return out
 
 
 def main():
@@ -90,6 +134,12 @@ def main():
             with open(os.path.join(d, "es.pid")) as f:
                 es_pids.append(int(f.read().strip()))
         env = {"LUMBERD_OUTPUT_ELASTICSEARCH": hosts, "LUMBERD_OUTPUT_TEMPLATE_REPLICAS": replicas}
+        if args.cluster:
+            # See the module doc: one primary per node; no stall or request timeout
+            # shorter than the run.
+            env["LUMBERD_OUTPUT_TEMPLATE_SHARDS"] = str(args.cluster)
+            env["LUMBERD_SERVER_STALL_TIMEOUT"] = f"{args.timeout}s"
+            env["LUMBERD_OUTPUT_REQUEST_TIMEOUT"] = f"{args.timeout}s"
         server = e2e.Lumberd(os.path.abspath(args.lumberd), env, workdir)
         server.start(60)
         pid = server.proc.pid
@@ -98,6 +148,8 @@ def main():
             return sum(e2e.proc_cpu_seconds(p) for p in es_pids)
 
         cpu0, es0 = e2e.proc_cpu_seconds(pid), es_cpu_seconds()
+        busy0, total0 = machine_cpu_ticks()
+        load0 = loadavg()
         t0 = time.monotonic()
         windows = args.events // 2048 + args.conns + 1
         r = subprocess.run([lumberload, "-addr", server.addr, "-conns", str(args.conns),
@@ -109,6 +161,27 @@ def main():
         cpu = e2e.proc_cpu_seconds(pid) - cpu0
         es_cpu = es_cpu_seconds() - es0
         hwm = e2e.proc_status_kib(pid, "VmHWM")
+        busy1, total1 = machine_cpu_ticks()
+        machine_cpu = (total1 - total0) / e2e.CLK_TCK
+        metrics = scrape(server.stderr_path)
+        res["machine"] = {
+            "load_average_1m": [load0, loadavg()],
+            "cpus": os.cpu_count(),
+            "busy_share": round((busy1 - busy0) / (total1 - total0), 3) if total1 > total0 else None,
+            "es_share_of_machine_cpu": round(es_cpu / machine_cpu, 3) if machine_cpu else None,
+            "lumberd_share_of_machine_cpu": round(cpu / machine_cpu, 4) if machine_cpu else None,
+        }
+        res["lumberd_metrics"] = {
+            k: metrics.get(k, 0.0) for k in (
+                'lumberd_bulk_requests_total{outcome="success"}',
+                'lumberd_bulk_requests_total{outcome="retried"}',
+                'lumberd_output_events_total{outcome="indexed"}',
+                'lumberd_output_events_total{outcome="duplicate"}',
+                'lumberd_output_events_total{outcome="retried"}',
+                "lumberd_bulk_request_duration_seconds_sum",
+                "lumberd_bulk_request_duration_seconds_count",
+            )
+        }
         load = next((json.loads(l) for l in reversed(r.stdout.splitlines()) if l.startswith("{")), None)
         if load is None:
             raise RuntimeError(f"lumberload printed no result: {r.stderr[-2000:]}")

@@ -40,6 +40,7 @@ import e2e  # noqa: E402  (the file benchmark's helpers: Lumberd, proc_*, build_
 REPO = e2e.REPO
 ES_SH = os.path.join(REPO, "tests", "es", "es.sh")
 TARGET_CPU_SHARE = 0.15
+IDLE_BASELINE_SECONDS = 10
 
 
 def es(cmd, node_dir, *extra):
@@ -147,6 +148,11 @@ def main():
         def es_cpu_seconds():
             return sum(e2e.proc_cpu_seconds(p) for p in es_pids)
 
+        # What the idle nodes burn (cluster coordination, health checks) on this machine,
+        # so the run's Elasticsearch CPU can be read against it.
+        idle0, idle_t0 = es_cpu_seconds(), time.monotonic()
+        time.sleep(IDLE_BASELINE_SECONDS)
+        res["es_idle_cpu_per_second"] = round((es_cpu_seconds() - idle0) / (time.monotonic() - idle_t0), 3)
         cpu0, es0 = e2e.proc_cpu_seconds(pid), es_cpu_seconds()
         busy0, total0 = machine_cpu_ticks()
         load0 = loadavg()

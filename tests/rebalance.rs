@@ -2,12 +2,13 @@
 //! "Service", Beats clients pinned to the replicas that existed when they connected; a
 //! third replica starts, and within one connection age the clients' reconnects reach it.
 //!
-//! The Service is a TCP relay in this file that hands each new connection to the next
-//! replica in turn, as kube-proxy (IPVS round robin, or iptables at random) does: the
-//! clients only ever know its address. The clients are go-lumber's lumberclient in
-//! failover mode (Filebeat's reconnect-and-resend) with the Service as every host:
-//! three at once as Filebeat's `loadbalance: true, worker: 3` opens three connections,
-//! and one as `loadbalance: false` (one connection, one window at a time). Checked:
+//! The Service is [`support::service::Service`], a TCP relay that hands each new
+//! connection to the next replica in turn, as kube-proxy does: the clients only ever
+//! know its address. The clients are go-lumber's lumberclient in failover mode
+//! (Filebeat's reconnect-and-resend) with the Service as every host: three at once as
+//! Filebeat's `loadbalance: true, worker: 3` opens three connections, and one as
+//! `loadbalance: false` (one connection, one window at a time); tests/rebalance_filebeat.rs
+//! runs Filebeat itself. Checked:
 //! the new replica gets connections within one age (+ its 10 % jitter) of starting,
 //! every close for age is counted, and every event is stored exactly once over the
 //! three replicas' file outputs: the closes at window boundaries lose and double nothing.
@@ -15,14 +16,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use support::clients::{go_lumber, run_client, ClientRun};
 use support::lumberd::{metric, Lumberd};
+use support::service::Service;
 
 /// Short, so that a test sees several ages; at least lumberd's 1 s minimum.
 const AGE: Duration = Duration::from_secs(2);
@@ -32,64 +32,6 @@ const JITTER: f64 = 0.1;
 /// third replica starts (the test fails, saying so, if it is not).
 const WINDOW: usize = 50;
 const WINDOWS: usize = 400;
-
-/// A Service in front of the replicas: each accepted connection is relayed to the next
-/// backend in turn; FINs are passed on, so a graceful close stays graceful end to end.
-struct Service {
-    addr: SocketAddr,
-    backends: Arc<Mutex<Vec<SocketAddr>>>,
-}
-
-impl Service {
-    fn start(backends: Vec<SocketAddr>) -> Service {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let backends = Arc::new(Mutex::new(backends));
-        let list = backends.clone();
-        thread::spawn(move || {
-            let mut next = 0usize;
-            for client in listener.incoming().flatten() {
-                let backend = {
-                    let list = list.lock().unwrap();
-                    next += 1;
-                    list[next % list.len()]
-                };
-                let Ok(upstream) = TcpStream::connect(backend) else {
-                    continue; // the client sees a close and reconnects
-                };
-                let (c2, u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
-                thread::spawn(move || pipe(client, upstream));
-                thread::spawn(move || pipe(u2, c2));
-            }
-        });
-        Service { addr, backends }
-    }
-
-    /// A new replica became ready: the Service starts sending connections to it.
-    fn add(&self, backend: SocketAddr) {
-        self.backends.lock().unwrap().push(backend);
-    }
-}
-
-/// Copies `from` to `to`; at `from`'s end of stream, half-closes `to` (passes the FIN on);
-/// on an error, closes both.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => {
-                let _ = to.shutdown(Shutdown::Write);
-                return;
-            }
-            Ok(n) if to.write_all(&buf[..n]).is_ok() => {}
-            _ => {
-                let _ = to.shutdown(Shutdown::Both);
-                let _ = from.shutdown(Shutdown::Both);
-                return;
-            }
-        }
-    }
-}
 
 fn replica() -> Lumberd {
     Lumberd::builder()

@@ -8,7 +8,8 @@
 //!   what the clients sent; [`es`]: a real Elasticsearch node and its queries;
 //! * [`certs`]: fresh certificates for the TLS tests;
 //! * [`filebeat`]: Elastic's Filebeat run against lumberd, and its registry;
-//!   [`qwen_log`]: the Qwen log files it ships, and the check of what lumberd stored.
+//!   [`qwen_log`]: the Qwen log files it ships, and the check of what lumberd stored;
+//! * [`service`]: a round-robin relay standing in for a Kubernetes Service.
 #![allow(dead_code)]
 
 pub mod certs;
@@ -17,6 +18,7 @@ pub mod es;
 pub mod filebeat;
 pub mod lumberd;
 pub mod qwen_log;
+pub mod service;
 pub mod stored;
 
 use std::path::PathBuf;

@@ -398,9 +398,13 @@ fn a_red_cluster_answers_503_items_that_are_retried_until_nothing_is_lost() {
         None,
     );
     assert_eq!(status, 200, "voting exclusions: {body}");
-    for &h in &holders {
-        c.node(h).stop();
-    }
+    // Both at once: each stop waits for its node's graceful shutdown.
+    thread::scope(|s| {
+        for &h in &holders {
+            let node = c.node(h);
+            s.spawn(move || node.stop());
+        }
+    });
     let (_, health) = c.live().request("GET", "/_cluster/health", None);
     assert_eq!(health["status"], "red", "{health}");
     let red_at = Instant::now();

@@ -405,8 +405,22 @@ fn a_red_cluster_answers_503_items_that_are_retried_until_nothing_is_lost() {
             s.spawn(move || node.stop());
         }
     });
-    let (_, health) = c.live().request("GET", "/_cluster/health", None);
-    assert_eq!(health["status"], "red", "{health}");
+    // The master removes the two nodes in cluster state updates of its own: health is
+    // asked once it counts only the third (up to 60 s), not at the moment they exited.
+    let left = c.len() - holders.len();
+    let (_, health) = c.live().request(
+        "GET",
+        &format!("/_cluster/health?wait_for_nodes={left}&timeout=60s"),
+        None,
+    );
+    assert_eq!(
+        (
+            health["number_of_nodes"].as_u64(),
+            health["status"].as_str()
+        ),
+        (Some(left as u64), Some("red")),
+        "{health}"
+    );
     let red_at = Instant::now();
 
     let (window, windows) = (200, 10);

@@ -5,7 +5,9 @@
 //! Liveness and readiness answer different questions, as Kubernetes uses them:
 //! `/healthz` fails only when restarting the process would help (one of its tasks has
 //! stopped although no shutdown was asked for); `/readyz` fails whenever new clients
-//! should go elsewhere (not listening yet, the output unreachable, shutting down).
+//! should go elsewhere (not listening yet, the output unreachable, shutting down, the
+//! spool over its high-water mark). With the spool on, an unreachable Elasticsearch is
+//! not a reason: the spool takes the windows meanwhile.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,6 +47,9 @@ pub struct Status {
     ready_gauge: prometheus::IntGauge,
     not_ready: Gauges<NotReadyReason>,
     backlog: OnceLock<(Backlog, Mutex<BacklogState>)>,
+    /// Set when the spool runs: says why it should take no new clients (over its
+    /// high-water mark), and makes an unreachable output no reason to.
+    spool: OnceLock<SpoolCheck>,
 }
 
 /// When the output counts as behind, for readiness: the in-flight bytes (read live, not
@@ -63,6 +68,9 @@ struct BacklogState {
     above_since: Option<Instant>,
     behind: bool,
 }
+
+/// `Some(reason)` while the spool should take no new clients.
+pub type SpoolCheck = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Held by a long-running task; dropping it (the task ended or panicked) marks the task
 /// stopped.
@@ -84,12 +92,19 @@ impl Status {
             ready_gauge: metrics.ready.clone(),
             not_ready: metrics.not_ready.clone(),
             backlog: OnceLock::new(),
+            spool: OnceLock::new(),
         })
     }
 
     /// The Beats port is bound and accepting.
     pub fn set_listening(&self, listening: bool) {
         self.listening.store(listening, Ordering::Release);
+    }
+
+    /// The spool runs in front of the output: readiness follows its fill, not the
+    /// output's reachability.
+    pub fn set_spool(&self, check: SpoolCheck) {
+        let _ = self.spool.set(check);
     }
 
     /// Registers a task that must run for as long as lumberd does.
@@ -162,7 +177,13 @@ impl Status {
                 "not listening yet".to_string(),
             ));
         }
-        if self.output_up.get() != 1 {
+        // With the spool on, it takes the windows while Elasticsearch is away: only its
+        // own fill is a reason (issue 15: an outage is not "behind" until the spool is).
+        let output_down = self.spool.get().is_none() && self.output_up.get() != 1;
+        if let Some(over_high_water) = self.spool.get() {
+            why.extend(over_high_water().map(|w| (NotReadyReason::SpoolHighWater, w)));
+        }
+        if output_down {
             why.push((NotReadyReason::OutputDown, "output unreachable".to_string()));
         } else if let Some(behind) = self.behind() {
             why.push((NotReadyReason::OutputBehind, behind));
@@ -314,6 +335,27 @@ mod tests {
         shutdown.cancel();
         assert_eq!(s.ready(), Err("shutting down".into()));
         assert_eq!(metrics.ready.get(), 0);
+    }
+
+    #[test]
+    fn with_the_spool_readiness_follows_its_high_water_mark_not_the_output() {
+        let metrics = Metrics::new().unwrap();
+        let s = Status::new(&metrics, CancellationToken::new());
+        s.set_listening(true);
+        let over = Arc::new(AtomicBool::new(false));
+        let o = over.clone();
+        s.set_spool(Box::new(move || {
+            o.load(Ordering::Acquire)
+                .then(|| "spool over its high-water mark".to_string())
+        }));
+        metrics.output.up.set(0);
+        assert_eq!(
+            s.ready(),
+            Ok(()),
+            "the spool takes windows while the output is down"
+        );
+        over.store(true, Ordering::Release);
+        assert_eq!(s.ready(), Err("spool over its high-water mark".into()));
     }
 
     #[test]

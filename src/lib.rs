@@ -18,6 +18,12 @@
 //! and fsynced). A connection that breaks before its ACK loses nothing: the client resends
 //! the window. Memory is bounded by `server.max_inflight_bytes`: past it connections stop
 //! reading and TCP pushes back on the clients.
+//!
+//! **With `[spool] dir` set** (Elasticsearch output), the output a window waits for is
+//! the spool: a window is acknowledged once its events are written and fsynced there,
+//! and the spool's reader sends them on to Elasticsearch in order, removing only what
+//! Elasticsearch has stored (see [`output::spooled`]). A full spool stops the
+//! connections' reading exactly as a full queue does.
 
 #![forbid(unsafe_code)]
 
@@ -49,6 +55,7 @@ use crate::config::{LogSettings, OutputSettings, Settings};
 use crate::metrics::Metrics;
 use crate::output::elasticsearch::EsOutput;
 use crate::output::file::FileOutput;
+use crate::output::spooled::{self, ReadSizes, Spooled, SpooledSettings};
 use crate::output::OutputSender;
 use crate::pipeline::Pipeline;
 use crate::server::{Reporting, Server};
@@ -101,6 +108,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         server,
         tls,
         output,
+        spool,
         log,
         admin,
         pipeline,
@@ -111,7 +119,11 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let admin_stop = CancellationToken::new();
     let admin = serve_admin(admin, &telemetry, admin_stop.clone()).await?;
     let tls = load_tls(tls.as_ref(), &telemetry.metrics)?;
-    let (queue, output) = RunningOutput::start(&output, &telemetry).await?;
+    let sizes = ReadSizes {
+        batch_records: server.batch_events,
+        max_pending: (server.max_inflight_bytes as usize / spooled::READ_BATCH_BYTES).max(2),
+    };
+    let (queue, output) = RunningOutput::start(&output, spool.as_ref(), sizes, &telemetry).await?;
     watch_queue(&telemetry.metrics, &queue);
     let pipeline = Pipeline::new(&pipeline, telemetry.metrics.registry())
         .context("cannot register the pipeline's metrics")?;
@@ -266,10 +278,12 @@ async fn serve_then_drain(
     Ok(())
 }
 
-/// The output behind the queue: one of the two, chosen by `[output]`.
+/// The output behind the queue: one of the two, chosen by `[output]`, and with
+/// Elasticsearch the spool in front of it when `[spool] dir` is set.
 enum RunningOutput {
     File(FileOutput, PathBuf),
     Elasticsearch(EsOutput, String),
+    Spooled(Spooled, EsOutput, String),
 }
 
 impl RunningOutput {
@@ -278,6 +292,8 @@ impl RunningOutput {
     /// is bound only then.
     async fn start(
         settings: &OutputSettings,
+        spool: Option<&SpooledSettings>,
+        sizes: ReadSizes,
         telemetry: &Telemetry,
     ) -> anyhow::Result<(OutputSender, Self)> {
         let alive = telemetry.status.task("output");
@@ -285,10 +301,21 @@ impl RunningOutput {
         let queue = settings.queue_batches;
         match &settings.elasticsearch {
             Some(es) => {
-                let (tx, out) = EsOutput::start(es, queue, metrics, log, alive)
+                let (tx, out) = EsOutput::start(es, queue, metrics, log.clone(), alive)
                     .await
                     .context("Elasticsearch output")?;
-                Ok((tx, Self::Elasticsearch(out, es.hosts.join(","))))
+                let hosts = es.hosts.join(",");
+                let Some(spool) = spool else {
+                    return Ok((tx, Self::Elasticsearch(out, hosts)));
+                };
+                let status = &telemetry.status;
+                let alive = (status.task("spool sink"), status.task("spool reader"));
+                let metrics = telemetry.metrics.spool.clone();
+                let (tx, spooled) = Spooled::start(spool, queue, tx, sizes, metrics, log, alive)
+                    .await
+                    .with_context(|| format!("cannot use spool {}", spool.spool.dir.display()))?;
+                watch_spool(telemetry, &spooled, spool);
+                Ok((tx, Self::Spooled(spooled, out, hosts)))
             }
             None => {
                 let dir = &settings.file.data_dir;
@@ -303,15 +330,25 @@ impl RunningOutput {
         match self {
             Self::File(_, dir) => dir.display().to_string(),
             Self::Elasticsearch(_, hosts) => hosts.clone(),
+            Self::Spooled(s, _, hosts) => format!("{hosts} via spool {}", s.dir().display()),
         }
     }
 
     /// Waits for the output to deliver what is queued: the file output until its queue
-    /// is empty, Elasticsearch for at most `flush`.
+    /// is empty, Elasticsearch for at most `flush`; with the spool, until what is queued
+    /// is in the spool (at most `flush`), then Elasticsearch only briefly: the spool
+    /// keeps what it has not stored for the next start.
     async fn join(self, flush: Duration) -> anyhow::Result<()> {
         match self {
             Self::File(f, _) => tokio::task::spawn_blocking(move || f.join()).await?,
             Self::Elasticsearch(es, _) => es.join(flush).await,
+            Self::Spooled(spooled, es, _) => {
+                spooled
+                    .join(flush, MIN_OUTPUT_FLUSH, |left| {
+                        es.join(left.min(MIN_OUTPUT_FLUSH))
+                    })
+                    .await
+            }
         }
         Ok(())
     }
@@ -343,6 +380,20 @@ fn shed_when_behind(status: &Status, server: &Server, (high_water, grace): (f64,
         low: high / 2,
         grace,
     });
+}
+
+/// The spool's metrics, read from the engine at scrape time, and its readiness reason.
+fn watch_spool(telemetry: &Telemetry, spooled: &Spooled, settings: &SpooledSettings) {
+    let (watch, undecodable) = (spooled.watch(), spooled.undecodable());
+    let metrics = telemetry.metrics.spool.clone();
+    telemetry.metrics.on_scrape(move || {
+        let skipped = undecodable.load(std::sync::atomic::Ordering::Relaxed);
+        spooled::observe(&watch, &metrics, skipped)
+    });
+    let (watch, settings) = (spooled.watch(), settings.clone());
+    telemetry.status.set_spool(Box::new(move || {
+        spooled::over_high_water(&watch, &settings)
+    }));
 }
 
 /// `lumberd_inflight_bytes`: the budget in use, read at scrape time.

@@ -252,11 +252,17 @@ fn import_logstash(files: &[PathBuf], partial: bool) -> ExitCode {
     }
 }
 
-/// The configuration, validated, then the TLS files it names read and checked (PEM, key
-/// form and passphrase, key matching the certificate, certificate not expired): a problem
-/// in either is a configuration error (exit 64), found before anything is bound.
+/// The configuration, validated, then the spool directory tried, then the TLS files it
+/// names read and checked (PEM, key form and passphrase, key matching the certificate,
+/// certificate not expired): a problem in any is a configuration error (exit 64), found
+/// before anything is bound.
 fn load(path: Option<&std::path::Path>) -> Result<Settings, ConfigError> {
     let settings = Settings::load(path, std::env::vars())?;
+    if let Some(spool) = &settings.spool {
+        if let Err(e) = lumberd::output::spooled::check_dir(spool) {
+            return Err(ConfigError { problems: vec![e] });
+        }
+    }
     if let Some(tls) = &settings.tls {
         if let Err(e) = TlsServer::load(tls) {
             return Err(ConfigError {

@@ -128,6 +128,8 @@ labels! {
         OutputDown => "output_down",
         /// In-flight bytes above `server.ready_high_water` for `server.ready_grace`.
         OutputBehind => "output_behind",
+        /// The spool holds more than `spool.high_water` of `spool.max_bytes`.
+        SpoolHighWater => "spool_high_water",
         TaskStopped => "task_stopped",
     }
 }
@@ -280,6 +282,8 @@ pub struct Metrics {
     /// Registered only when the Beats port speaks TLS ([`Metrics::register_tls`]).
     pub tls: TlsMetrics,
     pub output: OutputMetrics,
+    /// The disk spool (all 0 while `[spool] dir` is empty).
+    pub spool: SpoolMetrics,
     /// 1 while /readyz says ready.
     pub ready: IntGauge,
     /// 1 for each reason /readyz now gives for not being ready.
@@ -338,6 +342,110 @@ pub struct OutputMetrics {
     pub bulk_duration: Histogram,
     pub up: IntGauge,
     pub last_success: Gauge,
+}
+
+/// The disk spool: what it holds (read from the engine at scrape time), what it has
+/// done since start, and the write errors that hold the connections back.
+#[derive(Clone)]
+pub struct SpoolMetrics {
+    pub bytes: IntGauge,
+    pub records: IntGauge,
+    pub segments: IntGauge,
+    pub max_bytes: IntGauge,
+    pub high_water_bytes: IntGauge,
+    pub oldest_record_age: Gauge,
+    written: IntCounter,
+    commits: IntCounter,
+    read: IntCounter,
+    replayed: IntCounter,
+    corrupt: IntCounter,
+    /// Failed appends (disk full, unwritable directory): each is retried, never acknowledged.
+    pub write_errors: IntCounter,
+}
+
+/// The engine's running totals, for [`SpoolMetrics::totals`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpoolTotals {
+    pub written: u64,
+    pub commits: u64,
+    pub read: u64,
+    pub replayed: u64,
+    pub corrupt: u64,
+}
+
+impl SpoolMetrics {
+    fn new(r: &Registry) -> prometheus::Result<SpoolMetrics> {
+        Ok(SpoolMetrics {
+            bytes: gauge(r, "lumberd_spool_bytes", "Bytes of spool segment files on disk.")?,
+            records: gauge(
+                r,
+                "lumberd_spool_records",
+                "Records in the spool not yet stored by Elasticsearch.",
+            )?,
+            segments: gauge(r, "lumberd_spool_segments", "Spool segment files on disk.")?,
+            max_bytes: gauge(
+                r,
+                "lumberd_spool_max_bytes",
+                "spool.max_bytes: past it appends wait and connections stop reading (0: no spool).",
+            )?,
+            high_water_bytes: gauge(
+                r,
+                "lumberd_spool_high_water_bytes",
+                "Spool bytes past which /readyz answers not-ready (spool.high_water x max_bytes).",
+            )?,
+            oldest_record_age: {
+                let g = Gauge::new(
+                    "lumberd_spool_oldest_record_age_seconds",
+                    "Age of the oldest record in the spool not yet stored by Elasticsearch (0 when empty).",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            written: counter(
+                r,
+                "lumberd_spool_records_written_total",
+                "Records written and fsynced into the spool.",
+            )?,
+            commits: counter(
+                r,
+                "lumberd_spool_commits_total",
+                "Spool group commits (one fsync round each, for every batch queued since the last).",
+            )?,
+            read: counter(
+                r,
+                "lumberd_spool_records_read_total",
+                "Records read from the spool for Elasticsearch.",
+            )?,
+            replayed: counter(
+                r,
+                "lumberd_spool_records_replayed_total",
+                "Records read from the spool that were written before this start.",
+            )?,
+            corrupt: counter(
+                r,
+                "lumberd_spool_corrupt_records_total",
+                "Corrupt regions of the spool skipped (each one or more records, never of an acknowledged window).",
+            )?,
+            write_errors: counter(
+                r,
+                "lumberd_spool_write_errors_total",
+                "Spool appends that failed (disk full, unwritable directory) and are retried.",
+            )?,
+        })
+    }
+
+    /// Brings the counters up to the engine's totals (they only grow).
+    pub fn totals(&self, t: SpoolTotals) {
+        for (c, v) in [
+            (&self.written, t.written),
+            (&self.commits, t.commits),
+            (&self.read, t.read),
+            (&self.replayed, t.replayed),
+            (&self.corrupt, t.corrupt),
+        ] {
+            c.inc_by(v.saturating_sub(c.get()));
+        }
+    }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
@@ -420,6 +528,7 @@ impl Metrics {
             pipeline: PipelineMetrics::new(&r)?,
             tls: TlsMetrics::new()?,
             output: OutputMetrics::new(&r)?,
+            spool: SpoolMetrics::new(&r)?,
             ready: gauge(&r, "lumberd_ready", "1 while /readyz answers ready.")?,
             not_ready: Gauges::registered(
                 &r,

@@ -6,7 +6,7 @@
 //! its reason) and is documented in `config/lumberd.toml`. Any key can be overridden by
 //! an environment variable `LUMBERD_<SECTION>_<KEY>`, e.g. `LUMBERD_SERVER_LISTEN=0.0.0.0:5044`.
 //!
-//! One file per section (`server`, `tls`, `output`, `log`, `admin`, `pipeline`): its raw
+//! One file per section (`server`, `tls`, `output`, `spool`, `log`, `admin`, `pipeline`): its raw
 //! serde struct, its defaults and its validation. `raw` reads a section key by key, `env`
 //! lays the environment over the file, and `problems` collects every problem found, so
 //! that one run of `check-config` lists them all.
@@ -14,6 +14,7 @@
 use std::path::Path;
 
 use crate::admin::AdminSettings;
+use crate::output::spooled::SpooledSettings;
 use crate::pipeline::PipelineSettings;
 use crate::server::settings::ServerSettings;
 use crate::tls::settings::TlsSettings;
@@ -26,6 +27,7 @@ mod pipeline;
 mod problems;
 mod raw;
 mod server;
+mod spool;
 mod tls;
 
 pub use self::log::{LogFormat, LogSettings};
@@ -33,7 +35,9 @@ pub use self::output::OutputSettings;
 pub use self::problems::ConfigError;
 use self::problems::Problems;
 
-const SECTIONS: [&str; 6] = ["server", "tls", "output", "log", "admin", "pipeline"];
+const SECTIONS: [&str; 7] = [
+    "server", "tls", "output", "spool", "log", "admin", "pipeline",
+];
 
 /// The keys of `[pipeline]` the environment can set; its filters and metrics are tables
 /// that only the file can hold.
@@ -46,6 +50,8 @@ pub struct Settings {
     /// `None` when `[tls] enabled = false`: the port speaks plain Beats.
     pub tls: Option<TlsSettings>,
     pub output: OutputSettings,
+    /// `None` when `[spool] dir` is empty (or the file output makes it moot).
+    pub spool: Option<SpooledSettings>,
     pub log: LogSettings,
     pub admin: AdminSettings,
     pub pipeline: PipelineSettings,
@@ -104,10 +110,15 @@ impl Settings {
         let output = raw::section(&mut table, "output", &from_env, &mut problems);
         let log = raw::section(&mut table, "log", &from_env, &mut problems);
         let admin = raw::section(&mut table, "admin", &from_env, &mut problems);
+        let spool = raw::section(&mut table, "spool", &from_env, &mut problems);
+        let server = server::validate(server, &mut problems);
+        let output = output::validate(output, &mut problems);
+        let spool = spool::validate(spool, &server, &output, &mut problems);
         let mut settings = Settings {
-            server: server::validate(server, &mut problems),
+            server,
             tls: tls::validate(tls, &mut problems),
-            output: output::validate(output, &mut problems),
+            output,
+            spool,
             log: log::validate(log, &mut problems),
             admin: admin::validate(admin, &mut problems),
             pipeline: pipeline::load(text.as_deref(), &from_env, &mut problems),
@@ -272,6 +283,7 @@ mod tests {
             ("server", raw::keys_of::<server::RawServer>()),
             ("tls", raw::keys_of::<tls::RawTls>()),
             ("output", raw::keys_of::<output::RawOutput>()),
+            ("spool", raw::keys_of::<spool::RawSpool>()),
             ("log", raw::keys_of::<log::RawLog>()),
             ("admin", raw::keys_of::<admin::RawAdmin>()),
         ] {

@@ -220,6 +220,53 @@ pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
     d.deserialize_any(V)
 }
 
+/// A size key: a number of bytes, or text with a unit, `"4GiB"`, `"64MiB"`, `"512KiB"`,
+/// `"10MB"` (binary units are powers of 1024, decimal ones of 1000). By hand: a dozen
+/// lines, where the size crates (bytesize, byte-unit) bring their own formatting.
+pub(super) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a size like \"4GiB\" or a number of bytes")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("`{v}` is not a size")))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            parse_size(v).ok_or_else(|| {
+                E::custom(format!(
+                    "`{v}` is not a size like \"4GiB\", \"64MiB\" or a number of bytes"
+                ))
+            })
+        }
+    }
+    d.deserialize_any(V)
+}
+
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
 /// A key that takes one string or a list of them: an environment variable gives one
 /// string, or a TOML array literal such as `["a.pem", "b.pem"]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -274,6 +321,17 @@ mod tests {
         name: String,
         #[serde(deserialize_with = "duration")]
         wait: Duration,
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units_and_refuse_the_rest() {
+        assert_eq!(parse_size("4GiB"), Some(4 << 30));
+        assert_eq!(parse_size("64 MiB"), Some(64 << 20));
+        assert_eq!(parse_size("10MB"), Some(10_000_000));
+        assert_eq!(parse_size("1024"), Some(1024));
+        for bad in ["", "GiB", "4 gigs", "-1", "1.5GiB", "99999999999TiB"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub enum DeliveryFailed {
     /// Rejected events could not be stored in `output.dead_letter_file`.
     #[error("output did not deliver the window: dead letter file {path}: {reason}")]
     DeadLetterFile { path: String, reason: String },
+    /// The spool could not take the batch for good (a record larger than a segment,
+    /// a writer that stopped); write errors are retried, never reported here.
+    #[error("output did not deliver the window: spool: {0}")]
+    Spool(String),
     /// Elasticsearch refused the dead letters of rejected events too.
     #[error("output did not deliver the window: dead letter refused: {reason}")]
     DeadLetterRefused { status: u16, reason: String },

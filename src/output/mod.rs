@@ -5,6 +5,7 @@ pub mod bulk_file;
 mod delivery;
 pub mod elasticsearch;
 pub mod file;
+pub mod spooled;
 
 pub use delivery::{Delivery, DeliveryFailed, DeliveryReceiver};
 

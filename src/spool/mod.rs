@@ -371,6 +371,33 @@ impl Spool {
     }
 
     pub fn stats(&self) -> SpoolStats {
+        self.watch().stats()
+    }
+
+    /// A handle that reads the stats for as long as it is held (a metrics scrape),
+    /// without keeping the writer open.
+    pub fn watch(&self) -> SpoolWatch {
+        SpoolWatch {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Waits until every [`Appender`] is dropped and the writer has committed all that
+    /// was queued, then stops it. The reader still reads what is durable.
+    pub async fn close(self) {
+        drop(self.tx);
+        let _ = self.writer_done.await;
+    }
+}
+
+/// Reads a spool's [`SpoolStats`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SpoolWatch {
+    shared: Arc<Shared>,
+}
+
+impl SpoolWatch {
+    pub fn stats(&self) -> SpoolStats {
         let c = &self.shared.counters;
         let ledger = self.shared.ledger.lock().expect("ledger lock");
         SpoolStats {
@@ -387,13 +414,6 @@ impl Spool {
             corrupt_bytes: c.corrupt_bytes.load(Ordering::Relaxed),
             torn_bytes: c.torn_bytes.load(Ordering::Relaxed),
         }
-    }
-
-    /// Waits until every [`Appender`] is dropped and the writer has committed all that
-    /// was queued, then stops it. The reader still reads what is durable.
-    pub async fn close(self) {
-        drop(self.tx);
-        let _ = self.writer_done.await;
     }
 }
 

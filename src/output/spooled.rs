@@ -1,0 +1,666 @@
+//! The spool in front of the Elasticsearch output: a sink that makes each batch from the
+//! queue durable in the [`crate::spool`] before its window may be acknowledged, and a
+//! reader that feeds the Elasticsearch writer from the spool, in order, acknowledging
+//! the spool only what Elasticsearch has settled. Knows Records and Batches, not
+//! Lumberjack; the engine below knows only bytes.
+//!
+//! ```text
+//! connections --Batch--> queue --> sink --append--> spool (fsync) --> Delivery: ACK may go
+//!                                                     |
+//!                   Elasticsearch writer <--Batch-- reader <--ack(position), in order
+//! ```
+//!
+//! - A batch's Delivery completes once its records are fsynced (group commit is the
+//!   engine's, across batches and connections), and its in-flight budget goes with it.
+//! - A write error (disk full, unwritable directory) is retried with one throttled log
+//!   line and a metric; the batch keeps its budget meanwhile, so connections stop
+//!   reading (backpressure), and nothing unwritten is acknowledged.
+//! - The spool is acknowledged in record order: a batch Elasticsearch settled waits for
+//!   its predecessors; one it failed is sent again; at shutdown what is unsettled stays
+//!   in the spool and is sent after the next start. Records keep their document ids, so
+//!   anything sent twice is a 409 duplicate, never a second copy.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Batch, Delivery, DeliveryFailed, DeliveryReceiver, OutputSender};
+use crate::metrics::{SpoolMetrics, SpoolTotals};
+use chrono::{Datelike, NaiveDate};
+
+use crate::record::{
+    DeadLetter, DeadLetterReason, Destination, DocId, IndexName, Record, MAX_INDEX_NAME_BYTES,
+};
+use crate::spool::{
+    self, Appender, Position, Reader, Spool, SpoolError, SpoolRecord, SpoolSettings, SpoolWatch,
+};
+use crate::throttle::LogThrottle;
+
+/// The spool's settings as `[spool]` gives them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpooledSettings {
+    pub spool: SpoolSettings,
+    /// Fraction of `max_bytes` past which `/readyz` answers not-ready.
+    pub high_water: f64,
+}
+
+/// How the reader sizes what it hands the Elasticsearch writer.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSizes {
+    /// Records per batch: `server.batch_events`, what a connection would hand over.
+    pub batch_records: usize,
+    /// Batches read and not yet settled by Elasticsearch, at most: with
+    /// [`READ_BATCH_BYTES`] this bounds the reader's memory whatever the spool holds.
+    pub max_pending: usize,
+}
+
+/// Payload bytes per batch the reader builds, at most (at least one record).
+pub const READ_BATCH_BYTES: usize = 1024 * 1024;
+/// A write error is retried after this long: a full disk frees space in seconds at best.
+const WRITE_RETRY: Duration = Duration::from_secs(1);
+/// A batch Elasticsearch could not settle (its dead letters refused) is sent again after
+/// this long.
+const RESEND_DELAY: Duration = Duration::from_secs(1);
+
+/// The version of the record layout below; a record of another version is corrupt.
+const FORMAT: u8 = 2;
+
+/// One Record as the spool stores it: format, then the destination (0, index length
+/// u16 BE, index; or 1, the dead letter's reason and its day as days from the common era,
+/// i32 BE), the id flag and the 32 hex digits, then the document to the end. The one
+/// place a Record becomes bytes (and [`decode_record`] the one it comes back).
+pub fn encode_record(r: &Record, out: &mut Vec<u8>) {
+    out.reserve(8 + r.index().map_or(0, |i| i.len()) + 33 + r.doc.len());
+    out.push(FORMAT);
+    match &r.dest {
+        Destination::Index(name) => {
+            // At most MAX_INDEX_NAME_BYTES (255): IndexName checked it.
+            out.push(0);
+            out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+            out.extend_from_slice(name.as_bytes());
+        }
+        Destination::DeadLetter(d) => {
+            out.push(1);
+            out.push(match d.reason {
+                DeadLetterReason::NotJsonObject => 0,
+                DeadLetterReason::NotUtf8 => 1,
+                DeadLetterReason::InvalidIndex => 2,
+            });
+            out.extend_from_slice(&d.day.num_days_from_ce().to_be_bytes());
+        }
+    }
+    match &r.id {
+        Some(id) => {
+            out.push(1);
+            out.extend_from_slice(id.as_str().as_bytes());
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&r.doc);
+}
+
+/// Why a spool record (its checksum good) is not a Record lumberd wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spool record is not a lumberd record: {0}")]
+pub struct BadRecord(&'static str);
+
+/// Decodes [`encode_record`]'s bytes; the document is a slice of `data`, not a copy.
+/// `last_index` is the index of the record before: records of one day share it, so the
+/// name is checked and allocated once per run of records rather than once per record.
+pub fn decode_record(
+    data: &Bytes,
+    last_index: &mut Option<IndexName>,
+) -> Result<Record, BadRecord> {
+    let b = &data[..];
+    let field = |at: usize, len: usize, what| b.get(at..at + len).ok_or(BadRecord(what));
+    if *field(0, 1, "empty")? != [FORMAT] {
+        return Err(BadRecord("unknown format version"));
+    }
+    let (dest, at) = match field(1, 1, "no destination")?[0] {
+        0 => {
+            let len = field(2, 2, "index length past the end")?;
+            let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+            let name = field(4, len, "index past the end")?;
+            let name = std::str::from_utf8(name).map_err(|_| BadRecord("index not UTF-8"))?;
+            let index = match last_index {
+                Some(last) if last.as_str() == name => last.clone(),
+                _ => {
+                    let i = IndexName::new(name, MAX_INDEX_NAME_BYTES)
+                        .map_err(|_| BadRecord("not a valid index name"))?;
+                    *last_index = Some(i.clone());
+                    i
+                }
+            };
+            (Destination::Index(index), 4 + len)
+        }
+        1 => {
+            let f = field(2, 5, "dead letter past the end")?;
+            let reason = match f[0] {
+                0 => DeadLetterReason::NotJsonObject,
+                1 => DeadLetterReason::NotUtf8,
+                2 => DeadLetterReason::InvalidIndex,
+                _ => return Err(BadRecord("unknown dead-letter reason")),
+            };
+            let days = i32::from_be_bytes([f[1], f[2], f[3], f[4]]);
+            let day = NaiveDate::from_num_days_from_ce_opt(days)
+                .ok_or(BadRecord("dead-letter day out of range"))?;
+            (Destination::DeadLetter(DeadLetter { reason, day }), 7)
+        }
+        _ => return Err(BadRecord("unknown destination")),
+    };
+    let (id, doc_at) = match field(at, 1, "no id flag")?[0] {
+        0 => (None, at + 1),
+        1 => {
+            let hex = field(at + 1, 32, "id past the end")?;
+            (
+                Some(id_from_hex(hex).ok_or(BadRecord("id not hex"))?),
+                at + 33,
+            )
+        }
+        _ => return Err(BadRecord("bad id flag")),
+    };
+    Ok(Record {
+        dest,
+        id,
+        doc: data.slice(doc_at..),
+    })
+}
+
+/// The id [`DocId::as_str`] wrote: 32 lowercase hex digits.
+fn id_from_hex(hex: &[u8]) -> Option<DocId> {
+    let mut digest = 0u128;
+    for &c in hex {
+        let v = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        digest = digest << 4 | u128::from(v);
+    }
+    Some(DocId::from_digest(digest))
+}
+
+/// The running spool: its sink and reader tasks.
+pub struct Spooled {
+    spool: Spool,
+    sink: tokio::task::JoinHandle<()>,
+    reader: tokio::task::JoinHandle<()>,
+    stop_reading: CancellationToken,
+    undecodable: Arc<AtomicU64>,
+    dir: std::path::PathBuf,
+}
+
+impl Spooled {
+    /// Opens (and recovers) the spool, then starts the sink behind a new queue of
+    /// `queue_batches` and the reader into `es`, the Elasticsearch writer's queue.
+    /// Reports the recovery in one log line. Both tasks hold their `alive` guard.
+    pub async fn start(
+        settings: &SpooledSettings,
+        queue_batches: usize,
+        es: OutputSender,
+        sizes: ReadSizes,
+        metrics: SpoolMetrics,
+        log: Arc<LogThrottle>,
+        alive: (impl Send + 'static, impl Send + 'static),
+    ) -> Result<(OutputSender, Spooled), SpoolError> {
+        let engine = settings.spool.clone();
+        let (spool, reader) = tokio::task::spawn_blocking(move || Spool::open(engine))
+            .await
+            .map_err(|_| SpoolError::Closed)??;
+        let r = spool.recovery();
+        tracing::info!(
+            dir = %settings.spool.dir.display(),
+            segments = r.segments,
+            bytes = r.bytes,
+            records = r.records,
+            torn_bytes = r.torn_bytes,
+            position_found = r.position_found,
+            unknown_files = r.unknown_files.len(),
+            "spool opened; replaying what Elasticsearch has not stored"
+        );
+        metrics.max_bytes.set(settings.spool.max_bytes as i64);
+        metrics
+            .high_water_bytes
+            .set(high_water_bytes(settings) as i64);
+        let (tx, rx) = mpsc::channel(queue_batches);
+        let appender = spool.appender();
+        let (sink_alive, reader_alive) = alive;
+        let sink_metrics = metrics.clone();
+        let sink_log = log.clone();
+        let sink = tokio::spawn(async move {
+            sink(rx, appender, sink_metrics, sink_log).await;
+            drop(sink_alive);
+        });
+        let stop_reading = CancellationToken::new();
+        let undecodable = Arc::new(AtomicU64::new(0));
+        let feed = Feed {
+            reader,
+            es: Some(es),
+            sizes,
+            log,
+            stop: stop_reading.clone(),
+            pending: VecDeque::new(),
+            last_index: None,
+            undecodable: undecodable.clone(),
+        };
+        let reader = tokio::spawn(async move {
+            feed.run().await;
+            drop(reader_alive);
+        });
+        Ok((
+            tx,
+            Spooled {
+                spool,
+                sink,
+                reader,
+                stop_reading,
+                undecodable,
+                dir: settings.spool.dir.clone(),
+            },
+        ))
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    pub fn watch(&self) -> SpoolWatch {
+        self.spool.watch()
+    }
+
+    /// Records skipped because they decoded to no Record (counted as corrupt).
+    pub fn undecodable(&self) -> Arc<AtomicU64> {
+        self.undecodable.clone()
+    }
+
+    /// Shutdown, once the connections are gone: the sink makes what is queued durable
+    /// (for at most `grace`; a batch still unwritten then is not acknowledged), the
+    /// spool is closed, and the reader stops feeding Elasticsearch. `es_flush` is then
+    /// given what is left of `grace` (at least `min_flush`) to settle what it holds;
+    /// what it does not stays in the spool for the next start.
+    pub async fn join<F: std::future::Future<Output = ()>>(
+        self,
+        grace: Duration,
+        min_flush: Duration,
+        es_flush: impl FnOnce(Duration) -> F,
+    ) {
+        let started = tokio::time::Instant::now();
+        let abort = self.sink.abort_handle();
+        if tokio::time::timeout(grace, self.sink).await.is_err() {
+            tracing::error!(
+                "spool: queued windows could not be written within the grace period \
+                 (disk full?); they are not acknowledged and their clients resend them"
+            );
+            abort.abort();
+        }
+        self.spool.close().await;
+        self.stop_reading.cancel();
+        let left = grace.saturating_sub(started.elapsed()).max(min_flush);
+        es_flush(left).await;
+        // What Elasticsearch settled is acknowledged now; the rest is failed or never
+        // answers (a writer still retrying a down cluster): leave it to the next start.
+        let abort = self.reader.abort_handle();
+        if tokio::time::timeout(min_flush, self.reader).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+/// `check-config` and `serve`, before anything is bound: the spool directory exists (or
+/// can be created) and a file in it can be written and fsynced. Takes no lock, so a
+/// running lumberd's own directory checks fine.
+pub fn check_dir(settings: &SpooledSettings) -> Result<(), String> {
+    use std::io::Write;
+    let dir = &settings.spool.dir;
+    let fail = |what: &str, e: std::io::Error| format!("spool.dir: {} {what}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| fail("cannot be created", e))?;
+    let probe = dir.join(format!(".check-config-{}", std::process::id()));
+    let written = std::fs::File::create(&probe)
+        .and_then(|mut f| f.write_all(b"lumberd").and_then(|()| f.sync_all()));
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| fail("is not writable", e))
+}
+
+/// `spool.high_water` of `max_bytes`, in bytes.
+fn high_water_bytes(s: &SpooledSettings) -> u64 {
+    (s.spool.max_bytes as f64 * s.high_water) as u64
+}
+
+/// `/readyz`'s reason while the spool holds more than its high-water mark.
+pub fn over_high_water(watch: &SpoolWatch, settings: &SpooledSettings) -> Option<String> {
+    let mark = high_water_bytes(settings);
+    let bytes = watch.stats().bytes;
+    (bytes > mark).then(|| format!("spool over its high-water mark ({bytes} of {mark} bytes)"))
+}
+
+/// Sets the spool's gauges and counters from the engine (at scrape time).
+pub fn observe(watch: &SpoolWatch, metrics: &SpoolMetrics, undecodable: u64) {
+    let s = watch.stats();
+    metrics.bytes.set(s.bytes as i64);
+    metrics.records.set(s.records as i64);
+    metrics.segments.set(s.segments as i64);
+    metrics
+        .oldest_record_age
+        .set(s.oldest_age(SystemTime::now()).as_secs_f64());
+    metrics.totals(SpoolTotals {
+        written: s.written,
+        commits: s.commits,
+        read: s.read,
+        replayed: s.replayed,
+        corrupt: s.corrupt + undecodable,
+    });
+}
+
+/// Takes each batch from the queue, appends its records (waiting while the spool is
+/// full: the queue fills and connections stop reading), and completes its Delivery once
+/// they are durable. Ends when every sender is gone and every batch is settled.
+async fn sink(
+    mut rx: mpsc::Receiver<Batch>,
+    appender: Appender,
+    metrics: SpoolMetrics,
+    log: Arc<LogThrottle>,
+) {
+    let tracker = TaskTracker::new();
+    while let Some(batch) = rx.recv().await {
+        let durable = match append(&appender, &batch).await {
+            Ok(d) => d,
+            Err(e) => {
+                refuse(batch, &e);
+                continue;
+            }
+        };
+        let (appender, metrics, log) = (appender.clone(), metrics.clone(), log.clone());
+        tracker.spawn(settle_append(batch, durable, appender, metrics, log));
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn append(appender: &Appender, batch: &Batch) -> Result<spool::Durable, SpoolError> {
+    let mut records = appender.batch();
+    let bytes: usize = batch.records.iter().map(|r| r.size() + 40).sum();
+    records.reserve(batch.records.len(), bytes);
+    for r in &batch.records {
+        records.push_with(|out| encode_record(r, out))?;
+    }
+    appender.append(records).await
+}
+
+/// A batch the spool can never take: its window fails (the connection closes unACKed).
+fn refuse(batch: Batch, e: &SpoolError) {
+    tracing::error!(error = %e, records = batch.records.len(),
+        "spool refused a batch; its window is not acknowledged");
+    batch.delivery.fail(&DeliveryFailed::Spool(e.to_string()));
+}
+
+/// Waits for `batch` to be durable, appending it again after each write error, then
+/// lets its window be acknowledged and frees its budget.
+async fn settle_append(
+    batch: Batch,
+    mut durable: spool::Durable,
+    appender: Appender,
+    metrics: SpoolMetrics,
+    log: Arc<LogThrottle>,
+) {
+    loop {
+        match durable.await {
+            Ok(_) => {
+                let Batch {
+                    delivery, budget, ..
+                } = batch;
+                delivery.delivered();
+                drop(budget);
+                return;
+            }
+            Err(e @ SpoolError::Io { .. }) => {
+                metrics.write_errors.inc();
+                if let Some(suppressed) = log.allow(("spool", "write")) {
+                    let hint = if e.is_no_space() {
+                        "the disk is full"
+                    } else {
+                        "the spool directory cannot be written"
+                    };
+                    tracing::error!(error = %e, suppressed,
+                        "spool write failed ({hint}); windows wait unacknowledged and \
+                         connections stop reading until it succeeds");
+                }
+                tokio::time::sleep(WRITE_RETRY).await;
+                durable = match append(&appender, &batch).await {
+                    Ok(d) => d,
+                    Err(e) => return refuse(batch, &e),
+                };
+            }
+            Err(e) => return refuse(batch, &e),
+        }
+    }
+}
+
+/// A batch handed to Elasticsearch, waiting for its delivery to ack the spool.
+struct Pending {
+    through: Position,
+    records: Vec<Record>,
+    delivery: DeliveryReceiver,
+}
+
+/// The reader's side: spool records to Elasticsearch batches, acknowledgements back in
+/// order.
+struct Feed {
+    reader: Reader,
+    /// `None` once shutdown has stopped the feeding.
+    es: Option<OutputSender>,
+    sizes: ReadSizes,
+    log: Arc<LogThrottle>,
+    stop: CancellationToken,
+    pending: VecDeque<Pending>,
+    last_index: Option<IndexName>,
+    undecodable: Arc<AtomicU64>,
+}
+
+impl Feed {
+    async fn run(mut self) {
+        let mut drained = false;
+        loop {
+            let feeding = self.es.is_some() && !drained;
+            let room = self.pending.len() < self.sizes.max_pending;
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled(), if self.es.is_some() => {
+                    // Stop feeding: the writer drains what it holds, the spool keeps the rest.
+                    self.es = None;
+                }
+                done = head(&mut self.pending), if !self.pending.is_empty() => {
+                    if !self.settled(done).await {
+                        return;
+                    }
+                }
+                read = self.reader.next_batch(self.sizes.batch_records, READ_BATCH_BYTES),
+                    if feeding && room => match read {
+                    Ok(records) if records.is_empty() => drained = true,
+                    Ok(records) => self.feed(records).await,
+                    Err(e) => {
+                        if let Some(suppressed) = self.log.allow(("spool", "read")) {
+                            tracing::error!(error = %e, suppressed, "spool read failed; retrying");
+                        }
+                        tokio::time::sleep(RESEND_DELAY).await;
+                    }
+                },
+                else => return,
+            }
+        }
+    }
+
+    /// Rebuilds Records from `records` and hands them to Elasticsearch as one batch.
+    async fn feed(&mut self, records: Vec<SpoolRecord>) {
+        let through = records.last().expect("a non-empty read").position;
+        let mut batch = Vec::with_capacity(records.len());
+        for r in records {
+            match decode_record(&r.data, &mut self.last_index) {
+                Ok(record) => batch.push(record),
+                Err(e) => {
+                    // Its checksum held, so it is not a torn write: a record of another
+                    // version or another program. Counted and skipped, as corrupt ones are.
+                    self.undecodable.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, seq = r.position.seq, "skipping a spool record");
+                }
+            }
+        }
+        let delivery = if batch.is_empty() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(Ok(()));
+            rx
+        } else {
+            self.send(batch.clone()).await
+        };
+        self.pending.push_back(Pending {
+            through,
+            records: batch,
+            delivery,
+        });
+    }
+
+    /// Sends `records` to the writer as one batch; its receiver says when they settled.
+    async fn send(&mut self, records: Vec<Record>) -> DeliveryReceiver {
+        let (delivery, rx) = Delivery::new();
+        let batch = Batch {
+            records,
+            budget: None,
+            delivery,
+        };
+        if let Some(es) = &self.es {
+            tokio::select! {
+                // A batch dropped here (shutdown) fails its delivery: not acknowledged.
+                _ = es.send(batch) => {}
+                _ = self.stop.cancelled() => {}
+            }
+        }
+        rx
+    }
+
+    /// The oldest pending batch settled: acknowledge it and every settled one after it
+    /// in one position save, or send it again. `false` ends the feed (shutdown).
+    async fn settled(&mut self, done: Result<(), DeliveryFailed>) -> bool {
+        let mut head = self.pending.pop_front().expect("head() resolved");
+        if let Err(e) = done {
+            if self.es.is_none() {
+                // Shutdown: this batch and everything after it stay in the spool.
+                return false;
+            }
+            if let Some(suppressed) = self.log.allow(("spool", "resend")) {
+                tracing::warn!(error = %e, records = head.records.len(), suppressed,
+                    "Elasticsearch did not settle spooled records; sending them again");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RESEND_DELAY) => {}
+                _ = self.stop.cancelled() => {}
+            }
+            head.delivery = self.send(head.records.clone()).await;
+            self.pending.push_front(head);
+            return true;
+        }
+        let mut through = head.through;
+        while let Some(next) = self.pending.front_mut() {
+            match next.delivery.try_recv() {
+                Ok(Ok(())) => {
+                    through = next.through;
+                    self.pending.pop_front();
+                }
+                Ok(Err(e)) => {
+                    // Put the failure back for the next round to handle.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let _ = tx.send(Err(e));
+                    next.delivery = rx;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = self.reader.ack(through).await {
+            if let Some(suppressed) = self.log.allow(("spool", "ack")) {
+                tracing::error!(error = %e, suppressed,
+                    "cannot save the spool's read position; records may be sent again after a restart");
+            }
+        }
+        true
+    }
+}
+
+/// The head of `pending` settling; never resolves while it is empty.
+async fn head(pending: &mut VecDeque<Pending>) -> Result<(), DeliveryFailed> {
+    match pending.front_mut() {
+        Some(p) => (&mut p.delivery)
+            .await
+            .unwrap_or(Err(DeliveryFailed::OutputStopped)),
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: Option<u128>) -> Record {
+        Record {
+            dest: Destination::Index(
+                IndexName::new("qwen-logs-2025.04.05", MAX_INDEX_NAME_BYTES).unwrap(),
+            ),
+            id: id.map(DocId::from_digest),
+            doc: Bytes::from_static(br#"{"level":"INFO","prompt":"\u4f60\u597d"}"#),
+        }
+    }
+
+    fn dead_letter() -> Record {
+        Record {
+            dest: Destination::DeadLetter(DeadLetter {
+                reason: DeadLetterReason::InvalidIndex,
+                day: NaiveDate::from_ymd_opt(2025, 4, 6).unwrap(),
+            }),
+            id: None,
+            doc: Bytes::from_static(br#"{"payload":"x"}"#),
+        }
+    }
+
+    #[test]
+    fn records_come_back_from_the_spool_as_they_went_in_with_their_ids() {
+        let mut last = None;
+        for r in [event(Some(0xdead_beef)), dead_letter(), event(None)] {
+            let mut out = Vec::new();
+            encode_record(&r, &mut out);
+            let back = decode_record(&Bytes::from(out), &mut last).unwrap();
+            assert_eq!(back.dest, r.dest);
+            assert_eq!(back.id, r.id);
+            assert_eq!(back.doc, r.doc);
+        }
+    }
+
+    #[test]
+    fn a_record_that_is_not_ours_is_refused_never_a_panic() {
+        let mut good = Vec::new();
+        encode_record(&event(Some(7)), &mut good);
+        let mut last = None;
+        for cut in 0..40 {
+            let _ = decode_record(&Bytes::copy_from_slice(&good[..cut]), &mut last);
+        }
+        for bad in [
+            &b""[..],
+            b"\x01\x00\x00\x00\x00",
+            b"\x02\x07\x00\x00\x00",
+            b"\x02\x00\xff\xff",
+            b"\x02\x01\x09\x00\x00\x00\x00\x00",
+            b"\x02\x00\x00\x01/\x00",
+        ] {
+            assert!(decode_record(&Bytes::copy_from_slice(bad), &mut last).is_err());
+        }
+        let mut flipped = good.clone();
+        flipped[30] = b'z'; // inside the id's hex
+        assert_eq!(
+            decode_record(&Bytes::from(flipped), &mut last).unwrap_err(),
+            BadRecord("id not hex")
+        );
+    }
+}

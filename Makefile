@@ -78,17 +78,19 @@ check:
 fmt:
 	$(CARGO) fmt --all
 
-## Decoder throughput (criterion), lumberd's RSS against the README's memory bound
-## (tests/memory.rs on the release build), the end-to-end load runs (files, then a real
-## Elasticsearch node, then a 3-node cluster); figures in target/bench/.
+## Decoder and spool throughput (criterion), lumberd's RSS against the README's memory
+## bound (tests/memory.rs on the release build), the end-to-end load runs (files, then a
+## real Elasticsearch node without and with the spool, then a 3-node cluster); figures
+## in target/bench/.
 bench: release
 	mkdir -p target/bench
 	$(CARGO) bench --locked --bench decode
+	$(CARGO) bench --locked --bench spool
 	rm -f target/bench/memory.jsonl
 	LUMBERD_MEMORY_FIGURES=$(CURDIR)/target/bench/memory.jsonl $(CARGO) test --locked --release --test memory -- --test-threads=1
 	python3 benches/e2e.py --lumberd target/release/lumberd --events $(BENCH_EVENTS)
 	bash tests/es/es.sh fetch
-	python3 benches/e2e_es.py --lumberd target/release/lumberd --lumberload target/bench/lumberload --events $(BENCH_ES_EVENTS)
+	python3 benches/e2e_es.py --lumberd target/release/lumberd --lumberload target/bench/lumberload --events $(BENCH_ES_EVENTS) --spool
 	python3 benches/e2e_es.py --lumberd target/release/lumberd --lumberload target/bench/lumberload --events $(BENCH_ES_CLUSTER_EVENTS) --cluster 3
 
 ## Fuzz the decoder for a bounded time (not part of CI).

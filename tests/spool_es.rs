@@ -228,7 +228,7 @@ fn elasticsearch_outage_every_window_is_acknowledged_from_the_spool_and_drained_
 ) {
     const CLIENTS: usize = 4;
     const WINDOW: usize = 500;
-    const WINDOWS: usize = 40;
+    const WINDOWS: usize = 20;
     let total = (CLIENTS * WINDOW * WINDOWS) as u64;
     clear(node);
     let spool = tempfile::tempdir().unwrap();

@@ -116,3 +116,13 @@ way; a null value is left out so lumberd's default applies.
 {{- define "lumberd.ruleSelector" -}}
 {{- default (printf "job=%q,namespace=%q" (include "lumberd.fullname" .) .Release.Namespace) .Values.prometheusRule.selector -}}
 {{- end -}}
+
+{{/* "true" when each pod gets its own claim: the workload is a StatefulSet. */}}
+{{- define "lumberd.statefulSet" -}}
+{{- if and .Values.persistence.enabled (not .Values.persistence.existingClaim) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The workload's kind, for the HPA's scaleTargetRef. */}}
+{{- define "lumberd.workloadKind" -}}
+{{- if include "lumberd.statefulSet" . -}}StatefulSet{{- else -}}Deployment{{- end -}}
+{{- end -}}

@@ -38,7 +38,7 @@ fn check_config_warns_that_a_spool_has_no_effect_with_the_file_output() {
 }
 
 #[test]
-fn check_config_refuses_a_spool_directory_it_cannot_create_or_write() {
+fn check_config_refuses_a_spool_directory_that_cannot_be_created() {
     let dir = tempfile::tempdir().unwrap();
     // Under a regular file: no directory can be made there, whoever runs the test
     // (root writes through permission bits, not through a file).
@@ -57,7 +57,7 @@ fn check_config_refuses_a_spool_directory_it_cannot_create_or_write() {
 }
 
 #[test]
-fn check_config_accepts_a_writable_spool_in_front_of_elasticsearch() {
+fn check_config_accepts_a_spool_it_could_create_or_write_and_changes_nothing() {
     let spool = tempfile::tempdir().unwrap();
     let out = check_config(&format!(
         "[output]\nelasticsearch = [\"http://127.0.0.1:9200\"]\n[spool]\ndir = {:?}\nmax_bytes = \"1GiB\"\n",
@@ -70,12 +70,17 @@ fn check_config_accepts_a_writable_spool_in_front_of_elasticsearch() {
         text(&out.stderr)
     );
     assert!(
-        spool.path().join("new").is_dir(),
-        "the directory is created"
+        !spool.path().join("new").exists(),
+        "check-config creates nothing (serve creates the directory)"
     );
+    let out = check_config(&format!(
+        "[output]\nelasticsearch = [\"http://127.0.0.1:9200\"]\n[spool]\ndir = {:?}\n",
+        spool.path()
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
-        std::fs::read_dir(spool.path().join("new")).unwrap().count(),
+        std::fs::read_dir(spool.path()).unwrap().count(),
         0,
-        "check-config leaves nothing in it"
+        "check-config of an existing directory writes into it and leaves nothing"
     );
 }

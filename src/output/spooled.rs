@@ -312,19 +312,46 @@ impl Spooled {
     }
 }
 
-/// `check-config` and `serve`, before anything is bound: the spool directory exists (or
-/// can be created) and a file in it can be written and fsynced. Takes no lock, so a
-/// running lumberd's own directory checks fine.
+/// `check-config` and `serve`, before anything is bound: an existing spool directory
+/// takes a file written and fsynced; a missing one must be creatable (its nearest
+/// existing ancestor a directory this process may write), and is not created here
+/// (`serve` creates it). Takes no lock, so a running lumberd's own directory checks fine.
 pub fn check_dir(settings: &SpooledSettings) -> Result<(), String> {
     use std::io::Write;
     let dir = &settings.spool.dir;
-    let fail = |what: &str, e: std::io::Error| format!("spool.dir: {} {what}: {e}", dir.display());
-    std::fs::create_dir_all(dir).map_err(|e| fail("cannot be created", e))?;
-    let probe = dir.join(format!(".check-config-{}", std::process::id()));
-    let written = std::fs::File::create(&probe)
-        .and_then(|mut f| f.write_all(b"lumberd").and_then(|()| f.sync_all()));
-    let _ = std::fs::remove_file(&probe);
-    written.map_err(|e| fail("is not writable", e))
+    let fail = |what: String| format!("spool.dir: {}: {what}", dir.display());
+    if dir.is_dir() {
+        let probe = dir.join(format!(".check-config-{}", std::process::id()));
+        let written = std::fs::File::create(&probe)
+            .and_then(|mut f| f.write_all(b"lumberd").and_then(|()| f.sync_all()));
+        let _ = std::fs::remove_file(&probe);
+        return written.map_err(|e| fail(format!("is not writable: {e}")));
+    }
+    let mut parent = dir.as_path();
+    let existing = loop {
+        match parent.parent() {
+            Some(p) if p.as_os_str().is_empty() => break std::path::Path::new("."),
+            Some(p) => {
+                if p.exists() {
+                    break p;
+                }
+                parent = p;
+            }
+            None => break parent,
+        }
+    };
+    if !existing.is_dir() {
+        return Err(fail(format!(
+            "cannot be created: {} is not a directory",
+            existing.display()
+        )));
+    }
+    rustix::fs::access(existing, rustix::fs::Access::WRITE_OK).map_err(|e| {
+        fail(format!(
+            "cannot be created: {} is not writable: {e}",
+            existing.display()
+        ))
+    })
 }
 
 /// `spool.high_water` of `max_bytes`, in bytes.

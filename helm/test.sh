@@ -111,6 +111,8 @@ rendered_by_chart = {
                "api_key": "elasticsearch secret"},
     "admin": {"*": "ports.admin; the admin server's limits are lumberd's defaults"},
     "pipeline": {"*": "config.pipeline, raw TOML"},
+    "spool": {"dir": "spool.enabled (<data dir>/spool)", "max_bytes": "spool.maxBytes",
+              "segment_bytes": "spool.segmentBytes", "high_water": "spool.highWater"},
 }
 missing = []
 for section, keys in reference.items():

@@ -354,8 +354,33 @@ mod tests {
             Ok(()),
             "the spool takes windows while the output is down"
         );
+        let series = |r: NotReadyReason| metrics.not_ready.series[r as usize].get();
+        assert_eq!(series(NotReadyReason::OutputDown), 0, "not output_down");
         over.store(true, Ordering::Release);
         assert_eq!(s.ready(), Err("spool over its high-water mark".into()));
+        assert_eq!(series(NotReadyReason::SpoolHighWater), 1);
+        assert_eq!(series(NotReadyReason::OutputDown), 0);
+        over.store(false, Ordering::Release);
+        assert_eq!(s.ready(), Ok(()));
+        assert_eq!(series(NotReadyReason::SpoolHighWater), 0);
+    }
+
+    #[test]
+    fn with_the_spool_a_full_budget_is_still_behind() {
+        // The spool releases a window's budget once it is fsynced: a budget that stays
+        // full means the spool itself cannot keep up (a slow or full disk).
+        let metrics = Metrics::new().unwrap();
+        let s = Status::new(&metrics, CancellationToken::new());
+        s.set_listening(true);
+        s.set_spool(Box::new(|| None));
+        s.shed_when_behind(Backlog {
+            used: Box::new(|| 100),
+            high: 80,
+            low: 40,
+            grace: Duration::ZERO,
+        });
+        metrics.output.up.set(0);
+        assert!(s.ready().unwrap_err().contains("output behind"));
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //!
 //! The crash test re-runs this test binary as its child (`spool_crash_child`, ignored
 //! when run by hand). The filesystem tests mount a size-limited tmpfs, which needs root
-//! and mount(2); without them they print SKIPPED and pass.
+//! and mount(2); without them they print SKIPPED and pass, unless `LUMBERD_REQUIRE_ES` is
+//! set (as `make test` does): then they fail (tests/support/tmpfs.rs).
+
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -13,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lumberd::spool::{frame, Appended, Reader, Spool, SpoolError, SpoolRecord, SpoolSettings};
+use support::tmpfs::tmpfs;
 
 const CHILD_DIR_ENV: &str = "LUMBERD_SPOOL_CRASH_DIR";
 const CHILD_RUN_ENV: &str = "LUMBERD_SPOOL_CRASH_RUN";
@@ -361,53 +365,6 @@ async fn spool_survives_sigkill_mid_append_with_every_durable_record_once() {
         told.durable.len(),
         records.len()
     );
-}
-
-/// A tmpfs mounted by the test, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, options: &str) -> Result<Tmpfs, String> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "lumberd-spool-test"])
-            .arg(at)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(Tmpfs(at.to_path_buf()))
-    }
-
-    fn remount(&self, options: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "remount {options}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// A mounted tmpfs, or None (after a loud message) where mount is not permitted.
-fn tmpfs(at: &Path, options: &str, test: &str) -> Option<Tmpfs> {
-    match Tmpfs::mount(at, options) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            eprintln!("SKIPPED {test}: mounting a tmpfs needs root and mount(2) permission: {e}");
-            None
-        }
-    }
 }
 
 async fn append_ids(spool: &Spool, ids: std::ops::Range<u64>) -> Result<Appended, SpoolError> {

@@ -1,6 +1,7 @@
 //! The spool in front of a real Elasticsearch 8.11.3, fed by real go-lumber clients: an
-//! outage ridden out, lumberd killed with a non-empty spool, a full spool, a damaged
-//! spool directory, and SIGTERM while Elasticsearch is down. In every one, each
+//! outage ridden out, lumberd killed with a non-empty spool, a full spool, a full disk
+//! (a size-limited tmpfs), a spool full for longer than `stall_timeout` (the client fails
+//! over), a damaged spool directory, and SIGTERM while Elasticsearch is down. In every one, each
 //! acknowledged event ends up in Elasticsearch exactly once.
 //!
 //! One node serves the whole file: the scenarios stop, freeze (SIGSTOP) and restart it,
@@ -20,10 +21,15 @@ use std::time::{Duration, Instant};
 use support::clients::{assert_all_acked, go_lumber, run_client, ClientRun};
 use support::es::{lumberd_to, EsNode};
 use support::lumberd::{metric, Lumberd, LumberdBuilder};
+use support::tmpfs::tmpfs;
 
 const EVENTS: &str = "qwen-logs-*,-qwen-logs-deadletter-*";
 /// How long the spool may take to drain into a restarted node on a loaded 2-core machine.
 const DRAIN: Duration = Duration::from_secs(300);
+/// `output.request_timeout` where how soon a frozen node is noticed does not matter: long
+/// enough for a node still warming up (its templates installed right after its start,
+/// on a loaded machine: 3 s was seen to fail lumberd's start).
+const PATIENT_TIMEOUT: &str = "30s";
 
 /// SIGSTOP/SIGCONT of the node: a cluster that hangs (requests time out) rather than
 /// refusing connections, and that comes back in a second instead of a restart's minute.
@@ -215,6 +221,14 @@ fn spool_rides_out_outages_crashes_a_full_disk_budget_and_damage_storing_each_ac
     if run("full") {
         full_spool_withholds_acks_keeps_alive_and_resumes_when_elasticsearch_drains_it(&node);
     }
+    if run("disk_full") {
+        disk_full_withholds_acks_logs_and_counts_it_and_everything_flows_once_space_returns(&node);
+    }
+    if run("stall") {
+        full_past_stall_timeout_closes_the_connection_and_the_client_fails_over_losing_nothing(
+            &node,
+        );
+    }
     if run("damage") {
         damaged_spool_directory_starts_reports_and_replays_what_is_valid(&node);
     }
@@ -337,15 +351,12 @@ fn small_spool(node: &EsNode, spool: &Path) -> LumberdBuilder {
         .env("LUMBERD_SPOOL_MAX_BYTES", "2MiB")
 }
 
-fn full_spool_withholds_acks_keeps_alive_and_resumes_when_elasticsearch_drains_it(node: &EsNode) {
-    clear(node);
-    let spool = tempfile::tempdir().unwrap();
-    let lumberd = small_spool(node, spool.path()).start();
-    freeze(node);
-    let run = spawn_client(client("full", 500, 20), &lumberd);
-    // Full: windows stop being acknowledged while keep-alives go on.
+/// Waits (at most 120 s) until windows stop being acknowledged while keep-alives go on:
+/// three keep-alives sent and no ACK between two scrapes. Returns the ACK count and the
+/// second scrape.
+fn acks_stop_while_kept_alive(lumberd: &Lumberd, why: &str) -> (f64, String) {
     let until = Instant::now() + Duration::from_secs(120);
-    let (acks, scrape) = loop {
+    loop {
         let s = lumberd.scrape();
         let (acks, keepalives) = (
             value(&s, "lumberd_windows_acknowledged_total"),
@@ -358,13 +369,24 @@ fn full_spool_withholds_acks_keeps_alive_and_resumes_when_elasticsearch_drains_i
         );
         let s = lumberd.scrape();
         if value(&s, "lumberd_windows_acknowledged_total") == acks {
-            break (acks, s);
+            return (acks, s);
         }
         assert!(
             Instant::now() < until,
-            "acknowledgements never stopped with a 2 MiB spool and Elasticsearch frozen\n{s}"
+            "acknowledgements never stopped with {why}\n{s}"
         );
-    };
+    }
+}
+
+fn full_spool_withholds_acks_keeps_alive_and_resumes_when_elasticsearch_drains_it(node: &EsNode) {
+    clear(node);
+    let spool = tempfile::tempdir().unwrap();
+    let lumberd = small_spool(node, spool.path()).start();
+    freeze(node);
+    let run = spawn_client(client("full", 500, 20), &lumberd);
+    // Full: windows stop being acknowledged while keep-alives go on.
+    let (acks, scrape) =
+        acks_stop_while_kept_alive(&lumberd, "a 2 MiB spool and Elasticsearch frozen");
     let bytes = value(&scrape, "lumberd_spool_bytes");
     assert!(
         bytes <= 2.0 * 1024.0 * 1024.0 && acks < 20.0,
@@ -388,6 +410,167 @@ fn full_spool_withholds_acks_keeps_alive_and_resumes_when_elasticsearch_drains_i
     assert_eq!(
         closed, 0.0,
         "no connection was closed while the spool was full"
+    );
+}
+
+/// Fills the filesystem holding `dir` with a file there until a write fails for want of
+/// space, then gives `free` bytes of it back. Returns the file, whose removal gives the
+/// space back.
+fn ballast(dir: &Path, free: u64) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("ballast");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0xa5u8; 64 * 1024];
+    let mut written = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("writing the ballast {}: {e}", path.display()),
+        }
+        assert!(written < 1 << 30, "{} never filled", dir.display());
+    }
+    f.set_len(written.saturating_sub(free)).unwrap();
+    f.sync_all().unwrap();
+    path
+}
+
+fn disk_full_withholds_acks_logs_and_counts_it_and_everything_flows_once_space_returns(
+    node: &EsNode,
+) {
+    const WINDOWS: usize = 16;
+    let total = (500 * WINDOWS) as u64;
+    clear(node);
+    let mnt = tempfile::tempdir().unwrap();
+    let what =
+        "disk_full_withholds_acks_logs_and_counts_it_and_everything_flows_once_space_returns";
+    // 16 MiB hold the whole load (~5.5 MB of records); the ballast leaves 1 MiB of it.
+    let Some(fs) = tmpfs(mnt.path(), "size=16m", what) else {
+        return;
+    };
+    let spool = fs.path().join("spool");
+    let lumberd = small_spool(node, &spool)
+        .env("LUMBERD_SPOOL_MAX_BYTES", "64MiB")
+        .env("LUMBERD_OUTPUT_REQUEST_TIMEOUT", PATIENT_TIMEOUT)
+        .start();
+    let ballast = ballast(fs.path(), 1024 * 1024);
+    // Elasticsearch hangs, so that nothing drains and the disk stays full.
+    freeze(node);
+    let run = spawn_client(client("diskfull", 500, WINDOWS), &lumberd);
+    lumberd.wait_for_metric(
+        "lumberd_spool_write_errors_total",
+        1.0,
+        Duration::from_secs(120),
+    );
+    let (acks, scrape) = acks_stop_while_kept_alive(&lumberd, "a full filesystem");
+    assert!(
+        acks < WINDOWS as f64 && !run.is_finished(),
+        "with the disk full, windows wait unacknowledged ({acks} of {WINDOWS} acknowledged)"
+    );
+    let logs = lumberd.wait_for_logs("the disk-full error", Duration::from_secs(10), |l| {
+        l.contains("spool write failed (the disk is full)")
+    });
+    let errors = value(&scrape, "lumberd_spool_write_errors_total");
+    let lines = logs.matches("spool write failed").count();
+    assert!(
+        lines >= 1 && (lines as f64) < errors.max(2.0),
+        "one throttled ERROR line, not one per retry: {lines} lines for {errors} errors"
+    );
+    assert_eq!(
+        lumberd.admin_get("/healthz").0,
+        200,
+        "a full disk is no crash"
+    );
+    eprintln!(
+        "disk full: {acks} of {WINDOWS} windows acknowledged, then none while keep-alives \
+         flowed; {errors} write errors counted, {lines} log line(s)"
+    );
+
+    std::fs::remove_file(&ballast).unwrap();
+    let run = run.join().unwrap();
+    assert_all_acked(&run, &lumberd);
+    thaw(node);
+    wait_stored(node, total, &lumberd);
+    wait_spool_empty(&lumberd);
+    let counts = assert_stored_once(node, &run.ids(), "disk full");
+    assert_eq!(counts.len() as u64, total);
+    let scrape = lumberd.scrape();
+    assert_eq!(
+        value(
+            &scrape,
+            "lumberd_connections_closed_total{reason=\"stalled\"}"
+        ),
+        0.0,
+        "no connection was closed while the disk was full (stall_timeout is 10 minutes)"
+    );
+    eprintln!(
+        "disk full: space returned, every window acknowledged; {} documents, {} distinct",
+        node.count(EVENTS),
+        counts.len()
+    );
+    drop(lumberd); // before the tmpfs is unmounted
+}
+
+fn full_past_stall_timeout_closes_the_connection_and_the_client_fails_over_losing_nothing(
+    node: &EsNode,
+) {
+    const WINDOWS: usize = 20;
+    let total = (500 * WINDOWS) as u64;
+    clear(node);
+    let (spool_a, spool_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A: a 2 MiB spool that closes a connection after 5 s without an ACK; B: room.
+    let a = small_spool(node, spool_a.path())
+        .env("LUMBERD_SERVER_STALL_TIMEOUT", "5s")
+        .env("LUMBERD_OUTPUT_REQUEST_TIMEOUT", PATIENT_TIMEOUT)
+        .start();
+    let b = spooled(node, spool_b.path())
+        .env("LUMBERD_OUTPUT_REQUEST_TIMEOUT", PATIENT_TIMEOUT)
+        .start();
+    freeze(node);
+    let mut cmd = go_lumber();
+    cmd.args(["-mode", "failover", "-inflight", "2", "-timeout", "60s"])
+        .args(["-deadline", "240s", "-backoff", "200ms", "-id", "stall"])
+        .arg("-addr2")
+        .arg(b.addr().to_string())
+        .args([
+            "-window",
+            &500.to_string(),
+            "-windows",
+            &WINDOWS.to_string(),
+        ]);
+    let started = Instant::now();
+    let run = spawn_client(cmd, &a);
+    let stalled = "lumberd_connections_closed_total{reason=\"stalled\"}";
+    a.wait_for_metric(stalled, 1.0, Duration::from_secs(120));
+    let run = run.join().unwrap();
+    let took = started.elapsed();
+    let acked_by = |l: &Lumberd| run.result["acked_by"][l.addr().to_string()].as_u64();
+    let (by_a, by_b) = (acked_by(&a).unwrap_or(0), acked_by(&b).unwrap_or(0));
+    let acked = run.result["events_acked"].as_u64().unwrap_or(0);
+    assert!(
+        run.status.success() && acked == total && by_a + by_b == total && by_a > 0 && by_b > 0,
+        "the client fails over to B when A's full spool stalls it: acknowledged {acked} of \
+         {total} (A {by_a}, B {by_b})\n{}\n--- A ---\n{}",
+        run.describe(),
+        a.logs()
+    );
+    let resent = run.result["resent"].as_u64().unwrap_or(0);
+    thaw(node);
+    wait_stored(node, total, &b);
+    wait_spool_empty(&a);
+    wait_spool_empty(&b);
+    // A's spool also held events of the window it closed unacknowledged: the client
+    // resent them to B, so they are duplicates of B's, and stored once by their ids.
+    let counts = assert_stored_once(node, &run.ids(), "stall");
+    assert_eq!(counts.len() as u64, total);
+    eprintln!(
+        "stall: A (2 MiB spool, stall_timeout 5 s) acknowledged {by_a} and closed {} \
+         stalled connection(s); the client failed over, B acknowledged {by_b}, {resent} \
+         resent, all in {took:?}; {} documents, {} distinct",
+        value(&a.scrape(), stalled),
+        node.count(EVENTS),
+        counts.len()
     );
 }
 

@@ -9,7 +9,8 @@
 //! * [`certs`]: fresh certificates for the TLS tests;
 //! * [`filebeat`]: Elastic's Filebeat run against lumberd, and its registry;
 //!   [`qwen_log`]: the Qwen log files it ships, and the check of what lumberd stored;
-//! * [`service`]: a round-robin relay standing in for a Kubernetes Service.
+//! * [`service`]: a round-robin relay standing in for a Kubernetes Service;
+//! * [`tmpfs`]: a size-limited filesystem mounted by the test, to fill up.
 #![allow(dead_code)]
 
 pub mod certs;
@@ -20,6 +21,7 @@ pub mod lumberd;
 pub mod qwen_log;
 pub mod service;
 pub mod stored;
+pub mod tmpfs;
 
 use std::path::PathBuf;
 

@@ -6,17 +6,29 @@
 //! in CPU time of the whole process (every thread, kernel time included): what the
 //! spool would add to lumberd's CPU per event.
 //!
+//! Then the wiring around it (`output::spooled`): Records in batches from the queue through
+//! the sink, the spool and the reader to a writer that settles them at once, against the
+//! same batches straight to that writer; the difference is what the spool adds to
+//! lumberd's CPU per event (issue 13: at most 1 us).
+//!
 //! Criterion reports records per CPU-second per batch size; a summary (ns of CPU per
 //! record, split append+commit / read+ack, records per CPU-second, MB/s wall, records
-//! per fsync round) is written to target/bench/spool.json. Each run checks that every
+//! per fsync round; the wiring's ns per record with and without the spool) is written to
+//! target/bench/spool.json. Each run checks that every
 //! record came back, so a broken path cannot post a fast figure.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
+use lumberd::metrics::Metrics;
+use lumberd::output::spooled::{ReadSizes, Spooled, SpooledSettings};
+use lumberd::output::{Batch, Delivery, DeliveryReceiver};
+use lumberd::record::{Destination, DocId, IndexName, Record, MAX_INDEX_NAME_BYTES};
 use lumberd::spool::{Spool, SpoolSettings};
+use lumberd::throttle::LogThrottle;
 use rustix::time::{clock_gettime, ClockId};
 
 /// Records per measured run: enough for segments to roll over and be deleted.
@@ -146,6 +158,147 @@ fn run(rt: &tokio::runtime::Runtime, dir: &Path, records: &Arc<[Vec<u8>]>, batch
     })
 }
 
+/// Connections' batches of the wiring run: `server.batch_events`, the default.
+const WIRED_BATCH: usize = 512;
+/// Batches in flight at once in the wiring run, as four connections pipelining two
+/// windows of 2,048 events each would have.
+const WIRED_INFLIGHT: usize = 16;
+
+/// The wiring run's records: the bench's documents as Records for one daily index, each
+/// with its id, as the pipeline hands them to the output.
+fn wired_records(records: &[Vec<u8>]) -> Arc<[Record]> {
+    let index = IndexName::new("qwen-logs-2025.04.05", MAX_INDEX_NAME_BYTES).unwrap();
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let doc = r.splitn(2, |b| *b == b'\n').nth(1).unwrap_or(r);
+            Record {
+                dest: Destination::Index(index.clone()),
+                id: Some(DocId::from_digest(i as u128 + 1)),
+                doc: Bytes::copy_from_slice(doc),
+            }
+        })
+        .collect()
+}
+
+/// What a wiring run cost: CPU of the whole process, and what the fake writer saw.
+struct Wired {
+    cpu: Duration,
+    wall: Duration,
+}
+
+/// The spool's whole place in lumberd, without a socket or Elasticsearch: batches of
+/// `records` go into the queue `WIRED_INFLIGHT` at a time (as connections send them and
+/// wait for their deliveries), through the spool sink (encode, append, fsync), the
+/// reader (read, decode, batch) and a writer that settles each batch at once, back to
+/// the reader's acknowledgements; until the spool is empty. With `spooled` false the
+/// same batches go straight to that writer: the difference is the spool's cost.
+fn wired_run(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    records: &Arc<[Record]>,
+    spooled: bool,
+) -> Wired {
+    let spool_dir = tempfile::tempdir_in(dir).unwrap();
+    let settings = SpooledSettings {
+        spool: SpoolSettings {
+            max_bytes: 1024 * 1024 * 1024,
+            ..SpoolSettings::new(spool_dir.path())
+        },
+        high_water: 0.9,
+    };
+    rt.block_on(async {
+        let metrics = Metrics::new().unwrap();
+        let log = Arc::new(LogThrottle::new(
+            Duration::from_secs(10),
+            metrics.log_suppressed.clone(),
+        ));
+        let (cpu0, wall0) = (cpu_now(), Instant::now());
+        // The Elasticsearch writer, settling every batch as it comes, checking the ids.
+        let (es, mut es_rx) = tokio::sync::mpsc::channel::<Batch>(64);
+        let (all_seen, seen_all) = tokio::sync::oneshot::channel();
+        let total = records.len();
+        let writer = tokio::spawn(async move {
+            let (mut seen, mut all_seen) = (0usize, Some(all_seen));
+            while let Some(b) = es_rx.recv().await {
+                for r in &b.records {
+                    assert_eq!(
+                        r.id,
+                        Some(DocId::from_digest(seen as u128 + 1)),
+                        "in order, once"
+                    );
+                    seen += 1;
+                }
+                b.delivery.delivered();
+                if seen == total {
+                    let _ = all_seen.take().map(|tx| tx.send(()));
+                }
+            }
+            seen
+        });
+        let (queue, spooled) = if spooled {
+            let sizes = ReadSizes {
+                batch_records: WIRED_BATCH,
+                max_pending: 48,
+            };
+            let (tx, s) = Spooled::start(
+                &settings,
+                64,
+                es,
+                sizes,
+                metrics.spool.clone(),
+                log,
+                ((), ()),
+            )
+            .await
+            .unwrap();
+            (tx, Some(s))
+        } else {
+            (es, None)
+        };
+        let mut waiting = std::collections::VecDeque::new();
+        for chunk in records.chunks(WIRED_BATCH) {
+            if waiting.len() == WIRED_INFLIGHT {
+                let rx: DeliveryReceiver = waiting.pop_front().unwrap();
+                rx.await.unwrap().unwrap();
+            }
+            let (delivery, rx) = Delivery::new();
+            let batch = Batch {
+                records: chunk.to_vec(),
+                budget: None,
+                delivery,
+            };
+            queue.send(batch).await.unwrap();
+            waiting.push_back(rx);
+        }
+        for rx in waiting {
+            rx.await.unwrap().unwrap();
+        }
+        drop(queue);
+        seen_all.await.unwrap();
+        if let Some(s) = spooled {
+            // The last acknowledgement follows the last delivery at once.
+            let watch = s.watch();
+            while watch.stats().records > 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            s.join(
+                Duration::from_secs(10),
+                Duration::from_millis(10),
+                |_| async {},
+            )
+            .await;
+        }
+        let seen = writer.await.unwrap();
+        assert_eq!(seen, records.len(), "every record reached the writer");
+        Wired {
+            cpu: cpu_now() - cpu0,
+            wall: wall0.elapsed(),
+        }
+    })
+}
+
 fn bench_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
@@ -180,6 +333,25 @@ fn bench(c: &mut Criterion) {
                 })
             },
         );
+    }
+    g.finish();
+    let wired = wired_records(&records);
+    let mut g = c.benchmark_group("spooled-cpu");
+    g.throughput(Throughput::Elements(RECORDS as u64));
+    g.sampling_mode(SamplingMode::Flat);
+    for spooled in [false, true] {
+        let name = if spooled {
+            "queue+spool+reader"
+        } else {
+            "queue only"
+        };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| wired_run(&rt, &dir, &wired, spooled).cpu)
+                    .sum()
+            })
+        });
     }
     g.finish();
 }
@@ -221,8 +393,38 @@ fn write_summary() {
             RECORDS as f64 / r.commits as f64
         );
     }
+    // The wiring: the best of five of each, alternating, so both see the same machine.
+    let wired = wired_records(&records);
+    let best = |spooled| {
+        (0..5)
+            .map(|_| wired_run(&rt, &dir, &wired, spooled))
+            .min_by_key(|r| r.cpu)
+            .unwrap()
+    };
+    let (direct, spooled) = (best(false), best(true));
+    let per = |d: Duration| d.as_secs_f64() * 1e9 / RECORDS as f64;
+    let cost = per(spooled.cpu) - per(direct.cpu);
+    println!(
+        "wired (batches of {WIRED_BATCH}, {WIRED_INFLIGHT} in flight): queue only {:.0} ns CPU/record, \
+         queue+spool+reader {:.0} ns ({:.1} s wall): the spool's cost {cost:.0} ns per record",
+        per(direct.cpu),
+        per(spooled.cpu),
+        spooled.wall.as_secs_f64()
+    );
+    let summary = serde_json::json!({
+        "engine": rows,
+        "wired": {
+            "batch_records": WIRED_BATCH,
+            "batches_in_flight": WIRED_INFLIGHT,
+            "records": RECORDS,
+            "queue_only_cpu_ns_per_record": per(direct.cpu),
+            "spooled_cpu_ns_per_record": per(spooled.cpu),
+            "spool_cpu_ns_per_record": cost,
+            "spooled_wall_seconds": spooled.wall.as_secs_f64(),
+        },
+    });
     let path = dir.join("spool.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap()).unwrap();
     println!("summary: {}", path.display());
 }
 
@@ -235,7 +437,25 @@ criterion_group! {
     targets = bench
 }
 
+/// glibc's mmap threshold as lumberd's main.rs fixes it (1 MiB), so that buffers are
+/// allocated here as they are in lumberd: a reader chunk at or above it would be a fresh
+/// mmap each time there, and with glibc's rising default threshold not here.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    // SAFETY: sets an allocator parameter, before any other thread exists.
+    unsafe {
+        mallopt(-3 /* M_MMAP_THRESHOLD */, 1024 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() {
+    tune_allocator();
     benches();
     Criterion::default().configure_from_args().final_summary();
     write_summary();

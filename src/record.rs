@@ -201,6 +201,15 @@ impl DocId {
         DocId(hex)
     }
 
+    /// The id [`DocId::as_str`] wrote, back from its 32 lowercase hex digits; `None` for
+    /// anything else.
+    pub fn from_hex(hex: &[u8]) -> Option<DocId> {
+        let hex: [u8; 32] = hex.try_into().ok()?;
+        hex.iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            .then_some(DocId(hex))
+    }
+
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("hex digits")
     }

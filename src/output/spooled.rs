@@ -159,7 +159,7 @@ pub fn decode_record(
         1 => {
             let hex = field(at + 1, 32, "id past the end")?;
             (
-                Some(id_from_hex(hex).ok_or(BadRecord("id not hex"))?),
+                Some(DocId::from_hex(hex).ok_or(BadRecord("id not hex"))?),
                 at + 33,
             )
         }
@@ -170,20 +170,6 @@ pub fn decode_record(
         id,
         doc: data.slice(doc_at..),
     })
-}
-
-/// The id [`DocId::as_str`] wrote: 32 lowercase hex digits.
-fn id_from_hex(hex: &[u8]) -> Option<DocId> {
-    let mut digest = 0u128;
-    for &c in hex {
-        let v = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        digest = digest << 4 | u128::from(v);
-    }
-    Some(DocId::from_digest(digest))
 }
 
 /// The running spool: its sink and reader tasks.
@@ -471,7 +457,9 @@ async fn settle_append(
 /// A batch handed to Elasticsearch, waiting for its delivery to ack the spool.
 struct Pending {
     through: Position,
-    records: Vec<Record>,
+    /// The records as read: a resend decodes them again (slices, no copy), so the
+    /// batch handed over need not be cloned for a failure that is rare.
+    spooled: Vec<SpoolRecord>,
     delivery: DeliveryReceiver,
 }
 
@@ -525,30 +513,38 @@ impl Feed {
     /// Rebuilds Records from `records` and hands them to Elasticsearch as one batch.
     async fn feed(&mut self, records: Vec<SpoolRecord>) {
         let through = records.last().expect("a non-empty read").position;
-        let mut batch = Vec::with_capacity(records.len());
-        for r in records {
-            match decode_record(&r.data, &mut self.last_index) {
-                Ok(record) => batch.push(record),
-                Err(e) => {
-                    // Its checksum held, so it is not a torn write: a record of another
-                    // version or another program. Counted and skipped, as corrupt ones are.
-                    self.undecodable.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, seq = r.position.seq, "skipping a spool record");
-                }
-            }
-        }
+        let batch = self.decode(&records, true);
         let delivery = if batch.is_empty() {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let _ = tx.send(Ok(()));
             rx
         } else {
-            self.send(batch.clone()).await
+            self.send(batch).await
         };
         self.pending.push_back(Pending {
             through,
-            records: batch,
+            spooled: records,
             delivery,
         });
+    }
+
+    /// The Records of `records`, skipping (and the first time, counting and logging)
+    /// those that decode to none.
+    fn decode(&mut self, records: &[SpoolRecord], first: bool) -> Vec<Record> {
+        let mut batch = Vec::with_capacity(records.len());
+        for r in records {
+            match decode_record(&r.data, &mut self.last_index) {
+                Ok(record) => batch.push(record),
+                Err(e) if first => {
+                    // Its checksum held, so it is not a torn write: a record of another
+                    // version or another program. Counted and skipped, as corrupt ones are.
+                    self.undecodable.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, seq = r.position.seq, "skipping a spool record");
+                }
+                Err(_) => {}
+            }
+        }
+        batch
     }
 
     /// Sends `records` to the writer as one batch; its receiver says when they settled.
@@ -579,14 +575,15 @@ impl Feed {
                 return false;
             }
             if let Some(suppressed) = self.log.allow(("spool", "resend")) {
-                tracing::warn!(error = %e, records = head.records.len(), suppressed,
+                tracing::warn!(error = %e, records = head.spooled.len(), suppressed,
                     "Elasticsearch did not settle spooled records; sending them again");
             }
             tokio::select! {
                 _ = tokio::time::sleep(RESEND_DELAY) => {}
                 _ = self.stop.cancelled() => {}
             }
-            head.delivery = self.send(head.records.clone()).await;
+            let again = self.decode(&head.spooled, false);
+            head.delivery = self.send(again).await;
             self.pending.push_front(head);
             return true;
         }
@@ -683,11 +680,13 @@ mod tests {
         ] {
             assert!(decode_record(&Bytes::copy_from_slice(bad), &mut last).is_err());
         }
-        let mut flipped = good.clone();
-        flipped[30] = b'z'; // inside the id's hex
-        assert_eq!(
-            decode_record(&Bytes::from(flipped), &mut last).unwrap_err(),
-            BadRecord("id not hex")
-        );
+        for not_hex in [b'z', b'A'] {
+            let mut flipped = good.clone();
+            flipped[30] = not_hex; // inside the id's hex
+            assert_eq!(
+                decode_record(&Bytes::from(flipped), &mut last).unwrap_err(),
+                BadRecord("id not hex")
+            );
+        }
     }
 }

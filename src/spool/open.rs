@@ -258,6 +258,7 @@ pub(super) fn open(settings: SpoolSettings) -> Result<(Spool, Reader), SpoolErro
         dir: dir.clone(),
         ledger: Mutex::new(ledger),
         counters: Counters::default(),
+        buffers: Mutex::new(Vec::new()),
         _lock: lock,
     });
     shared

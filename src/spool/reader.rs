@@ -21,8 +21,17 @@ use super::scan::{ScanEvent, Scanner};
 use super::{segment_path, Position, Shared, SpoolError, SpoolRecord};
 
 /// Bytes read from a segment per `pread`: large enough that the syscall is a small part
-/// of the per-record cost, small enough not to matter in memory.
-const READ_CHUNK: u64 = 1024 * 1024;
+/// of the per-record cost, and well under lumberd's 1 MiB mmap threshold (main.rs), so
+/// that each chunk's buffer (with a partial record carried over) comes from malloc's
+/// reused heap. At 1 MiB every chunk was a fresh mmap: its pages faulted in, zeroed and
+/// charged one by one, half of the reader's CPU in a profile (`perf record` under
+/// benches/e2e_es.py --spool: 0.7 us per ~1 KB record).
+const READ_CHUNK: u64 = 192 * 1024;
+/// Chunk buffers kept to be reused once every record read from them is dropped (the
+/// Elasticsearch writer settled them). Even under the mmap threshold, a buffer freed
+/// to malloc was often given back to the kernel and faulted in again; with reuse the
+/// reader's pages stay mapped. At most this many times [`READ_CHUNK`] kept idle.
+const SPARE_BUFFERS: usize = 16;
 
 /// An open segment and the scanner over it.
 #[derive(Debug)]
@@ -66,6 +75,8 @@ pub(super) struct ReaderCore {
     buffered: bool,
     /// Handed out, not acknowledged: sequence number and append time.
     pending: VecDeque<(u64, u64)>,
+    /// Earlier chunk buffers, oldest first, to reclaim once their records are gone.
+    spares: VecDeque<BytesMut>,
 }
 
 impl ReaderCore {
@@ -89,6 +100,7 @@ impl ReaderCore {
             ready_bytes: 0,
             buffered: false,
             pending: VecDeque::new(),
+            spares: VecDeque::new(),
         }
     }
 
@@ -178,6 +190,9 @@ impl ReaderCore {
             return Ok(Step::CaughtUp);
         }
         let n = READ_CHUNK.min(durable - c.pos) as usize;
+        if c.buf.capacity() - c.buf.len() < n {
+            self.next_buffer(c, n);
+        }
         let start = c.buf.len();
         c.buf.resize(start + n, 0);
         if let Err(e) = c.file.read_exact_at(&mut c.buf[start..], c.pos) {
@@ -186,6 +201,24 @@ impl ReaderCore {
         }
         c.pos += n as u64;
         Ok(Step::More)
+    }
+
+    /// Moves `c`'s unread bytes into a buffer with room for `n` more: a spare whose
+    /// records are all dropped, or a new one; the old buffer becomes a spare.
+    fn next_buffer(&mut self, c: &mut Cursor, n: usize) {
+        let need = c.buf.len() + n;
+        let reused = self
+            .spares
+            .iter_mut()
+            .position(|b| b.try_reclaim(need))
+            .and_then(|i| self.spares.remove(i));
+        let mut next = reused.unwrap_or_else(|| BytesMut::with_capacity(need));
+        next.extend_from_slice(&c.buf);
+        let mut old = std::mem::replace(&mut c.buf, next);
+        if self.spares.len() < SPARE_BUFFERS {
+            old.clear();
+            self.spares.push_back(old);
+        }
     }
 
     /// Opens the first segment at or after `want_segment`; false when there is none.

@@ -288,7 +288,7 @@ fn writer_rollback_reuses_the_sequence_numbers_and_leaves_no_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let dir_file = std::fs::File::open(dir.path()).unwrap();
     let mut w = writer::WriterCore::open(dir.path(), dir_file, SEGMENT, None, 0).unwrap();
-    let mut b = Batch::new(1024);
+    let mut b = Batch::with_buffer(1024, Vec::new());
     for i in 0..30 {
         b.push(&rec(i)).unwrap();
     }

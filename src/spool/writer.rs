@@ -42,9 +42,11 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub(super) fn new(max_record_bytes: u32) -> Batch {
+    /// A batch writing into `frames` (cleared), a buffer reused from an earlier batch.
+    pub(super) fn with_buffer(max_record_bytes: u32, mut frames: Vec<u8>) -> Batch {
+        frames.clear();
         Batch {
-            frames: Vec::new(),
+            frames,
             records: 0,
             max_record_bytes,
         }
@@ -403,6 +405,7 @@ pub(super) fn run(
                 for (j, first_seq) in round.drain(..).zip(firsts) {
                     let records = j.batch.records;
                     let _ = j.reply.send(Ok(Appended { first_seq, records }));
+                    shared.recycle(j.batch.frames);
                 }
             }
             Err(e) => {

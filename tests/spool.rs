@@ -11,7 +11,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -208,12 +208,7 @@ impl Told {
 /// a crash in the middle of a write leaves it on a disk that lost power; a SIGKILL
 /// rarely tears a write by itself, so the test makes sure the cut is exercised.
 fn tear_last_segment(dir: &Path, rng: &mut Rng) -> u64 {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segments.sort();
+    let mut segments = support::spool_segments(dir);
     // A segment whose header was never written (a crash just after creating it) has
     // no tail to cut: it is damage, read as such later.
     let Some(last) = segments

@@ -574,16 +574,6 @@ fn full_past_stall_timeout_closes_the_connection_and_the_client_fails_over_losin
     );
 }
 
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segs.sort();
-    segs
-}
-
 fn damaged_spool_directory_starts_reports_and_replays_what_is_valid(node: &EsNode) {
     clear(node);
     let spool = tempfile::tempdir().unwrap();
@@ -596,7 +586,7 @@ fn damaged_spool_directory_starts_reports_and_replays_what_is_valid(node: &EsNod
     lumberd.kill();
     thaw(node);
 
-    let segs = segments(spool.path());
+    let segs = support::spool_segments(spool.path());
     assert!(segs.len() >= 3, "several segments to damage: {segs:?}");
     // (Bulk requests the frozen node had in its socket buffers may have been indexed on
     // the thaw: those records are duplicates now, and a damaged one may not be lost.)

@@ -25,6 +25,17 @@ pub mod tmpfs;
 
 use std::path::PathBuf;
 
+/// The spool's segment files (`*.seg`) in `dir`, oldest first.
+pub fn spool_segments(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    segments
+}
+
 /// Repository root (where tests/clients/setup.sh puts target/clients/).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

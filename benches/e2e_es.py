@@ -11,6 +11,17 @@ Elasticsearch's CPU (with a cluster: the sum of its JVMs) from /proc/PID/stat ov
 events/s, and checks that Elasticsearch's `_count` equals the events acknowledged.
 Writes target/bench/e2e-es.json and prints a summary. Python 3 standard library only.
 
+With --cluster N the event indices get N primary shards (one per node: with the
+default single shard one node would index every primary and another every replica, the
+third only coordinating), and lumberd's stall_timeout and request_timeout are the run's
+--timeout: this run measures throughput and CPU, not failover (tests/cluster.rs does), and
+on a machine shared with other work a cluster can take longer than the 60 s stall_timeout
+to store one window, which closed every connection of the first run (lumberload does not
+reconnect), or longer than the 90 s request_timeout, after which a request is sent again
+and Elasticsearch indexes its events twice (answering 409 for the second copies). The
+result records how contended the machine was (load average, the share of the machine's
+CPU the cluster got) and lumberd's resent requests and duplicate answers.
+
 --spool runs it a second time with `[spool] dir` set, against the same node(s) (the
 indices deleted between runs), measured until Elasticsearch holds every event (the spool
 drained), so the difference in lumberd CPU per event is the spool's whole cost (issue 13:
@@ -35,6 +46,7 @@ import e2e  # noqa: E402  (the file benchmark's helpers: Lumberd, proc_*, build_
 REPO = e2e.REPO
 ES_SH = os.path.join(REPO, "tests", "es", "es.sh")
 TARGET_CPU_SHARE = 0.15
+IDLE_BASELINE_SECONDS = 10
 # Issue 13: the spool may add at most this much lumberd CPU per event.
 TARGET_SPOOL_US = 1.0
 
@@ -57,6 +69,39 @@ def es_get(url, path, method="GET", ok_404=False):
         raise
 
 
+def machine_cpu_ticks():
+    """(busy, total) jiffies of every CPU since boot, from the first line of /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def scrape(stderr_path):
+    """lumberd's metrics (name{labels} -> value), from the admin port its log names."""
+    with open(stderr_path, "rb") as f:
+        text = f.read().decode("utf-8", "replace")
+    marker = "admin port serving"
+    line = next((l for l in text.splitlines() if marker in l), None)
+    if line is None:
+        return {}
+    addr = line.split("admin=")[1].split()[0]
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as resp:
+        body = resp.read().decode()
+    out = {}
+    for l in body.splitlines():
+        if l and not l.startswith("#"):
+            k, _, v = l.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
 def run_once(args, lumberload, url, env, es_cpu_seconds, rundir, spooled):
     """One lumberd under lumberload; with the spool, measured until Elasticsearch holds
     every acknowledged event (the spool drained), so its CPU covers the whole path."""
@@ -69,6 +114,8 @@ def run_once(args, lumberload, url, env, es_cpu_seconds, rundir, spooled):
     try:
         server.start(60)
         pid = server.proc.pid
+        busy0, total0 = machine_cpu_ticks()
+        load0 = loadavg()
         cpu0, es0 = e2e.proc_cpu_seconds(pid), es_cpu_seconds()
         t0 = time.monotonic()
         windows = args.events // 2048 + args.conns + 1
@@ -93,6 +140,27 @@ def run_once(args, lumberload, url, env, es_cpu_seconds, rundir, spooled):
         cpu = e2e.proc_cpu_seconds(pid) - cpu0
         es_cpu = es_cpu_seconds() - es0
         hwm = e2e.proc_status_kib(pid, "VmHWM")
+        busy1, total1 = machine_cpu_ticks()
+        machine_cpu = (total1 - total0) / e2e.CLK_TCK
+        metrics = scrape(server.stderr_path)
+        res["machine"] = {
+            "load_average_1m": [load0, loadavg()],
+            "cpus": os.cpu_count(),
+            "busy_share": round((busy1 - busy0) / (total1 - total0), 3) if total1 > total0 else None,
+            "es_share_of_machine_cpu": round(es_cpu / machine_cpu, 3) if machine_cpu else None,
+            "lumberd_share_of_machine_cpu": round(cpu / machine_cpu, 4) if machine_cpu else None,
+        }
+        res["lumberd_metrics"] = {
+            k: metrics.get(k, 0.0) for k in (
+                'lumberd_bulk_requests_total{outcome="success"}',
+                'lumberd_bulk_requests_total{outcome="retried"}',
+                'lumberd_output_events_total{outcome="indexed"}',
+                'lumberd_output_events_total{outcome="duplicate"}',
+                'lumberd_output_events_total{outcome="retried"}',
+                "lumberd_bulk_request_duration_seconds_sum",
+                "lumberd_bulk_request_duration_seconds_count",
+            )
+        }
         res.update({
             "events_sent": load["events_sent"], "events_acked": acked, "es_count": count,
             "acked_wall_seconds": round(acked_wall, 2),
@@ -166,10 +234,21 @@ def main():
             with open(os.path.join(d, "es.pid")) as f:
                 es_pids.append(int(f.read().strip()))
         env = {"LUMBERD_OUTPUT_ELASTICSEARCH": hosts, "LUMBERD_OUTPUT_TEMPLATE_REPLICAS": replicas}
+        if args.cluster:
+            # See the module doc: one primary per node; no stall or request timeout
+            # shorter than the run.
+            env["LUMBERD_OUTPUT_TEMPLATE_SHARDS"] = str(args.cluster)
+            env["LUMBERD_SERVER_STALL_TIMEOUT"] = f"{args.timeout}s"
+            env["LUMBERD_OUTPUT_REQUEST_TIMEOUT"] = f"{args.timeout}s"
 
         def es_cpu_seconds():
             return sum(e2e.proc_cpu_seconds(p) for p in es_pids)
 
+        # What the idle nodes burn (cluster coordination, health checks) on this machine,
+        # so the run's Elasticsearch CPU can be read against it.
+        idle0, idle_t0 = es_cpu_seconds(), time.monotonic()
+        time.sleep(IDLE_BASELINE_SECONDS)
+        res["es_idle_cpu_per_second"] = round((es_cpu_seconds() - idle0) / (time.monotonic() - idle_t0), 3)
         res.update(run_once(args, lumberload, url, env, es_cpu_seconds,
                             os.path.join(workdir, "plain"), False))
         if res["ok"]:

@@ -32,7 +32,12 @@ TARGET_EVENTS_PER_CPU_SECOND = 150_000
 TARGET_PEAK_RSS_MIB = 64
 # TLS may add at most this fraction to lumberd's CPU per event of the plain run.
 TARGET_TLS_CPU_OVERHEAD = 0.20
-SCENARIOS = ("file-4conns", "hold-1000conns", "tls-4conns", "tls-connect-1000conns")
+SCENARIOS = ("file-4conns", "empty-4conns", "floor-4conns", "hold-1000conns", "tls-4conns",
+             "tls-connect-1000conns")
+# The same load as file-4conns; they differ in what the receiver does with each event.
+FOUR_CONN_SCENARIOS = ("file-4conns", "empty-4conns", "floor-4conns", "tls-4conns")
+# lumberd with no filters, no ids and no log metrics: what lumberd costs around the pipeline.
+EMPTY_PIPELINE = "[pipeline]\nfilter = []\nfingerprint = []\nmetric = []\n"
 TLS_SCENARIOS = ("tls-4conns", "tls-connect-1000conns")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -219,10 +224,18 @@ class Lumberd:
         return self.proc.returncode
 
 
-def run_scenario(name, args, lumberload, extra_env):
+def run_scenario(name, args, lumberload, extra_env, binary=None, label=None):
     env = {}
     workdir = tempfile.mkdtemp(prefix=f"lumberd-e2e-{name}-", dir=args.tmpdir)
-    if name in ("file-4conns", "tls-4conns"):
+    binary = binary or args.lumberd
+    if name == "floor-4conns":
+        binary = args.floor
+    if name == "empty-4conns":
+        path = os.path.join(workdir, "empty-pipeline.toml")
+        with open(path, "w") as f:
+            f.write(EMPTY_PIPELINE)
+        env["LUMBERD_CONFIG"] = path
+    if name in FOUR_CONN_SCENARIOS:
         load_args = ["-conns", "4", "-events", str(args.events), "-window", "2048",
                      "-compress", "3", "-pipelining", "2"]
     elif name == "hold-1000conns":
@@ -243,11 +256,11 @@ def run_scenario(name, args, lumberload, extra_env):
     env.update(extra_env)  # the caller's --env wins over scenario defaults
     load_args += ["-timeout", f"{args.timeout}s"]
 
-    res = {"name": name, "ok": False, "error": None, "lumberd_env": env,
+    res = {"name": name, "binary": label or "lumberd", "ok": False, "error": None, "lumberd_env": env,
            "inflight_budget": env.get("LUMBERD_SERVER_MAX_INFLIGHT_BYTES", "default")}
     if name in TLS_SCENARIOS:
         res["tls_server_key"] = "RSA 2048" if args.tls_key == "rsa" else "ECDSA P-256"
-    server = Lumberd(args.lumberd, env, workdir)
+    server = Lumberd(binary, env, workdir)
     sampler = None
     try:
         server.start(args.ready_timeout)
@@ -328,6 +341,14 @@ def run_scenario(name, args, lumberload, extra_env):
         # every acknowledged event must be a document (two lines) in the data dir.
         rc = server.stop()
         res["lumberd_exit_status"] = rc
+        if name == "floor-4conns":
+            # The floor stores nothing: only the acknowledgements are checked.
+            if load_err:
+                raise RuntimeError(load_err)
+            if acked != load["events_sent"]:
+                raise RuntimeError(f"only {acked} of {load['events_sent']} events acknowledged")
+            res["ok"] = True
+            return res
         files = sorted(glob.glob(os.path.join(server.data_dir, "*.ndjson")))
         # The file output is in bulk form: an action line, then the document.
         lines = count_lines(files)
@@ -355,7 +376,7 @@ def run_scenario(name, args, lumberload, extra_env):
             shutil.rmtree(workdir, ignore_errors=True)
 
     targets = []
-    if name in ("file-4conns", "tls-4conns") and res["ok"]:
+    if name in ("file-4conns", "tls-4conns") and res["ok"] and res["binary"] == "lumberd":
         epc = res.get("events_per_cpu_second")
         rss = res.get("peak_rss_mib")
         targets.append({"target": f">= {TARGET_EVENTS_PER_CPU_SECOND:,} events per lumberd CPU-second",
@@ -368,7 +389,7 @@ def run_scenario(name, args, lumberload, extra_env):
 
 def compare_tls(results):
     """TLS's share of lumberd's CPU per event: tls-4conns against file-4conns."""
-    by = {r["name"]: r for r in results}
+    by = {r["name"]: r for r in results if r["binary"] == "lumberd"}
     plain, tls = by.get("file-4conns"), by.get("tls-4conns")
     if not (plain and tls and plain["ok"] and tls["ok"]):
         return
@@ -392,11 +413,11 @@ def fmt(v, spec=""):
 
 
 def print_table(results):
-    hdr = f"{'scenario':<16} {'status':<6} {'events':>10} {'ev/s':>10} {'ev/CPU-s':>10} {'us/ev':>7} {'peakRSS MiB':>11} {'lines ok':>8}"
+    hdr = f"{'scenario':<16} {'binary':<8} {'round':>5} {'status':<6} {'events':>10} {'ev/s':>10} {'ev/CPU-s':>10} {'us/ev':>7} {'peakRSS MiB':>11} {'lines ok':>8}"
     print(hdr)
     print("-" * len(hdr))
     for r in results:
-        print(f"{r['name']:<16} {'ok' if r['ok'] else 'FAIL':<6} {fmt(r.get('events_acked'), ','):>10} "
+        print(f"{r['name']:<16} {r['binary']:<8} {r.get('round', 1):>5} {'ok' if r['ok'] else 'FAIL':<6} {fmt(r.get('events_acked'), ','):>10} "
               f"{fmt(r.get('events_per_sec'), ','):>10} {fmt(r.get('events_per_cpu_second'), ','):>10} "
               f"{fmt(r.get('cpu_us_per_event'), '.2f'):>7} {fmt(r.get('peak_rss_mib'), '.1f'):>11} "
               f"{fmt(r.get('lines_match')):>8}")
@@ -416,6 +437,68 @@ def print_table(results):
             print(f"ERROR {r['name']}: {r['error']}")
 
 
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def summarise(results):
+    """Per scenario and binary, the median over rounds; and ratios taken inside each round
+    (runs next to each other share the machine's load), then their median."""
+    rows = {}
+    for r in results:
+        if r["ok"] and r.get("events_per_cpu_second"):
+            rows.setdefault((r["name"], r["binary"]), []).append(r)
+    summary = {"medians": [], "ratios": []}
+    for (name, binary), rs in rows.items():
+        summary["medians"].append({
+            "scenario": name, "binary": binary, "rounds": len(rs),
+            "events_per_cpu_second": median(r["events_per_cpu_second"] for r in rs),
+            "cpu_us_per_event": median(r["cpu_us_per_event"] for r in rs),
+            "peak_rss_mib": median(r["peak_rss_mib"] for r in rs),
+        })
+    by_round = {}
+    for r in results:
+        if r["ok"] and r.get("events_per_cpu_second"):
+            by_round.setdefault(r.get("round", 1), {})[(r["name"], r["binary"])] = r
+
+    def ratio(a, b, key):
+        per_round = [rr[a][key] / rr[b][key] for rr in by_round.values()
+                     if a in rr and b in rr and rr[a].get(key) and rr[b].get(key)]
+        return {"of": f"{a[0]}/{a[1]} : {b[0]}/{b[1]}", "figure": key, "rounds": len(per_round),
+                "median": round(median(per_round), 3) if per_round else None,
+                "each": [round(x, 3) for x in per_round]}
+
+    pairs = [(("file-4conns", "lumberd"), ("floor-4conns", "floor")),
+             (("empty-4conns", "lumberd"), ("floor-4conns", "floor")),
+             (("file-4conns", "lumberd"), ("empty-4conns", "lumberd"))]
+    for name in ("file-4conns", "empty-4conns"):
+        pairs.append(((name, "lumberd"), (name, "before")))
+    for a, b in pairs:
+        for key in ("cpu_us_per_event", "peak_rss_mib"):
+            x = ratio(a, b, key)
+            if x["rounds"]:
+                summary["ratios"].append(x)
+    return summary
+
+
+def print_summary(summary):
+    if not summary["medians"]:
+        return
+    print()
+    print(f"{'median over rounds':<30} {'ev/CPU-s':>10} {'us/ev':>7} {'peakRSS MiB':>11}")
+    for m in sorted(summary["medians"], key=lambda m: (m["scenario"], m["binary"])):
+        print(f"{m['scenario'] + ' ' + m['binary'] + ' x' + str(m['rounds']):<30} "
+              f"{fmt(m['events_per_cpu_second'], ',.0f'):>10} {fmt(m['cpu_us_per_event'], '.2f'):>7} "
+              f"{fmt(m['peak_rss_mib'], '.1f'):>11}")
+    for x in summary["ratios"]:
+        print(f"ratio {x['figure']:<17} {x['of']:<45} median {fmt(x['median'])} "
+              f"(per round: {', '.join(str(e) for e in x['each'])})")
+
+
 def parse_env(items):
     env = {}
     for item in items:
@@ -429,6 +512,13 @@ def parse_env(items):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lumberd", default=os.path.join(REPO, "target", "release", "lumberd"))
+    ap.add_argument("--before", default=None, metavar="PATH",
+                    help="another lumberd binary (e.g. main's): its file-4conns and empty-4conns "
+                         "runs interleave with --lumberd's, and the summary gives after/before ratios")
+    ap.add_argument("--floor", default=os.path.join(REPO, "target", "release", "examples", "floor"),
+                    help="the decode-only floor (cargo build --release --example floor)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the scenario list this many times, interleaved (ratios are per round)")
     ap.add_argument("--lumberload", default=None,
                     help="prebuilt lumberload binary (default: go build benches/load into target/bench/)")
     ap.add_argument("--events", type=int, default=2_000_000, help="events for file-4conns (default 2,000,000)")
@@ -457,18 +547,36 @@ def main():
     if args.lumberload is None:
         build_lumberload(lumberload)
 
+    names = args.scenario or SCENARIOS
+    if "floor-4conns" in names and not os.access(args.floor, os.X_OK):
+        raise SystemExit(f"floor binary not found: {args.floor} (cargo build --release --example floor)")
+    binaries = [(args.lumberd, "lumberd")]
+    if args.before:
+        binaries.append((os.path.abspath(args.before), "before"))
     results = []
-    for name in (args.scenario or SCENARIOS):
-        log(f"running {name} ...")
-        r = run_scenario(name, args, lumberload, extra_env)
-        results.append(r)
+    for rnd in range(1, args.rounds + 1):
+        for name in names:
+            # Only lumberd's own scenarios are worth comparing across binaries.
+            runs = binaries if name in ("file-4conns", "empty-4conns") else binaries[:1]
+            if name == "floor-4conns":
+                runs = [(args.floor, "floor")]
+            # Alternate which binary goes first, so neither always meets a warmer cache.
+            if rnd % 2 == 0:
+                runs = list(reversed(runs))
+            for binary, label in runs:
+                log(f"round {rnd}: running {name} ({label}) ...")
+                r = run_scenario(name, args, lumberload, extra_env, binary, label)
+                r["round"] = rnd
+                results.append(r)
     compare_tls(results)
+    summary = summarise(results)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump({"runs": results, "summary": summary}, f, indent=2)
         f.write("\n")
     print_table(results)
+    print_summary(summary)
     print(f"results: {args.out}")
     return 0 if all(r["ok"] for r in results) else 1
 

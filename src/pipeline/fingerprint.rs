@@ -74,8 +74,10 @@ impl Fingerprint {
 
     /// The id of `doc`'s origin, or `None` when a required part is missing.
     pub fn id(&self, doc: &mut Doc) -> Option<DocId> {
-        // The parts, length-prefixed, hashed in one call (cheaper than streaming).
-        let mut input: Vec<u8> = Vec::with_capacity(128);
+        // The parts, length-prefixed, hashed in one call (cheaper than streaming), in
+        // the event's arena: no allocation of its own.
+        let bump = doc.bump;
+        let mut input = bumpalo::collections::Vec::with_capacity_in(1024, bump);
         let mut text = String::new();
         for (i, part) in self.parts.iter().enumerate() {
             let found = part.alternatives.iter().enumerate().find_map(|(a, path)| {
@@ -83,19 +85,25 @@ impl Fingerprint {
                 if matches!(v.kind(), super::value::Kind::Null) {
                     return None;
                 }
+                // Strings and numbers as they render, without a copy; a string is
+                // decoded once, in place, for the filters that read it next (`message`).
+                if let Some(s) = v.decoded(bump).or_else(|| v.number_text()) {
+                    return Some((a, s));
+                }
                 text.clear();
                 v.render(&mut text);
-                Some(a)
+                Some((a, &*bump.alloc_str(&text)))
             });
             match found {
                 // Which part and which alternative, then the value, length-prefixed, so
                 // different origins cannot produce the same byte stream.
-                Some(a) => {
-                    input.extend_from_slice(&[i as u8, a as u8]);
-                    input.extend_from_slice(&(text.len() as u64).to_le_bytes());
-                    input.extend_from_slice(text.as_bytes());
-                }
-                None if part.optional => input.extend_from_slice(&[i as u8, 0xff]),
+                // `_copy`: a memcpy (bumpalo's `extend_from_slice` copies byte by byte).
+                Some((a, text)) => input.extend_from_slices_copy(&[
+                    &[i as u8, a as u8],
+                    &(text.len() as u64).to_le_bytes(),
+                    text.as_bytes(),
+                ]),
+                None if part.optional => input.extend_from_slice_copy(&[i as u8, 0xff]),
                 None => return None,
             }
         }

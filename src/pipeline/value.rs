@@ -22,6 +22,9 @@ use super::path::Segment;
 pub enum Value<'a> {
     /// Valid JSON not looked into yet, written out byte for byte.
     Raw(&'a RawValue),
+    /// A `Raw` string whose text has been decoded, still written out as it came: the id
+    /// and the `json` filter both read `message`, and decode it once between them.
+    Decoded(&'a RawValue, &'a str),
     Null,
     Bool(bool),
     /// A valid JSON number token, kept as text so no precision is lost.
@@ -57,6 +60,7 @@ impl<'a> Value<'a> {
                 Some(b'n') => Kind::Null,
                 _ => Kind::Number,
             },
+            Value::Decoded(..) => Kind::String,
             Value::Null => Kind::Null,
             Value::Bool(_) => Kind::Bool,
             Value::Number(_) => Kind::Number,
@@ -69,8 +73,27 @@ impl<'a> Value<'a> {
     /// Parses one level of a `Raw` value in place (children stay `Raw`); a no-op for
     /// values already parsed. A `Raw` value was validated when its parent was parsed.
     pub fn expand(&mut self, bump: &'a Bump) {
-        if let Value::Raw(raw) = *self {
-            *self = parse_one_level(raw, bump);
+        match *self {
+            Value::Raw(raw) => *self = parse_one_level(raw, bump),
+            Value::Decoded(_, text) => *self = Value::Str(text),
+            _ => {}
+        }
+    }
+
+    /// The exact text of a string value, decoding a `Raw` string once (it becomes
+    /// [`Value::Decoded`], still written as it came). `None` for other kinds and for a
+    /// string no exact text exists for (a lone surrogate escape).
+    pub fn decoded(&mut self, bump: &'a Bump) -> Option<&'a str> {
+        match *self {
+            Value::Str(s) | Value::Decoded(_, s) => Some(s),
+            Value::Raw(raw) if raw.get().starts_with('"') => {
+                let (text, exact) = decode_token(raw.get(), bump);
+                if exact {
+                    *self = Value::Decoded(raw, text);
+                }
+                exact.then_some(text)
+            }
+            _ => None,
         }
     }
 
@@ -78,7 +101,7 @@ impl<'a> Value<'a> {
     /// escapes) but leaving it `Raw`, so it is still written out as it came.
     pub fn as_str(&self, bump: &'a Bump) -> Option<&'a str> {
         match self {
-            Value::Str(s) => Some(s),
+            Value::Str(s) | Value::Decoded(_, s) => Some(s),
             Value::Raw(raw) if raw.get().starts_with('"') => decode_str(raw.get(), bump).ok(),
             _ => None,
         }
@@ -106,7 +129,7 @@ impl<'a> Value<'a> {
     /// themselves, numbers and booleans as their JSON text, containers as compact JSON.
     pub fn render(&self, out: &mut String) {
         match self {
-            Value::Str(s) => out.push_str(s),
+            Value::Str(s) | Value::Decoded(_, s) => out.push_str(s),
             Value::Raw(raw) if raw.get().starts_with('"') => {
                 let token = raw.get();
                 if !token.contains('\\') {
@@ -294,19 +317,27 @@ fn parse_one_level<'a>(raw: &'a RawValue, bump: &'a Bump) -> Value<'a> {
 /// A JSON string token's content: borrowed when it has no escapes (the common case),
 /// decoded into the arena otherwise.
 fn decode_str<'a>(token: &'a str, bump: &'a Bump) -> Result<&'a str, serde_json::Error> {
+    Ok(decode_token(token, bump).0)
+}
+
+/// A validated JSON string token's content, and whether it is exact (false when a lone
+/// surrogate escape became U+FFFD, where serde_json would refuse the token).
+fn decode_token<'a>(token: &'a str, bump: &'a Bump) -> (&'a str, bool) {
     let inner = &token[1..token.len() - 1];
     match memchr::memchr(b'\\', inner.as_bytes()) {
-        None => Ok(inner),
+        None => (inner, true),
         // A validated token: unescape straight into the arena (serde_json would build
         // it in a fresh scratch buffer first).
-        Some(first) => Ok(unescape(inner, first, bump)),
+        Some(first) => unescape(inner, first, bump),
     }
 }
 
 /// Unescapes the content of a JSON string token already validated by serde_json;
-/// `first` is the offset of its first backslash.
-fn unescape<'a>(inner: &str, first: usize, bump: &'a Bump) -> &'a str {
+/// `first` is the offset of its first backslash. False with it when a lone surrogate
+/// was replaced.
+fn unescape<'a>(inner: &str, first: usize, bump: &'a Bump) -> (&'a str, bool) {
     let b = inner.as_bytes();
+    let mut exact = true;
     let mut out = bumpalo::collections::String::with_capacity_in(b.len(), bump);
     out.push_str(&inner[..first]);
     let mut i = first;
@@ -346,6 +377,7 @@ fn unescape<'a>(inner: &str, first: usize, bump: &'a Bump) -> &'a str {
                 } else {
                     char::from_u32(hi)
                 };
+                exact &= c.is_some();
                 out.push(c.unwrap_or('\u{fffd}'));
                 continue;
             }
@@ -353,7 +385,7 @@ fn unescape<'a>(inner: &str, first: usize, bump: &'a Bump) -> &'a str {
         out.push(c);
         i += 2;
     }
-    out.into_bump_str()
+    (out.into_bump_str(), exact)
 }
 
 struct StrSeed<'a> {
@@ -427,7 +459,7 @@ impl<'de: 'a, 'a> Visitor<'de> for ArrayVisitor<'a> {
 /// Appends the compact JSON of `value`.
 pub fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Raw(raw) => write_raw(raw, out),
+        Value::Raw(raw) | Value::Decoded(raw, _) => write_raw(raw, out),
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
@@ -484,9 +516,17 @@ fn write_raw(raw: &RawValue, out: &mut Vec<u8>) {
 /// escaped, everything else copied.
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    // Most strings (every key of an event) need no escape: one scan, one copy.
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     out.reserve(s.len() + 2);
     out.push(b'"');
-    let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {

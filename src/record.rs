@@ -171,6 +171,11 @@ impl IndexName {
     pub fn shared(&self) -> Arc<str> {
         self.0.clone()
     }
+
+    /// The same name: the same shared string (cheap, the usual case), or equal text.
+    pub fn same(&self, other: &IndexName) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
 }
 
 impl std::ops::Deref for IndexName {

@@ -61,7 +61,15 @@ impl DeadLetterIndex {
 /// `curl --data-binary @file .../_bulk`.
 pub fn write_create_action(index: &str, id: Option<&DocId>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"create\":{\"_index\":");
-    serde_json::to_writer(&mut *out, index).expect("writing to a Vec");
+    // A valid index name (every one that reaches an output) needs no escape: copied as
+    // it is, without serde_json's formatter per line.
+    if index.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        serde_json::to_writer(&mut *out, index).expect("writing to a Vec");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(index.as_bytes());
+        out.push(b'"');
+    }
     if let Some(id) = id {
         out.extend_from_slice(b",\"_id\":\"");
         out.extend_from_slice(id.as_str().as_bytes());

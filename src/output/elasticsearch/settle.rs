@@ -207,16 +207,29 @@ impl Settlement {
             Ok(r) => bulk::read_reply(r.status, &r.body),
             Err(e) => return self.unanswered(sent, Fault::Unanswered(e)),
         };
+        let answered = match &reply {
+            Reply::Stored(n) => Some(*n),
+            Reply::Items(results) => Some(results.len()),
+            _ => None,
+        };
+        if let Some(got) = answered.filter(|&got| got != sent.len()) {
+            self.unanswered = 0;
+            let fault = Fault::ItemCount {
+                got,
+                sent: sent.len(),
+            };
+            return self.retry(Report::of(BulkOutcome::Retried), sent, fault);
+        }
         // Any answer shows a host is there: failover starts afresh.
         match reply {
             Reply::Unreadable(e) => self.unanswered(sent, Fault::Unreadable(e)),
-            Reply::Items(results) if results.len() != sent.len() => {
+            // Every item stored, as `items` would have found one by one.
+            Reply::Stored(_) => {
                 self.unanswered = 0;
-                let fault = Fault::ItemCount {
-                    got: results.len(),
-                    sent: sent.len(),
-                };
-                self.retry(Report::of(BulkOutcome::Retried), sent, fault)
+                let mut report = Report::of(BulkOutcome::Success);
+                report.health = Some(Signal::Up);
+                report.indexed = sent.len();
+                self.settled(report)
             }
             Reply::Items(results) => {
                 self.unanswered = 0;

@@ -137,12 +137,14 @@ fn reset_arena(bump: &mut Bump) {
     }
 }
 
-/// Recent index names (each checked once) and a buffer to render names and label
-/// values in.
+/// Recent index names (each checked once), a buffer to render names and label values
+/// in, and one to write documents in (each is then copied out at its exact size: one
+/// allocation per document, not a doubled buffer and the `Bytes` header for it).
 #[derive(Default)]
 struct Names {
     text: String,
     recent: Vec<(IndexKey, Routed)>,
+    doc: Vec<u8>,
 }
 
 /// A rendered index name: valid, or the name and why Elasticsearch would refuse it.
@@ -333,10 +335,15 @@ impl Pipeline {
         let bytes = match payload {
             Some(p) if !doc.modified && memchr::memchr2(b'\n', b'\r', p).is_none() => p.clone(),
             _ => {
-                // Room for the parsed fields next to the kept `message`: no regrowth.
-                let mut out = Vec::with_capacity(payload.map_or(256, |p| p.len() * 2 + 64));
-                write_object(&doc.root, &mut out);
-                Bytes::from(out)
+                let out = &mut names.doc;
+                out.clear();
+                write_object(&doc.root, out);
+                let bytes = Bytes::copy_from_slice(out);
+                // A huge event's buffer is not kept for the next one.
+                if out.capacity() > ARENA_RETAIN_BYTES {
+                    *out = Vec::new();
+                }
+                bytes
             }
         };
         let index = match index {

@@ -327,7 +327,14 @@ fn parse(
                 return Ok(None);
             }
             buf.advance(10);
-            let payload = take_payload(buf, len as usize);
+            // An inflated payload is split off its `C` frame's buffer, not copied: that
+            // buffer lives only as long as the frame, and its events (one window's) are
+            // queued and written together, so a chunk is freed with its last event.
+            let payload = if inside_compressed {
+                buf.split_to(len as usize).freeze()
+            } else {
+                take_payload(buf, len as usize)
+            };
             Ok(Some(Parsed::Frame(Frame::Data(DataFrame {
                 version,
                 seq,

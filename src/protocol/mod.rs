@@ -71,8 +71,11 @@ impl Payload {
 /// Frames larger than this are "large": their memory is reserved against the in-flight
 /// budget before their bytes are buffered, and their payload leaves the stream's buffer
 /// with the allocation it was read into (the buffer goes on with a fresh one). Smaller
-/// payloads are copied out, so the buffer is never pinned by an event that outlives it
-/// and stays one socket read's worth. Filebeat's events (~1 KiB) are all small.
+/// payloads read from the socket are copied out, so the connection's buffer is never
+/// pinned by an event that outlives it and stays one socket read's worth. Payloads
+/// inflated from a `C` frame are split off its buffer instead (no copy, no allocation
+/// per event): that buffer is the frame's own, in chunks of at most 32 KiB shared by
+/// events of the same window. Filebeat's events (~1 KiB) are all small.
 pub const LARGE_FRAME_BYTES: usize = 16 * 1024;
 
 /// An acknowledgement, as the server writes it and a client reads it.

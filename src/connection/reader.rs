@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -64,7 +64,7 @@ impl Reader {
         let mut session = Session::new(self.shared.settings.limits);
         let mut stats = SessionStats::default();
         let Err(end) = self.receive(socket, &mut session, &mut stats).await;
-        stats.report(&session, &self.shared.metrics.receive);
+        stats.report(&session, &self.shared.metrics.receive, &self.held);
         end
     }
 
@@ -79,9 +79,11 @@ impl Reader {
         // Budget reserved for a large frame before its bytes are read; it covers the
         // frame until the record made of it holds its own share.
         let mut reserved: Option<OwnedSemaphorePermit> = None;
+        // When the bytes being decoded arrived: every event of one read arrived together.
+        let mut received = Utc::now();
         loop {
             let Some(step) = session.next()? else {
-                stats.report(session, &self.shared.metrics.receive);
+                stats.report(session, &self.shared.metrics.receive, &self.held);
                 let demand = session.buffer_demand();
                 if demand > LARGE_FRAME_BYTES && reserved.is_none() {
                     let bytes = LARGE_FRAME_RESERVE_FACTOR * demand;
@@ -92,6 +94,7 @@ impl Reader {
                 if self.read(&mut socket, session.buffer(), mid_window).await? == 0 {
                     session.end_of_stream();
                 }
+                received = Utc::now();
                 continue;
             };
             let mut reservation = reserved.take();
@@ -107,12 +110,14 @@ impl Reader {
                     }
                     // A dropped event (a `drop` filter) holds nothing; its window still
                     // completes.
-                    if let Some(record) = self.event(frame, len) {
+                    if let Some(record) = self.event(frame, len, received, stats) {
                         let size = record.size() + EVENT_OVERHEAD;
                         self.hold(record, size, reservation, &mut batcher).await?;
                     }
                     match completes {
                         Some(window) => {
+                            // Counted before the acknowledger can take the window off.
+                            stats.report(session, &self.shared.metrics.receive, &self.held);
                             self.complete(window, batcher.finish()).await?;
                             // The window boundary, also when the next window is already
                             // buffered (a client that never waits for an ACK).
@@ -165,22 +170,28 @@ impl Reader {
         Ok(())
     }
 
-    /// One event through the pipeline, counted; the record to store, if any. Not async:
-    /// a future per event would be built and copied for every event.
-    fn event(&self, frame: DataFrame, len: usize) -> Option<Record> {
+    /// One event through the pipeline, counted (in `stats`, reported between reads);
+    /// the record to store, if any. Not async: a future per event would be built and
+    /// copied for every event.
+    fn event(
+        &self,
+        frame: DataFrame,
+        len: usize,
+        received: DateTime<Utc>,
+        stats: &mut SessionStats,
+    ) -> Option<Record> {
         let metrics = &self.shared.metrics;
-        metrics.receive.events.inc();
-        self.held.add(1);
-        let origin = Origin::new(self.peer, Utc::now(), self.tls.clone());
+        stats.events += 1;
+        let origin = Origin::new(self.peer, received, self.tls.clone());
         let pipeline = &self.shared.pipeline;
         let outcome = SCRATCH.with_borrow_mut(|scratch| {
             let outcome = match frame.payload {
                 Payload::Json(payload) => {
-                    metrics.receive.frames.inc(FrameType::Json);
+                    stats.json_frames += 1;
                     pipeline.process_json(payload, &origin, scratch)
                 }
                 Payload::Pairs(pairs) => {
-                    metrics.receive.frames.inc(FrameType::Data);
+                    stats.data_frames += 1;
                     pipeline.process_pairs(&pairs, &origin, scratch)
                 }
             };
@@ -323,15 +334,27 @@ async fn read_some<R: AsyncRead + Unpin>(
     socket.read_buf(buf).await
 }
 
-/// What the session counted, reported to the metrics as it grows.
+/// What the session and the reader counted, reported to the metrics between reads and at
+/// each window's end (not per event: shared counters bounce between the cores).
 #[derive(Default)]
 struct SessionStats {
     compressed_frames: u64,
     inflated_bytes: u64,
+    /// Since the last report.
+    events: u64,
+    json_frames: u64,
+    data_frames: u64,
 }
 
 impl SessionStats {
-    fn report(&mut self, session: &Session, metrics: &ReceiveMetrics) {
+    fn report(&mut self, session: &Session, metrics: &ReceiveMetrics, held: &HeldEvents) {
+        if self.events > 0 {
+            metrics.events.inc_by(self.events);
+            held.add(self.events as i64);
+            metrics.frames.inc_by(FrameType::Json, self.json_frames);
+            metrics.frames.inc_by(FrameType::Data, self.data_frames);
+            (self.events, self.json_frames, self.data_frames) = (0, 0, 0);
+        }
         let (frames, bytes) = (session.compressed_frames(), session.inflated_bytes());
         metrics
             .frames

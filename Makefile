@@ -88,6 +88,7 @@ bench: release
 	$(CARGO) bench --locked --bench spool
 	rm -f target/bench/memory.jsonl
 	LUMBERD_MEMORY_FIGURES=$(CURDIR)/target/bench/memory.jsonl $(CARGO) test --locked --release --test memory -- --test-threads=1
+	$(CARGO) build --locked --release --example floor
 	python3 benches/e2e.py --lumberd target/release/lumberd --events $(BENCH_EVENTS)
 	bash tests/es/es.sh fetch
 	python3 benches/e2e_es.py --lumberd target/release/lumberd --lumberload target/bench/lumberload --events $(BENCH_ES_EVENTS) --spool

@@ -399,20 +399,28 @@ mod tests {
 
     #[test]
     fn an_answer_without_errors_is_counted_and_one_with_errors_read_per_item() {
-        let item = r#"{"create":{"_index":"i","_id":"a","_version":1,"result":"created","status":201}}"#;
+        let item =
+            r#"{"create":{"_index":"i","_id":"a","_version":1,"result":"created","status":201}}"#;
         let ok = format!(r#"{{"errors":false,"took":3,"items":[{item},{item},{item}]}}"#);
         assert!(matches!(read_reply(200, ok.as_bytes()), Reply::Stored(3)));
         let failed = r#"{"errors":true,"items":[{"create":{"status":201}},{"index":{"status":429,"error":{"type":"t","reason":"r"}}}]}"#;
         let Reply::Items(items) = read_reply(200, failed.as_bytes()) else {
             panic!("an answer with errors is read item by item");
         };
-        assert_eq!(items.iter().map(|i| i.status).collect::<Vec<_>>(), [201, 429]);
+        assert_eq!(
+            items.iter().map(|i| i.status).collect::<Vec<_>>(),
+            [201, 429]
+        );
         let late = format!(r#"{{"items":[{item}],"errors":false}}"#);
         assert!(
             matches!(read_reply(200, late.as_bytes()), Reply::Items(ref i) if i.len() == 1),
             "items before errors are read, not assumed"
         );
-        for bad in [r#"{"errors":false,"items":[{"create":}]}"#, r#"{"errors":false} x"#, "<html>"] {
+        for bad in [
+            r#"{"errors":false,"items":[{"create":}]}"#,
+            r#"{"errors":false} x"#,
+            "<html>",
+        ] {
             assert!(
                 matches!(read_reply(200, bad.as_bytes()), Reply::Unreadable(_)),
                 "{bad} is not a bulk answer"

@@ -10,7 +10,7 @@ use super::date::{parse_date, DateFormat, DateInput, Zone};
 use super::doc::{Doc, Failure, METADATA, TAGS, TIMESTAMP};
 use super::path::FieldPath;
 use super::template::Template;
-use super::value::{parse_any, parse_object, Kind, Value};
+use super::value::{parse_any, parse_object, KeySet, Kind, Value};
 
 pub const JSON_FAILURE_TAG: &str = "_jsonparsefailure";
 pub const DATE_FAILURE_TAG: &str = "_dateparsefailure";
@@ -366,6 +366,7 @@ fn json(doc: &mut Doc, source: &FieldPath, target: Option<&FieldPath>) -> bool {
     // @timestamp is taken out first and coerced last (json.rb steps a-c).
     let parsed_timestamp = parsed.remove(TIMESTAMP);
     let mut tags_set = false;
+    let mut root_keys = KeySet::of(&doc.root);
     for (key, v) in parsed.fields.into_iter() {
         if key == METADATA {
             let mut v = v;
@@ -376,7 +377,14 @@ fn json(doc: &mut Doc, source: &FieldPath, target: Option<&FieldPath>) -> bool {
             continue;
         }
         tags_set |= key == TAGS;
-        doc.set_root(key, v);
+        // A key surely not in the root is appended as `set_root` would, without a scan.
+        // (`@timestamp` was taken out above.)
+        if root_keys.insert(key) {
+            doc.root.fields.push((key, v));
+            doc.modified = true;
+        } else {
+            doc.set_root(key, v);
+        }
     }
     if tags_set {
         doc.check_tags();

@@ -50,6 +50,7 @@ type config struct {
 	tlsName    string
 	dialPar    int
 	handshakes bool
+	dump       string
 	tlsConfig  *tls.Config
 }
 
@@ -92,11 +93,19 @@ func main() {
 	flag.StringVar(&c.tlsName, "tls-server-name", "", "name the server certificate must carry (default: the host of -addr)")
 	flag.IntVar(&c.dialPar, "dial-concurrency", 64, "connections dialled (and TLS-handshaken) at once")
 	flag.BoolVar(&c.handshakes, "connect-only", false, "only dial (and handshake) every connection, report connects per second, close; no events")
+	flag.StringVar(&c.dump, "dump", "", "write the prebuilt windows' wire bytes (the -pool windows, one after another) to this file and exit: byte-identical input for in-process benchmarks")
 	flag.Parse()
 
 	if err := validate(&c); err != nil {
 		fmt.Fprintln(os.Stderr, "lumberload:", err)
 		os.Exit(2)
+	}
+	if c.dump != "" {
+		if err := dump(&c); err != nil {
+			fmt.Fprintln(os.Stderr, "lumberload:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	raiseNofile()
 
@@ -327,6 +336,21 @@ func buildWindow(g *eventGen, n, compress int, keepEvents bool) (*window, error)
 		w.events = evs
 	}
 	return w, nil
+}
+
+// dump writes -pool prebuilt windows of -window events, as go-lumber encodes them,
+// to c.dump: the frames a run sends, for benchmarks that decode them in-process.
+func dump(c *config) error {
+	g := newEventGen(c.seed)
+	var out bytes.Buffer
+	for i := 0; i < c.pool; i++ {
+		w, err := buildWindow(g, c.window, c.compress, false)
+		if err != nil {
+			return err
+		}
+		out.Write(w.wire)
+	}
+	return os.WriteFile(c.dump, out.Bytes(), 0o644)
 }
 
 // plan is the list of windows one connection sends.

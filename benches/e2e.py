@@ -227,9 +227,9 @@ class Lumberd:
 def run_scenario(name, args, lumberload, extra_env, binary=None, label=None):
     env = {}
     workdir = tempfile.mkdtemp(prefix=f"lumberd-e2e-{name}-", dir=args.tmpdir)
-    binary = binary or args.lumberd
     if name == "floor-4conns":
-        binary = args.floor
+        binary = binary or args.floor
+    binary = binary or args.lumberd
     if name == "empty-4conns":
         path = os.path.join(workdir, "empty-pipeline.toml")
         with open(path, "w") as f:
@@ -477,6 +477,11 @@ def summarise(results):
              (("file-4conns", "lumberd"), ("empty-4conns", "lumberd"))]
     for name in ("file-4conns", "empty-4conns"):
         pairs.append(((name, "lumberd"), (name, "before")))
+    # With --before-floor: the floor's own change, and the before binary's distance to
+    # the floor of its own tree.
+    pairs += [(("floor-4conns", "floor"), ("floor-4conns", "floor-before")),
+              (("file-4conns", "before"), ("floor-4conns", "floor-before")),
+              (("empty-4conns", "before"), ("floor-4conns", "floor-before"))]
     for a, b in pairs:
         for key in ("cpu_us_per_event", "peak_rss_mib"):
             x = ratio(a, b, key)
@@ -517,6 +522,9 @@ def main():
                          "runs interleave with --lumberd's, and the summary gives after/before ratios")
     ap.add_argument("--floor", default=os.path.join(REPO, "target", "release", "examples", "floor"),
                     help="the decode-only floor (cargo build --release --example floor)")
+    ap.add_argument("--before-floor", default=None, metavar="PATH",
+                    help="the floor built from --before's tree: its floor-4conns runs interleave "
+                         "with --floor's (a change to the decoder moves the floor too)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="run the scenario list this many times, interleaved (ratios are per round)")
     ap.add_argument("--lumberload", default=None,
@@ -560,6 +568,8 @@ def main():
             runs = binaries if name in ("file-4conns", "empty-4conns") else binaries[:1]
             if name == "floor-4conns":
                 runs = [(args.floor, "floor")]
+                if args.before_floor:
+                    runs.append((os.path.abspath(args.before_floor), "floor-before"))
             # Alternate which binary goes first, so neither always meets a warmer cache.
             if rnd % 2 == 0:
                 runs = list(reversed(runs))

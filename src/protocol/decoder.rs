@@ -173,10 +173,27 @@ impl Codec {
                     .min(limit - inf.inflated + 1) as usize;
                 let (in_before, out_before) = (inf.zlib.total_in(), inf.zlib.total_out());
                 let len = inf.out.len();
-                inf.out.resize(len + room, 0);
-                let status =
+                let status = if inf.out.capacity() - len < room && len <= LARGE_FRAME_BYTES {
+                    // The usual step: the buffer is full (its frames are split off and
+                    // shared by their events), so the partial frame moves to a fresh one
+                    // sized for this step, and zlib writes into its spare capacity: no
+                    // zero-fill of the room first, no growth copy later.
+                    let mut next = Vec::with_capacity(len + room);
+                    next.extend_from_slice(&inf.out);
+                    let status =
+                        inf.zlib
+                            .decompress_vec(&src[..take], &mut next, FlushDecompress::None);
+                    // Through `Bytes`: both conversions keep the allocation (it is
+                    // unique), and the spare capacity comes back with it.
+                    inf.out = BytesMut::from(Bytes::from(next));
+                    status
+                } else {
+                    // Room is there (a large frame's reserved buffer, or what a short
+                    // step left), or a large frame grows in place.
+                    inf.out.resize(len + room, 0);
                     inf.zlib
-                        .decompress(&src[..take], &mut inf.out[len..], FlushDecompress::None);
+                        .decompress(&src[..take], &mut inf.out[len..], FlushDecompress::None)
+                };
                 let consumed = (inf.zlib.total_in() - in_before) as usize;
                 let produced = (inf.zlib.total_out() - out_before) as usize;
                 inf.out.truncate(len + produced);

@@ -86,7 +86,8 @@ pub(super) const REFUSAL_BODY_BYTES: usize = 300;
 pub enum Reply {
     /// 200 with `"errors":false`: every one of this many items was stored
     /// (Elasticsearch sets `errors` when any item failed). Their answers are counted, not
-    /// read: a 2048-item answer is ~400 KB of JSON, all of it `"status":201`.
+    /// read: all of them are `"status":201` (the request asks for nothing else,
+    /// `transport::BULK_PATH`; unfiltered, a 2048-item answer is ~400 KB).
     Stored(usize),
     /// 200 with `"errors":true`: each item's result, in request order.
     Items(Vec<ItemResult>),

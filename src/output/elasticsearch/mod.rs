@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -118,6 +119,7 @@ impl EsOutput {
             health,
             metrics,
             log,
+            spare_bodies: std::sync::Mutex::new(Vec::new()),
         });
         // `alive` is dropped when the writer ends: the liveness probe sees it.
         let task = tokio::spawn(async move {
@@ -155,7 +157,13 @@ async fn batch_loop(mut rx: mpsc::Receiver<Batch>, writer: Arc<Writer>) {
     let mut deadline = Instant::now();
     loop {
         let next = if pending.is_empty() {
-            rx.recv().await
+            loop {
+                match tokio::time::timeout(SPARE_BODIES_IDLE, rx.recv()).await {
+                    Ok(batch) => break batch,
+                    // Idle: also the bodies of requests answered since are let go.
+                    Err(_) => writer.release_bodies(),
+                }
+            }
         } else {
             tokio::select! {
                 b = rx.recv() => b,
@@ -217,7 +225,16 @@ struct Writer {
     metrics: OutputMetrics,
     /// Rate-limits the retry and dead-letter warnings (an outage repeats them).
     log: Arc<LogThrottle>,
+    /// Bodies of answered requests, written again by the next ones: a body is megabytes,
+    /// above glibc's mmap threshold, so a fresh one per request was mapped, page-faulted
+    /// and zeroed by the kernel each time (7-8% of lumberd's CPU into Elasticsearch).
+    /// At most `max_requests_in_flight` (a body is taken from here or made only while
+    /// fewer are in use), and given back to the allocator once the output is idle.
+    spare_bodies: std::sync::Mutex<Vec<Vec<u8>>>,
 }
+
+/// An output with nothing queued for this long gives its spare bodies back.
+const SPARE_BODIES_IDLE: Duration = Duration::from_secs(1);
 
 /// Appends dead letters to the local file in bulk form and fsyncs it, off the runtime;
 /// a tail torn by a crash or a failed write is cut first, so the file stays a valid
@@ -243,6 +260,29 @@ async fn append_dead_letters(path: std::path::PathBuf, letters: Vec<Item>) -> st
 }
 
 impl Writer {
+    fn spare_body(&self) -> Vec<u8> {
+        self.spare_bodies
+            .lock()
+            .expect("never poisoned")
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Keeps an answered request's body for the next one, when the HTTP client has let
+    /// go of it (the clone is then the only handle; otherwise it is simply dropped).
+    fn keep_body(&self, body: Bytes) {
+        if let Ok(body) = body.try_into_mut() {
+            let mut spare = self.spare_bodies.lock().expect("never poisoned");
+            if spare.len() < self.settings.max_requests_in_flight {
+                spare.push(Vec::from(body));
+            }
+        }
+    }
+
+    fn release_bodies(&self) {
+        self.spare_bodies.lock().expect("never poisoned").clear();
+    }
+
     /// Stores every record of `batches`, dead-lettering the rejected ones, then reports
     /// the batches delivered (and releases their budget). Retries until done: only a
     /// dead letter the cluster refuses too fails the batches.
@@ -328,9 +368,12 @@ impl Writer {
         let first = self.hosts.first(&nodes);
         let mut settlement = Settlement::new(items, policy, first, fastrand::u64(..));
         while let Some(request) = settlement.request() {
-            let (host, body) = (request.host, request.body());
+            let mut body = self.spare_body();
+            request.body_into(&mut body);
+            let (host, body) = (request.host, Bytes::from(body));
             let sent_at = Instant::now();
-            let answer = nodes.bulk(host, body).await;
+            let answer = nodes.bulk(host, body.clone()).await;
+            self.keep_body(body);
             self.metrics
                 .bulk_duration
                 .observe(sent_at.elapsed().as_secs_f64());

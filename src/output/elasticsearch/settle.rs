@@ -36,6 +36,11 @@ impl Request<'_> {
     pub fn body(&self) -> Vec<u8> {
         bulk::encode(self.items)
     }
+
+    /// The `_bulk` body, written into `body`.
+    pub fn body_into(&self, body: &mut Vec<u8>) {
+        bulk::encode_into(self.items, body)
+    }
 }
 
 /// An item refused for good, with the answer that refused it: it becomes a dead letter.

@@ -165,20 +165,14 @@ impl Nodes {
     /// for Elasticsearch to write and gzip and for lumberd to inflate and scan.
     /// Elasticsearch (and OpenSearch) never filter an error answer
     /// (`AbstractRestChannel::newErrorBuilder`): a request refused whole keeps its reason.
-    pub async fn bulk(&self, host: usize, body: Vec<u8>) -> Result<Response, SendError> {
+    pub async fn bulk(&self, host: usize, body: Bytes) -> Result<Response, SendError> {
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-ndjson"),
         );
-        self.send(
-            host,
-            Method::Post,
-            BULK_PATH,
-            headers,
-            Some(Bytes::from(body)),
-        )
-        .await
+        self.send(host, Method::Post, BULK_PATH, headers, Some(body))
+            .await
     }
 
     /// A request with an optional JSON body; its status and JSON answer (Null when the

@@ -78,6 +78,7 @@ fn crash_settings(dir: &Path) -> SpoolSettings {
         segment_bytes: 64 * 1024,
         max_record_bytes: 4096,
         queue_batches: 64,
+        memory_bytes: lumberd::spool::DEFAULT_MEMORY_BYTES,
     }
 }
 
@@ -402,6 +403,7 @@ async fn a_full_filesystem_refuses_appends_as_backpressure_and_recovers_when_spa
         segment_bytes: 128 * 1024,
         max_record_bytes: 4096,
         queue_batches: 16,
+        memory_bytes: lumberd::spool::DEFAULT_MEMORY_BYTES,
     };
     let (spool, mut reader) = Spool::open(settings.clone()).unwrap();
     let mut next = 0;

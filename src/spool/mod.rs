@@ -53,6 +53,16 @@
 //!   is full ([`Appender::try_append`] says `Full`), never drops.
 //! - The [`Reader`] reads only durable bytes, in order; [`Reader::ack`] saves the read
 //!   position with one fsync ([`position`]) and deletes the segments it consumed.
+//! - **Caught-up fast path** ([`handover`]): a batch may carry an [`Attachment`] (the
+//!   caller's own form of its records). Once the batch is durable, the writer keeps it
+//!   in memory (at most half of `memory_bytes`) when it starts exactly where the reader
+//!   will read next, and [`Reader::next`] hands it out as [`Read::Memory`] instead of
+//!   reading the records back: the reader's cursor moves past the batch, so the read
+//!   position, the acks and a replay after a crash are as if it had been read from disk.
+//!   A reader that is behind (its consumer slow, or the bound reached) reads from disk
+//!   and passes, then drops, what is kept; it takes the fast path again once it has
+//!   caught up. [`Reader::rewind`] goes back to the saved position (a consumer that lost
+//!   a batch it was handed from memory reads it from disk again).
 //! - On open: segments before the read position are deleted, the last segment's torn
 //!   tail is cut (one log line with the bytes), empty segments are removed, unknown
 //!   files are reported and left alone, and reading resumes at the read position (from
@@ -60,6 +70,7 @@
 //!   is skipped to the next valid frame, logged and counted ([`scan`]).
 
 pub mod frame;
+mod handover;
 mod ledger;
 mod open;
 pub mod position;
@@ -70,9 +81,11 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use handover::Handed;
 pub use reader::Reader;
 pub use writer::Batch;
 
+use std::any::Any;
 use std::fs::File;
 use std::future::Future;
 use std::io;
@@ -87,6 +100,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use self::frame::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use self::handover::Handover;
 use self::ledger::Ledger;
 use self::writer::Job;
 
@@ -103,6 +117,16 @@ pub const DEFAULT_MAX_RECORD_BYTES: u32 = 32 * 1024 * 1024;
 /// Default `queue_batches`: batches queued for the writer thread. The byte budget is the
 /// real bound; this caps how many small batches one round can gather.
 pub const DEFAULT_QUEUE_BATCHES: usize = 1024;
+/// Default `memory_bytes`: 32 MiB. Half keeps batches just fsynced for the caught-up
+/// reader: one group-commit round is a few MiB even at 250,000 ~1 KB events/s with a
+/// 10 ms fsync, so 16 MiB also rides out Elasticsearch pausing for a bulk or two before
+/// the reader has to read back from disk. A quarter each keeps encoded batch buffers and
+/// read chunks for reuse (fresh ones are page faults: a third of the CPU in a profile).
+pub const DEFAULT_MEMORY_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The caller's own form of a batch's records, carried opaquely beside its frames and
+/// handed to the reader on the fast path (see the module's notes).
+pub type Attachment = Box<dyn Any + Send>;
 
 /// Where the spool lives and how large it may grow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +140,10 @@ pub struct SpoolSettings {
     pub max_record_bytes: u32,
     /// Batches waiting for the writer thread at most.
     pub queue_batches: usize,
+    /// Memory the spool keeps beyond what its reader has handed out: batches kept for
+    /// the fast path (half), encoded batch buffers and read chunks kept for reuse (a
+    /// quarter each). 0 turns the fast path and the reuse off.
+    pub memory_bytes: u64,
 }
 
 impl SpoolSettings {
@@ -127,7 +155,23 @@ impl SpoolSettings {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             queue_batches: DEFAULT_QUEUE_BATCHES,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
         }
+    }
+
+    /// Bytes of durable batches kept for the fast path at most.
+    fn handover_bytes(&self) -> u64 {
+        self.memory_bytes / 2
+    }
+
+    /// Capacity of encoded batch buffers kept for reuse at most.
+    fn pool_bytes(&self) -> usize {
+        (self.memory_bytes / 4).min(usize::MAX as u64) as usize
+    }
+
+    /// Capacity of read chunks kept for reuse at most.
+    fn spare_bytes(&self) -> usize {
+        (self.memory_bytes / 4).min(usize::MAX as u64) as usize
     }
 
     /// Checks the limits against each other: a record must fit in a segment, and the
@@ -243,6 +287,23 @@ pub struct Appended {
     pub records: usize,
 }
 
+/// A batch the writer could not make durable: why, and its attachment back (for the
+/// caller to append it again).
+#[derive(Debug)]
+pub struct Refused {
+    pub error: SpoolError,
+    pub attachment: Option<Attachment>,
+}
+
+/// What [`Reader::next`] hands out.
+#[derive(Debug)]
+pub enum Read {
+    /// Records read back from disk (empty: the writer has stopped and all is read).
+    Disk(Vec<SpoolRecord>),
+    /// A batch just made durable, from memory: the caught-up fast path.
+    Memory(Handed),
+}
+
 /// What the spool holds and has done, for metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoolStats {
@@ -259,6 +320,8 @@ pub struct SpoolStats {
     pub commits: u64,
     /// Records handed to the reader since open.
     pub read: u64,
+    /// Of those, records handed from memory (the caught-up fast path), not read back.
+    pub from_memory: u64,
     /// Of those, records appended before this open.
     pub replayed: u64,
     /// Corrupt regions skipped (each one or more records lost) and their bytes.
@@ -286,6 +349,7 @@ struct Counters {
     written: AtomicU64,
     commits: AtomicU64,
     read: AtomicU64,
+    from_memory: AtomicU64,
     replayed: AtomicU64,
     corrupt: AtomicU64,
     corrupt_bytes: AtomicU64,
@@ -304,39 +368,45 @@ struct Shared {
     counters: Counters,
     /// Batch buffers the writer has written, cleared, for the next batches: without it
     /// each batch's half a megabyte is fresh memory, faulted in page by page (a third
-    /// of the append's CPU in a profile of benches/spool.rs).
-    buffers: Mutex<Vec<Vec<u8>>>,
+    /// of the append's CPU in a profile of benches/spool.rs). At most
+    /// [`SpoolSettings::pool_bytes`] of capacity.
+    buffers: Mutex<Pool>,
+    /// Durable batches kept for the reader's fast path.
+    handover: Mutex<Handover>,
     /// Held for the spool's life: an exclusive `flock` on `<dir>/lock`.
     _lock: File,
 }
 
-/// Batch buffers kept for reuse at most: the batches that are between the sink and the
-/// writer at once when the writer keeps up. With [`POOLED_BUFFER_BYTES`], at most 16 MiB
-/// kept (a 512-event batch of ~1 KB events is about 0.5 MiB).
-const POOLED_BUFFERS: usize = 8;
-/// A buffer larger than this is freed rather than kept (a rare huge batch would
-/// otherwise pin its memory).
-const POOLED_BUFFER_BYTES: usize = 2 * 1024 * 1024;
+/// Cleared batch buffers and their total capacity.
+#[derive(Debug, Default)]
+struct Pool {
+    buffers: Vec<Vec<u8>>,
+    capacity: usize,
+}
 
 impl Shared {
     /// A cleared buffer for a new batch: a reused one when there is one.
     fn buffer(&self) -> Vec<u8> {
-        self.buffers
-            .lock()
-            .ok()
-            .and_then(|mut b| b.pop())
-            .unwrap_or_default()
+        let Ok(mut pool) = self.buffers.lock() else {
+            return Vec::new();
+        };
+        match pool.buffers.pop() {
+            Some(b) => {
+                pool.capacity -= b.capacity();
+                b
+            }
+            None => Vec::new(),
+        }
     }
 
-    /// Keeps a written batch's buffer for a later batch (up to [`POOLED_BUFFERS`]).
+    /// Keeps a written batch's buffer for a later batch while the pool's capacity stays
+    /// within [`SpoolSettings::pool_bytes`] (a rare huge batch is freed, not kept).
     fn recycle(&self, mut buffer: Vec<u8>) {
-        if buffer.capacity() > POOLED_BUFFER_BYTES {
-            return;
-        }
         buffer.clear();
         if let Ok(mut pool) = self.buffers.lock() {
-            if pool.len() < POOLED_BUFFERS {
-                pool.push(buffer);
+            if pool.capacity + buffer.capacity() <= self.settings.pool_bytes() {
+                pool.capacity += buffer.capacity();
+                pool.buffers.push(buffer);
             }
         }
     }
@@ -443,6 +513,7 @@ impl SpoolWatch {
             written: c.written.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
             read: c.read.load(Ordering::Relaxed),
+            from_memory: c.from_memory.load(Ordering::Relaxed),
             replayed: c.replayed.load(Ordering::Relaxed),
             corrupt: c.corrupt.load(Ordering::Relaxed),
             corrupt_bytes: c.corrupt_bytes.load(Ordering::Relaxed),
@@ -533,7 +604,7 @@ pub struct Durable(DurableInner);
 #[derive(Debug)]
 enum DurableInner {
     Done(Option<Appended>),
-    Waiting(oneshot::Receiver<Result<Appended, SpoolError>>),
+    Waiting(oneshot::Receiver<Result<Appended, Refused>>),
 }
 
 impl Durable {
@@ -544,8 +615,22 @@ impl Durable {
         })))
     }
 
-    fn waiting(rx: oneshot::Receiver<Result<Appended, SpoolError>>) -> Durable {
+    fn waiting(rx: oneshot::Receiver<Result<Appended, Refused>>) -> Durable {
         Durable(DurableInner::Waiting(rx))
+    }
+
+    /// As awaiting the `Durable`, but a refused batch gives its attachment back.
+    pub async fn outcome(self) -> Result<Appended, Refused> {
+        match self.0 {
+            DurableInner::Done(done) => done.ok_or(Refused {
+                error: SpoolError::Closed,
+                attachment: None,
+            }),
+            DurableInner::Waiting(rx) => rx.await.unwrap_or(Err(Refused {
+                error: SpoolError::Closed,
+                attachment: None,
+            })),
+        }
     }
 }
 
@@ -558,7 +643,13 @@ impl Future for Durable {
             // A writer gone without a reply (it panicked) never made the batch durable.
             DurableInner::Waiting(rx) => Pin::new(rx)
                 .poll(cx)
-                .map(|r| r.unwrap_or(Err(SpoolError::Closed))),
+                .map(|r| {
+                    r.unwrap_or(Err(Refused {
+                        error: SpoolError::Closed,
+                        attachment: None,
+                    }))
+                })
+                .map(|r| r.map_err(|refused| refused.error)),
         }
     }
 }

@@ -18,12 +18,15 @@ use rustix::fs::{flock, FlockOperation};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::frame::SEGMENT_HEADER_BYTES;
+use super::handover::Handover;
 use super::ledger::{Ledger, SegmentInfo};
 use super::position::{Loaded, PositionFile, ReadPosition, POSITION_FILE};
 use super::reader::{Acker, ReaderCore};
 use super::scan::{ScanEvent, Scanner};
 use super::writer::{self, WriterCore};
-use super::{segment_path, Counters, Reader, Recovery, Shared, Spool, SpoolError, SpoolSettings};
+use super::{
+    segment_path, Counters, Pool, Reader, Recovery, Shared, Spool, SpoolError, SpoolSettings,
+};
 
 const LOCK_FILE: &str = "lock";
 /// How long open waits for another holder of the directory's lock before refusing.
@@ -252,13 +255,15 @@ pub(super) fn open(settings: SpoolSettings) -> Result<(Spool, Reader), SpoolErro
     recovery.bytes = ledger.bytes();
     recovery.records = ledger.records();
     let mark = ledger.mark();
+    let settings_handover_bytes = settings.handover_bytes();
     let shared = Arc::new(Shared {
         budget: Semaphore::new(settings.max_bytes.saturating_sub(used) as usize),
         settings,
         dir: dir.clone(),
         ledger: Mutex::new(ledger),
         counters: Counters::default(),
-        buffers: Mutex::new(Vec::new()),
+        buffers: Mutex::new(Pool::default()),
+        handover: Mutex::new(Handover::new(settings_handover_bytes, start.next_seq)),
         _lock: lock,
     });
     shared
@@ -293,6 +298,7 @@ pub(super) fn open(settings: SpoolSettings) -> Result<(Spool, Reader), SpoolErro
     let acker = Acker {
         file: position_file,
         acked_next: start.next_seq,
+        saved: start,
     };
 
     let writer = WriterCore::open(

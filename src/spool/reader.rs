@@ -3,7 +3,9 @@
 //! consumed wholly. One reader per spool.
 //!
 //! File reads and fsyncs run on tokio's blocking pool. Records read ahead wait in the
-//! core until a call hands them out, so a cancelled `next_batch` loses nothing.
+//! core until a call hands them out, so a cancelled `next_batch` loses nothing. While
+//! the reader is caught up, [`Reader::next`] hands out batches kept in memory by the
+//! writer instead (see [`super::handover`]) and moves its cursor past them.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -15,10 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::BytesMut;
 use tokio::sync::watch;
 
+use super::handover::Handed;
 use super::ledger::Mark;
 use super::position::{PositionFile, ReadPosition};
 use super::scan::{ScanEvent, Scanner};
-use super::{segment_path, Position, Shared, SpoolError, SpoolRecord};
+use super::{segment_path, Position, Read, Shared, SpoolError, SpoolRecord};
 
 /// Bytes read from a segment per `pread`: large enough that the syscall is a small part
 /// of the per-record cost, and well under lumberd's 1 MiB mmap threshold (main.rs), so
@@ -27,11 +30,10 @@ use super::{segment_path, Position, Shared, SpoolError, SpoolRecord};
 /// charged one by one, half of the reader's CPU in a profile (`perf record` under
 /// benches/e2e_es.py --spool: 0.7 us per ~1 KB record).
 const READ_CHUNK: u64 = 192 * 1024;
-/// Chunk buffers kept to be reused once every record read from them is dropped (the
-/// Elasticsearch writer settled them). Even under the mmap threshold, a buffer freed
-/// to malloc was often given back to the kernel and faulted in again; with reuse the
-/// reader's pages stay mapped. At most this many times [`READ_CHUNK`] kept idle.
-const SPARE_BUFFERS: usize = 16;
+// Chunk buffers are kept to be reused once every record read from them is dropped (the
+// Elasticsearch writer settled them): even under the mmap threshold, a buffer freed to
+// malloc was often given back to the kernel and faulted in again; with reuse the
+// reader's pages stay mapped. At most `SpoolSettings::spare_bytes` of them kept idle.
 
 /// An open segment and the scanner over it.
 #[derive(Debug)]
@@ -75,8 +77,10 @@ pub(super) struct ReaderCore {
     buffered: bool,
     /// Handed out, not acknowledged: sequence number and append time.
     pending: VecDeque<(u64, u64)>,
-    /// Earlier chunk buffers, oldest first, to reclaim once their records are gone.
+    /// Earlier chunk buffers, oldest first, to reclaim once their records are gone,
+    /// and their capacity.
     spares: VecDeque<BytesMut>,
+    spare_bytes: usize,
 }
 
 impl ReaderCore {
@@ -101,6 +105,7 @@ impl ReaderCore {
             buffered: false,
             pending: VecDeque::new(),
             spares: VecDeque::new(),
+            spare_bytes: 0,
         }
     }
 
@@ -111,9 +116,11 @@ impl ReaderCore {
                 segment: c.base,
                 len: c.pos,
             },
+            // Nothing read yet in it: from `start_offset` (where a batch handed from
+            // memory ended), so a caught-up reader does not look behind.
             None => Mark {
                 segment: self.want_segment,
-                len: 0,
+                len: self.start_offset.unwrap_or(0),
             },
         }
     }
@@ -126,6 +133,14 @@ impl ReaderCore {
     /// Reads ahead until `records` records (or `bytes` bytes) are ready, or everything
     /// durable has been read.
     pub fn fill(&mut self, records: usize, bytes: usize) -> Result<(), SpoolError> {
+        let filled = self.fill_inner(records, bytes);
+        // Batches kept for the fast path that reading has passed are dropped.
+        let mut stale = Vec::new();
+        lock(&self.shared.handover).advanced(self.next_seq, &mut stale);
+        filled
+    }
+
+    fn fill_inner(&mut self, records: usize, bytes: usize) -> Result<(), SpoolError> {
         loop {
             if self.full(records, bytes) {
                 return Ok(());
@@ -212,13 +227,72 @@ impl ReaderCore {
             .iter_mut()
             .position(|b| b.try_reclaim(need))
             .and_then(|i| self.spares.remove(i));
+        if let Some(b) = &reused {
+            self.spare_bytes = self.spare_bytes.saturating_sub(b.capacity());
+        }
         let mut next = reused.unwrap_or_else(|| BytesMut::with_capacity(need));
         next.extend_from_slice(&c.buf);
         let mut old = std::mem::replace(&mut c.buf, next);
-        if self.spares.len() < SPARE_BUFFERS {
-            old.clear();
+        old.clear();
+        if self.spare_bytes + old.capacity() <= self.shared.settings.spare_bytes() {
+            self.spare_bytes += old.capacity();
             self.spares.push_back(old);
         }
+    }
+
+    /// The batch kept in memory that starts exactly at the next record, when there is
+    /// one and nothing read from disk waits before it: handed out as read, the cursor
+    /// moved past it.
+    fn take_handed(&mut self, stale: &mut Vec<Handed>) -> Option<Handed> {
+        if !self.ready.is_empty() {
+            return None;
+        }
+        let h = lock(&self.shared.handover).take(self.next_seq, stale)?;
+        self.skip_to(h.through);
+        self.pending.push_back((h.through.seq, h.appended_ms));
+        let counters = &self.shared.counters;
+        counters.read.fetch_add(h.records as u64, Ordering::Relaxed);
+        counters
+            .from_memory
+            .fetch_add(h.records as u64, Ordering::Relaxed);
+        lock(&self.shared.ledger)
+            .oldest_ms
+            .get_or_insert(h.appended_ms);
+        Some(h)
+    }
+
+    /// Moves the cursor to just past `through`, as if every record up to it had been
+    /// read: in place when it is in the open segment, else from there at the next read.
+    fn skip_to(&mut self, through: Position) {
+        self.next_seq = through.seq + 1;
+        self.buffered = false;
+        match &mut self.cursor {
+            Some(c) if c.base == through.segment => {
+                c.buf.clear();
+                c.pos = through.end;
+                c.scanner =
+                    Scanner::resume(c.base, through.end, self.shared.settings.max_record_bytes);
+            }
+            _ => {
+                self.cursor = None;
+                self.want_segment = through.segment;
+                self.start_offset = Some(through.end);
+            }
+        }
+    }
+
+    /// Goes back to `saved`, the last position saved: everything after it is read
+    /// again from disk.
+    fn rewind_to(&mut self, saved: &ReadPosition) {
+        self.cursor = None;
+        self.want_segment = saved.segment;
+        self.start_offset = (saved.offset > 0).then_some(saved.offset);
+        self.next_seq = saved.next_seq;
+        self.ready.clear();
+        self.ready_bytes = 0;
+        self.buffered = false;
+        self.pending.clear();
+        lock(&self.shared.handover).rewound(self.next_seq);
     }
 
     /// Opens the first segment at or after `want_segment`; false when there is none.
@@ -356,6 +430,8 @@ impl ReaderCore {
 pub(super) struct Acker {
     pub file: PositionFile,
     pub acked_next: u64,
+    /// The position saved last (or started from): where a rewind goes back to.
+    pub saved: ReadPosition,
 }
 
 /// The spool's one consumer: records in append order from the read position.
@@ -382,21 +458,48 @@ impl Reader {
     }
 
     /// Waits for durable records and returns up to `max_records` of them (and about
-    /// `max_bytes` of payload, at least one record), in append order. Returns an empty
-    /// batch once the writer has stopped and everything has been read. Cancel-safe.
+    /// `max_bytes` of payload, at least one record), in append order, read from disk.
+    /// Returns an empty batch once the writer has stopped and everything has been read.
+    /// Cancel-safe. Batches appended with an attachment are read back like any other.
     pub async fn next_batch(
         &mut self,
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<SpoolRecord>, SpoolError> {
+        match self.read(max_records, max_bytes, false).await? {
+            Read::Disk(records) => Ok(records),
+            Read::Memory(_) => unreachable!("not asked for"),
+        }
+    }
+
+    /// As [`Reader::next_batch`], but while the reader is caught up, a batch appended
+    /// with an attachment comes back as [`Read::Memory`] once durable, not read back.
+    /// Either way the records come out once each, in append order, and are
+    /// acknowledged alike (a memory batch by its `through`).
+    pub async fn next(&mut self, max_records: usize, max_bytes: usize) -> Result<Read, SpoolError> {
+        self.read(max_records, max_bytes, true).await
+    }
+
+    async fn read(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        memory: bool,
+    ) -> Result<Read, SpoolError> {
         let max_records = max_records.max(1);
         let mut closed = false;
+        let mut stale = Vec::new();
         loop {
             let mark = *self.marks.borrow_and_update();
             let behind = {
                 let mut core = lock(&self.core);
                 if !core.ready.is_empty() {
-                    return Ok(core.pop(max_records, max_bytes));
+                    return Ok(Read::Disk(core.pop(max_records, max_bytes)));
+                }
+                if memory {
+                    if let Some(h) = core.take_handed(&mut stale) {
+                        return Ok(Read::Memory(h));
+                    }
                 }
                 core.behind(mark)
             };
@@ -407,18 +510,33 @@ impl Reader {
                     .map_err(|_| SpoolError::Closed)??;
                 let mut core = lock(&self.core);
                 if !core.ready.is_empty() {
-                    return Ok(core.pop(max_records, max_bytes));
+                    return Ok(Read::Disk(core.pop(max_records, max_bytes)));
                 }
                 if core.behind(mark) {
                     continue;
                 }
             }
             if closed {
-                return Ok(Vec::new());
+                return Ok(Read::Disk(Vec::new()));
             }
             // The writer is gone: one more look at what it committed last, then done.
             closed = self.marks.changed().await.is_err();
         }
+    }
+
+    /// Goes back to the position saved last: every record after it is handed out again,
+    /// read from disk (until the reader is caught up). For a consumer that lost what it
+    /// was handed (a batch from memory it cannot send again); nothing acknowledged comes
+    /// back.
+    pub async fn rewind(&self) -> Result<(), SpoolError> {
+        let core = self.core.clone();
+        let acker = self.acker.clone();
+        tokio::task::spawn_blocking(move || {
+            let acker = lock(&acker);
+            lock(&core).rewind_to(&acker.saved);
+        })
+        .await
+        .map_err(|_| SpoolError::Closed)
     }
 
     /// Acknowledges `through` and every record before it: saves the read position
@@ -469,6 +587,7 @@ fn ack(
         &shared.dir.join(super::position::POSITION_FILE),
     ))?;
     acker.acked_next = saved.next_seq;
+    acker.saved = saved;
     let consumed = {
         let mut ledger = lock(&shared.ledger);
         ledger.acked_next = ledger.acked_next.max(saved.next_seq);

@@ -19,6 +19,7 @@ fn settings(dir: &Path) -> SpoolSettings {
         segment_bytes: SEGMENT,
         max_record_bytes: 1024,
         queue_batches: 16,
+        memory_bytes: DEFAULT_MEMORY_BYTES,
     }
 }
 
@@ -303,7 +304,7 @@ fn writer_rollback_reuses_the_sequence_numbers_and_leaves_no_bytes() {
         })
         .collect();
     // A round that spans a new segment, then fails: both undone.
-    assert_eq!(w.append(&mut b.clone(), 2).unwrap(), 30);
+    assert_eq!(w.append(&mut b.clone(), 2).unwrap().0, 30);
     assert!(segment_files(dir.path()).len() > durable.len());
     w.rollback();
     let after: Vec<(std::path::PathBuf, u64)> = segment_files(dir.path())
@@ -314,7 +315,11 @@ fn writer_rollback_reuses_the_sequence_numbers_and_leaves_no_bytes() {
         })
         .collect();
     assert_eq!(after, durable);
-    assert_eq!(w.append(&mut b, 3).unwrap(), 30, "sequence numbers reused");
+    assert_eq!(
+        w.append(&mut b, 3).unwrap().0,
+        30,
+        "sequence numbers reused"
+    );
     assert_eq!(w.commit().unwrap().durable_next, 60);
 }
 
@@ -519,4 +524,237 @@ async fn a_reopened_spool_replays_every_record_of_the_segment_being_written() {
         (0..5).collect::<Vec<_>>()
     );
     assert_drained(spool, &mut reader).await;
+}
+
+/// Appends records `range` as one batch with their numbers attached (the fast path's
+/// form of them).
+async fn append_attached(app: &Appender, range: std::ops::Range<usize>) -> Appended {
+    let mut b = app.batch();
+    for i in range.clone() {
+        b.push(&rec(i)).unwrap();
+    }
+    b.attach(Box::new(range.collect::<Vec<usize>>()));
+    app.append(b).await.unwrap().await.unwrap()
+}
+
+/// What one `next` handed out: the record numbers, through where, and from memory or not.
+fn handed_out(read: Read) -> (Vec<usize>, Option<Position>, bool) {
+    match read {
+        Read::Disk(records) => (numbers(&records), records.last().map(|r| r.position), false),
+        Read::Memory(h) => {
+            let n = *h
+                .attachment
+                .downcast::<Vec<usize>>()
+                .expect("our attachment");
+            assert_eq!(n.len(), h.records, "records of a batch from memory");
+            assert_eq!(n.first().map(|&i| i as u64), Some(h.first_seq));
+            (n, Some(h.through), true)
+        }
+    }
+}
+
+async fn next(reader: &mut Reader, max: usize) -> (Vec<usize>, Option<Position>, bool) {
+    let read = tokio::time::timeout(Duration::from_secs(20), reader.next(max, usize::MAX))
+        .await
+        .expect("a durable batch comes out of next()")
+        .unwrap();
+    handed_out(read)
+}
+
+#[tokio::test]
+async fn a_caught_up_reader_is_handed_attached_batches_from_memory_and_acks_them_like_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+        let app = spool.appender();
+        append_attached(&app, 0..5).await;
+        append_attached(&app, 5..9).await;
+        let (a, _, memory_a) = next(&mut reader, 100).await;
+        let (b, through, memory_b) = next(&mut reader, 100).await;
+        assert_eq!((a, b), ((0..5).collect(), (5..9).collect()));
+        assert!(memory_a && memory_b, "both batches came from memory");
+        let stats = spool.stats();
+        assert_eq!((stats.read, stats.from_memory, stats.records), (9, 9, 9));
+        reader.ack(through.unwrap()).await.unwrap();
+        assert_eq!(spool.stats().records, 0);
+        // Then records without an attachment come from disk, after the batches.
+        append(&app, 9..12).await;
+        let (c, _, memory_c) = next(&mut reader, 100).await;
+        assert_eq!((c, memory_c), ((9..12).collect(), false));
+        drop(app);
+        shut(spool, reader).await;
+    }
+    // The saved position is where the memory batches ended: 9..12 is all a reopen replays.
+    let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+    assert_eq!(spool.recovery().records, 3);
+    assert_eq!(
+        numbers(&read(&mut reader, 3).await),
+        (9..12).collect::<Vec<_>>()
+    );
+    assert_drained(spool, &mut reader).await;
+}
+
+#[tokio::test]
+async fn a_reader_behind_reads_from_disk_and_is_handed_from_memory_again_once_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room in memory (half of `memory_bytes` is the fast path's) for the largest of the
+    // five batches, but not for the first two together: the rest of a burst goes to
+    // disk only.
+    let size = |b: usize| -> usize {
+        (b * 5..b * 5 + 5)
+            .map(|i| rec(i).len() + frame::FRAME_HEADER_BYTES)
+            .sum()
+    };
+    let room = (0..5).map(size).max().unwrap();
+    assert!(size(0) + size(1) > room);
+    let s = SpoolSettings {
+        memory_bytes: 2 * room as u64,
+        ..settings(dir.path())
+    };
+    let (spool, mut reader) = Spool::open(s).unwrap();
+    let app = spool.appender();
+    for b in 0..4 {
+        append_attached(&app, b * 5..b * 5 + 5).await;
+    }
+    let mut got = Vec::new();
+    let (first, _, memory) = next(&mut reader, 100).await;
+    assert!(memory, "the first batch of the burst was kept");
+    got.extend(first);
+    while got.len() < 20 {
+        let (n, _, memory) = next(&mut reader, 7).await;
+        assert!(!memory, "behind: records {n:?} should come from disk");
+        got.extend(n);
+    }
+    // Caught up: the next batch is handed from memory again.
+    append_attached(&app, 20..25).await;
+    let (last, _, memory) = next(&mut reader, 100).await;
+    assert!(memory, "caught up again, the fast path resumes");
+    got.extend(last);
+    assert_eq!(
+        got,
+        (0..25).collect::<Vec<_>>(),
+        "each record once, in order"
+    );
+    assert_eq!(spool.stats().from_memory, 10);
+    drop(app);
+    assert_drained(spool, &mut reader).await;
+}
+
+#[tokio::test]
+async fn a_rewind_hands_out_again_everything_after_the_saved_position_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut reader) = Spool::open(settings(dir.path())).unwrap();
+    let app = spool.appender();
+    append_attached(&app, 0..4).await;
+    let (_, through, _) = next(&mut reader, 100).await;
+    reader.ack(through.unwrap()).await.unwrap();
+    append_attached(&app, 4..8).await;
+    append_attached(&app, 8..10).await;
+    assert_eq!(next(&mut reader, 100).await.0, (4..8).collect::<Vec<_>>());
+    // The consumer lost 4..8: back to the position after 3.
+    reader.rewind().await.unwrap();
+    let mut again = Vec::new();
+    while again.len() < 6 {
+        again.extend(next(&mut reader, 100).await.0);
+    }
+    assert_eq!(again, (4..10).collect::<Vec<_>>());
+    drop(app);
+    assert_drained(spool, &mut reader).await;
+}
+
+/// Random interleavings of appends (with and without attachments, batches of random
+/// sizes), reads of random sizes, acks, rewinds and reopens, against a model: the
+/// records handed out since the last rewind or reopen are exactly those after the last
+/// ack, in order, each once, whichever path each came by, and both paths are taken.
+#[tokio::test]
+async fn any_interleaving_hands_out_each_record_once_in_order_by_memory_or_disk() {
+    let (mut from_memory, mut from_disk) = (0, 0);
+    for seed in 1..=12u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n) as usize
+        };
+        let s = SpoolSettings {
+            memory_bytes: [0, 4000, 20_000, 1 << 20][rand(4)] as u64,
+            ..settings(dir.path())
+        };
+        let (mut spool, mut reader) = Spool::open(s.clone()).unwrap();
+        let mut app = spool.appender();
+        // appended: records durable; acked: records acknowledged (a prefix); handed:
+        // what came out since the last ack point was re-established.
+        let (mut appended, mut acked) = (0usize, 0usize);
+        let mut handed: Vec<usize> = Vec::new();
+        let mut last: Option<Position> = None;
+        for _ in 0..150 {
+            match rand(10) {
+                0..=3 => {
+                    let n = 1 + rand(12);
+                    if rand(4) == 0 {
+                        append(&app, appended..appended + n).await;
+                    } else {
+                        append_attached(&app, appended..appended + n).await;
+                    }
+                    appended += n;
+                }
+                4..=6 if acked + handed.len() < appended => {
+                    let (n, through, memory) = next(&mut reader, 1 + rand(15)).await;
+                    let want = acked + handed.len();
+                    assert_eq!(
+                        n,
+                        (want..want + n.len()).collect::<Vec<_>>(),
+                        "seed {seed}: out of order or twice"
+                    );
+                    if memory {
+                        from_memory += n.len();
+                    } else {
+                        from_disk += n.len();
+                    }
+                    handed.extend(n);
+                    last = through;
+                }
+                7 if !handed.is_empty() => {
+                    reader.ack(last.unwrap()).await.unwrap();
+                    acked += handed.len();
+                    handed.clear();
+                }
+                8 => {
+                    reader.rewind().await.unwrap();
+                    handed.clear();
+                }
+                9 if rand(3) == 0 => {
+                    drop(app);
+                    shut(spool, reader).await;
+                    (spool, reader) = Spool::open(s.clone()).unwrap();
+                    app = spool.appender();
+                    handed.clear();
+                }
+                _ => {}
+            }
+        }
+        while acked + handed.len() < appended {
+            let (n, through, _) = next(&mut reader, 64).await;
+            let want = acked + handed.len();
+            assert_eq!(n, (want..want + n.len()).collect::<Vec<_>>(), "seed {seed}");
+            handed.extend(n);
+            last = through;
+        }
+        if let Some(p) = last.filter(|_| !handed.is_empty()) {
+            reader.ack(p).await.unwrap();
+        }
+        assert_eq!(
+            spool.stats().records,
+            0,
+            "seed {seed}: everything acknowledged"
+        );
+        drop(app);
+        assert_drained(spool, &mut reader).await;
+    }
+    assert!(
+        from_memory > 0 && from_disk > 0,
+        "both paths taken: {from_memory} from memory, {from_disk} from disk"
+    );
 }

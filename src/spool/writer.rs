@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::frame::{
     declared_len, describe_payload, segment_header, stamp, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
+use super::handover::Handed;
 use super::ledger::{Mark, SegmentInfo};
-use super::{segment_path, Appended, Shared, SpoolError};
+use super::{segment_path, Appended, Attachment, Position, Refused, Shared, SpoolError};
 
 /// Batches written in one round at most: with [`MAX_ROUND_BYTES`], bounds how long the
 /// batches of a round wait for its fsync.
@@ -34,11 +35,35 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Records framed on the appender's thread (length and payload hash), waiting for the
 /// writer to number and time them. Made by [`super::Appender::batch`].
-#[derive(Debug, Clone)]
 pub struct Batch {
     frames: Vec<u8>,
     records: usize,
     max_record_bytes: u32,
+    /// The caller's own form of the records, for the reader's fast path.
+    attachment: Option<Attachment>,
+}
+
+/// A copy of the frames, without the attachment (tests replay one batch twice).
+#[cfg(test)]
+impl Clone for Batch {
+    fn clone(&self) -> Batch {
+        Batch {
+            frames: self.frames.clone(),
+            records: self.records,
+            max_record_bytes: self.max_record_bytes,
+            attachment: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("records", &self.records)
+            .field("bytes", &self.frames.len())
+            .field("attached", &self.attachment.is_some())
+            .finish()
+    }
 }
 
 impl Batch {
@@ -49,7 +74,20 @@ impl Batch {
             frames,
             records: 0,
             max_record_bytes,
+            attachment: None,
         }
+    }
+
+    /// Attaches the caller's own form of the batch's records: once the batch is
+    /// durable, a caught-up reader is handed it ([`super::Read::Memory`]) instead of
+    /// reading the records back. A refused batch gives it back ([`super::Refused`]).
+    pub fn attach(&mut self, attachment: Attachment) {
+        self.attachment = Some(attachment);
+    }
+
+    /// Takes the attachment back (a batch the spool refused before queueing it).
+    pub fn detach(&mut self) -> Option<Attachment> {
+        self.attachment.take()
     }
 
     /// Makes room for `records` more records of `bytes` bytes in all, so that a batch
@@ -214,9 +252,14 @@ impl WriterCore {
     }
 
     /// Numbers, times and writes `batch` (not yet durable); returns its first
-    /// sequence number.
-    pub fn append(&mut self, batch: &mut Batch, now_ms: u64) -> Result<u64, SpoolError> {
+    /// sequence number, and where its last record ends (none for an empty batch).
+    pub fn append(
+        &mut self,
+        batch: &mut Batch,
+        now_ms: u64,
+    ) -> Result<(u64, Option<Position>), SpoolError> {
         let first = self.next_seq;
+        let mut last = None;
         let frames = &mut batch.frames;
         // Frames go out in runs, one slice per segment they land in.
         let (mut run, mut at) = (0, 0);
@@ -235,11 +278,17 @@ impl WriterCore {
             }
             let end = at + len as usize;
             stamp(&mut frames[at..end], self.next_seq, now_ms);
+            let active = self.active.as_ref().expect("a segment is open");
+            last = Some(Position {
+                segment: active.base,
+                end: active.size() + (end - run) as u64,
+                seq: self.next_seq,
+            });
             self.next_seq += 1;
             at = end;
         }
         self.write(&frames[run..at])?;
-        Ok(first)
+        Ok((first, last))
     }
 
     fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
@@ -348,7 +397,7 @@ impl WriterCore {
 /// One batch waiting for the writer.
 pub(super) struct Job {
     pub batch: Batch,
-    pub reply: oneshot::Sender<Result<Appended, SpoolError>>,
+    pub reply: oneshot::Sender<Result<Appended, Refused>>,
 }
 
 fn now_ms() -> u64 {
@@ -391,6 +440,30 @@ pub(super) fn run(
                     tracing::info!(dir = %shared.dir.display(), failed_rounds = rounds, "spool: writes succeed again");
                 }
                 let records: usize = round.iter().map(|j| j.batch.records).sum();
+                // Kept for the fast path before the mark moves, so that a caught-up
+                // reader woken by it finds the batches here rather than on disk.
+                let mut dropped = Vec::new();
+                {
+                    let mut handover = shared.handover.lock().expect("handover lock");
+                    for (j, (first_seq, last)) in round.iter_mut().zip(&firsts) {
+                        let (Some(attachment), Some(through)) = (j.batch.attachment.take(), *last)
+                        else {
+                            continue;
+                        };
+                        let handed = Handed {
+                            attachment,
+                            first_seq: *first_seq,
+                            records: j.batch.records,
+                            through,
+                            appended_ms: now,
+                            bytes: j.batch.frames.len() as u64,
+                        };
+                        if let Err(h) = handover.offer(handed) {
+                            dropped.push(h);
+                        }
+                    }
+                }
+                drop(dropped);
                 let mark = {
                     let mut ledger = shared.ledger.lock().expect("ledger lock");
                     ledger.commit(&done.touched, done.durable_next, Some(now));
@@ -402,7 +475,7 @@ pub(super) fn run(
                     .fetch_add(records as u64, Ordering::Relaxed);
                 shared.counters.commits.fetch_add(1, Ordering::Relaxed);
                 marks.send_replace(mark);
-                for (j, first_seq) in round.drain(..).zip(firsts) {
+                for (j, (first_seq, _)) in round.drain(..).zip(firsts) {
                     let records = j.batch.records;
                     let _ = j.reply.send(Ok(Appended { first_seq, records }));
                     shared.recycle(j.batch.frames);
@@ -418,8 +491,11 @@ pub(super) fn run(
                         "spool: write failed; these batches are not durable and were refused");
                     *since = Instant::now();
                 }
-                for j in round.drain(..) {
-                    let _ = j.reply.send(Err(e.clone()));
+                for mut j in round.drain(..) {
+                    let _ = j.reply.send(Err(Refused {
+                        error: e.clone(),
+                        attachment: j.batch.attachment.take(),
+                    }));
                 }
             }
         }

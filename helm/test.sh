@@ -112,7 +112,8 @@ rendered_by_chart = {
     "admin": {"*": "ports.admin; the admin server's limits are lumberd's defaults"},
     "pipeline": {"*": "config.pipeline, raw TOML"},
     "spool": {"dir": "spool.enabled (<data dir>/spool)", "max_bytes": "spool.maxBytes",
-              "segment_bytes": "spool.segmentBytes", "high_water": "spool.highWater"},
+              "segment_bytes": "spool.segmentBytes", "high_water": "spool.highWater",
+              "memory_bytes": "lumberd's default (32 MiB), not rendered"},
 }
 missing = []
 for section, keys in reference.items():

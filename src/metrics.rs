@@ -357,6 +357,7 @@ pub struct SpoolMetrics {
     written: IntCounter,
     commits: IntCounter,
     read: IntCounter,
+    from_memory: IntCounter,
     replayed: IntCounter,
     corrupt: IntCounter,
     /// Failed appends (disk full, unwritable directory): each is retried, never acknowledged.
@@ -369,6 +370,7 @@ pub struct SpoolTotals {
     pub written: u64,
     pub commits: u64,
     pub read: u64,
+    pub from_memory: u64,
     pub replayed: u64,
     pub corrupt: u64,
 }
@@ -416,6 +418,11 @@ impl SpoolMetrics {
                 "lumberd_spool_records_read_total",
                 "Records read from the spool for Elasticsearch.",
             )?,
+            from_memory: counter(
+                r,
+                "lumberd_spool_records_from_memory_total",
+                "Of the records read, those handed over from memory once fsynced (the reader caught up), not read back from disk.",
+            )?,
             replayed: counter(
                 r,
                 "lumberd_spool_records_replayed_total",
@@ -440,6 +447,7 @@ impl SpoolMetrics {
             (&self.written, t.written),
             (&self.commits, t.commits),
             (&self.read, t.read),
+            (&self.from_memory, t.from_memory),
             (&self.replayed, t.replayed),
             (&self.corrupt, t.corrupt),
         ] {

@@ -210,6 +210,9 @@ fn spool_rides_out_outages_crashes_a_full_disk_budget_and_damage_storing_each_ac
     // `LUMBERD_SPOOL_ES_ONLY=full,damage` runs only those scenarios (while working on one).
     let only = std::env::var("LUMBERD_SPOOL_ES_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|n| n == name);
+    if run("fast") {
+        the_fast_path_hands_over_while_caught_up_falls_back_to_disk_while_frozen_and_returns(&node);
+    }
     if run("outage") {
         elasticsearch_outage_every_window_is_acknowledged_from_the_spool_and_drained_once(
             &mut node,
@@ -235,6 +238,98 @@ fn spool_rides_out_outages_crashes_a_full_disk_budget_and_damage_storing_each_ac
     if run("sigterm") {
         sigterm_with_elasticsearch_down_exits_within_the_grace_and_the_next_start_drains(&node);
     }
+}
+
+/// The reader's fast path switched both ways under load: caught up it hands Elasticsearch
+/// the batches from memory; with the node frozen the memory bound (4 MiB here) fills and
+/// it reads from disk; thawed, it drains from disk while clients keep sending, and once
+/// caught up hands over from memory again. Stored = distinct = sent: nothing skipped at a
+/// switch, nothing stored twice.
+fn the_fast_path_hands_over_while_caught_up_falls_back_to_disk_while_frozen_and_returns(
+    node: &EsNode,
+) {
+    clear(node);
+    let spool = tempfile::tempdir().unwrap();
+    // 2 MiB kept for the fast path, and 8 batches at most with Elasticsearch (8 MiB of
+    // in-flight budget / 1 MiB per read batch): a few windows of the frozen node's
+    // backlog fill both, the rest must be read back.
+    let lumberd = spooled(node, spool.path())
+        .env("LUMBERD_SPOOL_MEMORY_BYTES", "4MiB")
+        .env("LUMBERD_SERVER_MAX_INFLIGHT_BYTES", (8 << 20).to_string())
+        .env("LUMBERD_SERVER_MAX_FRAME_BYTES", (2 << 20).to_string())
+        .start();
+    let paths = |scrape: &str| {
+        let read = value(scrape, "lumberd_spool_records_read_total");
+        let memory = value(scrape, "lumberd_spool_records_from_memory_total");
+        (memory, read - memory)
+    };
+    let mut sent: Vec<String> = Vec::new();
+    let joined = |runs: Vec<JoinHandle<ClientRun>>, sent: &mut Vec<String>| {
+        for run in runs {
+            let run = run.join().unwrap();
+            assert_all_acked(&run, &lumberd);
+            sent.extend(run.ids());
+        }
+    };
+    let send = |name: &str, clients: usize, windows: usize, sent: &mut Vec<String>| {
+        joined(thread_send(&lumberd, name, clients, windows), sent)
+    };
+
+    // Caught up: from memory.
+    send("fast-a", 2, 10, &mut sent);
+    wait_stored(node, sent.len() as u64, &lumberd);
+    wait_spool_empty(&lumberd);
+    let (memory_a, disk_a) = paths(&lumberd.scrape());
+    assert!(
+        memory_a > 0.0,
+        "caught up, batches are handed over from memory: {memory_a} from memory, {disk_a} from disk"
+    );
+
+    // Frozen: the reader falls behind past the bound and reads from disk.
+    freeze(node);
+    send("fast-b", 4, 10, &mut sent);
+    let during = thread_send(&lumberd, "fast-c", 2, 10);
+    thaw(node);
+    joined(during, &mut sent);
+    wait_stored(node, sent.len() as u64, &lumberd);
+    wait_spool_empty(&lumberd);
+    let (memory_b, disk_b) = paths(&lumberd.scrape());
+    assert!(
+        disk_b > disk_a,
+        "behind, the reader reads from disk: {disk_a} -> {disk_b} records from disk"
+    );
+
+    // Caught up again: from memory again.
+    send("fast-d", 2, 10, &mut sent);
+    wait_stored(node, sent.len() as u64, &lumberd);
+    wait_spool_empty(&lumberd);
+    let (memory_d, disk_d) = paths(&lumberd.scrape());
+    assert!(
+        memory_d > memory_b,
+        "caught up again, the fast path resumes: {memory_b} -> {memory_d} from memory"
+    );
+    let counts = assert_stored_once(node, &sent, "fast path switch-over");
+    assert_eq!(counts.len(), sent.len(), "stored = distinct = sent");
+    eprintln!(
+        "fast path: {} events sent, {} distinct stored, {} documents; records from memory / \
+         disk: {memory_a}/{disk_a} caught up, {memory_b}/{disk_b} after the freeze, \
+         {memory_d}/{disk_d} at the end",
+        sent.len(),
+        counts.len(),
+        node.count(EVENTS)
+    );
+}
+
+/// Clients started on threads, for sending while something else happens.
+fn thread_send(
+    lumberd: &Lumberd,
+    name: &str,
+    clients: usize,
+    windows: usize,
+) -> Vec<JoinHandle<ClientRun>> {
+    (0..clients)
+        .map(|c| spawn_client(client(&format!("{name}{c}"), 500, windows), lumberd))
+        .collect()
 }
 
 fn elasticsearch_outage_every_window_is_acknowledged_from_the_spool_and_drained_once(

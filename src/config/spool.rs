@@ -11,7 +11,7 @@ use super::problems::Problems;
 use super::raw::size;
 use crate::output::spooled::SpooledSettings;
 use crate::server::settings::ServerSettings;
-use crate::spool::{SpoolSettings, DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES};
+use crate::spool::{SpoolSettings, DEFAULT_MAX_BYTES, DEFAULT_MEMORY_BYTES, DEFAULT_SEGMENT_BYTES};
 
 /// No spool: a window is acknowledged once Elasticsearch has indexed it.
 pub const DEFAULT_SPOOL_DIR: &str = "";
@@ -32,6 +32,8 @@ pub(super) struct RawSpool {
     max_bytes: u64,
     #[serde(deserialize_with = "size")]
     segment_bytes: u64,
+    #[serde(deserialize_with = "size")]
+    memory_bytes: u64,
     high_water: f64,
 }
 
@@ -41,6 +43,7 @@ impl Default for RawSpool {
             dir: DEFAULT_SPOOL_DIR.into(),
             max_bytes: DEFAULT_MAX_BYTES,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
             high_water: DEFAULT_SPOOL_HIGH_WATER,
         }
     }
@@ -77,6 +80,7 @@ pub(super) fn validate(
         max_record_bytes: max_record.min(u64::from(u32::MAX)) as u32,
         max_bytes: s.max_bytes,
         segment_bytes: s.segment_bytes,
+        memory_bytes: s.memory_bytes,
         ..SpoolSettings::new(s.dir)
     };
     if s.segment_bytes < max_record + 4096 {
@@ -115,11 +119,13 @@ mod tests {
                 ("LUMBERD_SPOOL_DIR", "/var/lib/lumberd/spool"),
                 ("LUMBERD_SPOOL_MAX_BYTES", "8GiB"),
                 ("LUMBERD_SPOOL_HIGH_WATER", "0.5"),
+                ("LUMBERD_SPOOL_MEMORY_BYTES", "0"),
             ]),
         )
         .unwrap();
         let s = on.spool.expect("spool on");
         assert_eq!(s.spool.max_bytes, 8 << 30);
+        assert_eq!(s.spool.memory_bytes, 0, "0 turns the fast path off");
         assert_eq!(s.spool.segment_bytes, crate::spool::DEFAULT_SEGMENT_BYTES);
         assert_eq!(s.high_water, 0.5);
         assert!(on.warnings.is_empty(), "{:?}", on.warnings);

@@ -19,6 +19,16 @@
 //!   its predecessors; one it failed is sent again; at shutdown what is unsettled stays
 //!   in the spool and is sent after the next start. Records keep their document ids, so
 //!   anything sent twice is a 409 duplicate, never a second copy.
+//! - **Caught-up fast path.** Each batch's Records go into the spool beside their
+//!   frames ([`spool::Batch::attach`]); while the reader is caught up it is handed them
+//!   once fsynced ([`spool::Read::Memory`]) and sends them to Elasticsearch as they
+//!   are, instead of reading them back and decoding them. The read position and its
+//!   acks are the same either way. Behind (Elasticsearch slow or down, or
+//!   `spool.memory_bytes` reached) it reads from disk and comes back to the fast path
+//!   once it has caught up. A batch from memory that Elasticsearch failed is not kept
+//!   for a resend: the reader rewinds to its saved position and reads everything
+//!   unacknowledged from disk again (batches after it that Elasticsearch did store come
+//!   back as 409 duplicates).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +48,8 @@ use crate::record::{
     DeadLetter, DeadLetterReason, Destination, DocId, IndexName, Record, MAX_INDEX_NAME_BYTES,
 };
 use crate::spool::{
-    self, Appender, Position, Reader, Spool, SpoolError, SpoolRecord, SpoolSettings, SpoolWatch,
+    self, Appender, Handed, Position, Read, Reader, Refused, Spool, SpoolError, SpoolRecord,
+    SpoolSettings, SpoolWatch,
 };
 use crate::throttle::LogThrottle;
 
@@ -365,6 +376,7 @@ pub fn observe(watch: &SpoolWatch, metrics: &SpoolMetrics, undecodable: u64) {
         written: s.written,
         commits: s.commits,
         read: s.read,
+        from_memory: s.from_memory,
         replayed: s.replayed,
         corrupt: s.corrupt + undecodable,
     });
@@ -381,57 +393,82 @@ async fn sink(
 ) {
     let tracker = TaskTracker::new();
     while let Some(batch) = rx.recv().await {
-        let durable = match append(&appender, &batch).await {
+        let Batch {
+            records,
+            budget,
+            delivery,
+        } = batch;
+        let window = Window { budget, delivery };
+        let durable = match append(&appender, records).await {
             Ok(d) => d,
-            Err(e) => {
-                refuse(batch, &e);
+            Err((e, records)) => {
+                window.refuse(records, &e);
                 continue;
             }
         };
         let (appender, metrics, log) = (appender.clone(), metrics.clone(), log.clone());
-        tracker.spawn(settle_append(batch, durable, appender, metrics, log));
+        tracker.spawn(settle_append(window, durable, appender, metrics, log));
     }
     tracker.close();
     tracker.wait().await;
 }
 
-async fn append(appender: &Appender, batch: &Batch) -> Result<spool::Durable, SpoolError> {
-    let mut records = appender.batch();
-    let bytes: usize = batch.records.iter().map(|r| r.size() + 40).sum();
-    records.reserve(batch.records.len(), bytes);
-    for r in &batch.records {
-        records.push_with(|out| encode_record(r, out))?;
+/// What the sink keeps of a batch while its records are in the spool's hands: the
+/// window's delivery and its share of the in-flight budget.
+struct Window {
+    budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    delivery: Delivery,
+}
+
+impl Window {
+    /// A batch the spool can never take: its window fails (the connection closes unACKed).
+    fn refuse(self, records: usize, e: &SpoolError) {
+        tracing::error!(error = %e, records,
+            "spool refused a batch; its window is not acknowledged");
+        self.delivery.fail(&DeliveryFailed::Spool(e.to_string()));
     }
-    appender.append(records).await
 }
 
-/// A batch the spool can never take: its window fails (the connection closes unACKed).
-fn refuse(batch: Batch, e: &SpoolError) {
-    tracing::error!(error = %e, records = batch.records.len(),
-        "spool refused a batch; its window is not acknowledged");
-    batch.delivery.fail(&DeliveryFailed::Spool(e.to_string()));
+/// Encodes `records` into a spool batch, attaches them (the reader's fast path hands
+/// them on as they are) and queues it; on a refusal, how many records there were.
+async fn append(
+    appender: &Appender,
+    records: Vec<Record>,
+) -> Result<spool::Durable, (SpoolError, usize)> {
+    let n = records.len();
+    let mut batch = appender.batch();
+    let bytes: usize = records.iter().map(|r| r.size() + 40).sum();
+    batch.reserve(n, bytes);
+    for r in &records {
+        batch
+            .push_with(|out| encode_record(r, out))
+            .map_err(|e| (e, n))?;
+    }
+    batch.attach(Box::new(records));
+    appender.append(batch).await.map_err(|e| (e, n))
 }
 
-/// Waits for `batch` to be durable, appending it again after each write error, then
+/// Waits for a batch to be durable, appending it again after each write error, then
 /// lets its window be acknowledged and frees its budget.
 async fn settle_append(
-    batch: Batch,
+    window: Window,
     mut durable: spool::Durable,
     appender: Appender,
     metrics: SpoolMetrics,
     log: Arc<LogThrottle>,
 ) {
     loop {
-        match durable.await {
+        match durable.outcome().await {
             Ok(_) => {
-                let Batch {
-                    delivery, budget, ..
-                } = batch;
+                let Window { delivery, budget } = window;
                 delivery.delivered();
                 drop(budget);
                 return;
             }
-            Err(e @ SpoolError::Io { .. }) => {
+            Err(Refused {
+                error: e @ SpoolError::Io { .. },
+                attachment,
+            }) => {
                 metrics.write_errors.inc();
                 if let Some(suppressed) = log.allow(("spool", "write")) {
                     let hint = if e.is_no_space() {
@@ -444,12 +481,17 @@ async fn settle_append(
                          connections stop reading until it succeeds");
                 }
                 tokio::time::sleep(WRITE_RETRY).await;
-                durable = match append(&appender, &batch).await {
+                // The writer gives the Records back with a refused batch.
+                let records = match attachment.map(|a| a.downcast::<Vec<Record>>()) {
+                    Some(Ok(records)) => *records,
+                    _ => return window.refuse(0, &SpoolError::Closed),
+                };
+                durable = match append(&appender, records).await {
                     Ok(d) => d,
-                    Err(e) => return refuse(batch, &e),
+                    Err((e, n)) => return window.refuse(n, &e),
                 };
             }
-            Err(e) => return refuse(batch, &e),
+            Err(Refused { error, .. }) => return window.refuse(0, &error),
         }
     }
 }
@@ -457,9 +499,11 @@ async fn settle_append(
 /// A batch handed to Elasticsearch, waiting for its delivery to ack the spool.
 struct Pending {
     through: Position,
-    /// The records as read: a resend decodes them again (slices, no copy), so the
-    /// batch handed over need not be cloned for a failure that is rare.
-    spooled: Vec<SpoolRecord>,
+    records: usize,
+    /// The records as read from disk: a resend decodes them again (slices, no copy),
+    /// so the batch handed over need not be cloned for a failure that is rare. `None`
+    /// for a batch from memory: a failure rewinds the reader instead.
+    spooled: Option<Vec<SpoolRecord>>,
     delivery: DeliveryReceiver,
 }
 
@@ -494,10 +538,11 @@ impl Feed {
                         return;
                     }
                 }
-                read = self.reader.next_batch(self.sizes.batch_records, READ_BATCH_BYTES),
+                read = self.reader.next(self.sizes.batch_records, READ_BATCH_BYTES),
                     if feeding && room => match read {
-                    Ok(records) if records.is_empty() => drained = true,
-                    Ok(records) => self.feed(records).await,
+                    Ok(Read::Disk(records)) if records.is_empty() => drained = true,
+                    Ok(Read::Disk(records)) => self.feed(records).await,
+                    Ok(Read::Memory(handed)) => self.feed_memory(handed).await,
                     Err(e) => {
                         if let Some(suppressed) = self.log.allow(("spool", "read")) {
                             tracing::error!(error = %e, suppressed, "spool read failed; retrying");
@@ -523,9 +568,42 @@ impl Feed {
         };
         self.pending.push_back(Pending {
             through,
-            spooled: records,
+            records: records.len(),
+            spooled: Some(records),
             delivery,
         });
+    }
+
+    /// Hands Elasticsearch a batch just made durable, its Records as the sink had them.
+    async fn feed_memory(&mut self, handed: Handed) {
+        let Handed {
+            attachment,
+            records,
+            through,
+            ..
+        } = handed;
+        let Ok(batch) = attachment.downcast::<Vec<Record>>() else {
+            // Not the sink's: cannot be, but reading it from disk is always right.
+            tracing::error!("spool handed over a batch that is not Records; reading it from disk");
+            self.rewind().await;
+            return;
+        };
+        let delivery = self.send(*batch).await;
+        self.pending.push_back(Pending {
+            through,
+            records,
+            spooled: None,
+            delivery,
+        });
+    }
+
+    /// Forgets every batch handed out and not acknowledged, and reads them all from disk
+    /// again: for a batch from memory that must be sent again.
+    async fn rewind(&mut self) {
+        self.pending.clear();
+        if let Err(e) = self.reader.rewind().await {
+            tracing::error!(error = %e, "spool: cannot rewind the reader");
+        }
     }
 
     /// The Records of `records`, skipping (and the first time, counting and logging)
@@ -575,14 +653,20 @@ impl Feed {
                 return false;
             }
             if let Some(suppressed) = self.log.allow(("spool", "resend")) {
-                tracing::warn!(error = %e, records = head.spooled.len(), suppressed,
+                tracing::warn!(error = %e, records = head.records, suppressed,
                     "Elasticsearch did not settle spooled records; sending them again");
             }
             tokio::select! {
                 _ = tokio::time::sleep(RESEND_DELAY) => {}
                 _ = self.stop.cancelled() => {}
             }
-            let again = self.decode(&head.spooled, false);
+            let Some(spooled) = head.spooled.take() else {
+                // From memory: nothing kept to send again; read it back from disk.
+                self.rewind().await;
+                return true;
+            };
+            let again = self.decode(&spooled, false);
+            head.spooled = Some(spooled);
             head.delivery = self.send(again).await;
             self.pending.push_front(head);
             return true;

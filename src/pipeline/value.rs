@@ -22,9 +22,10 @@ use super::path::Segment;
 pub enum Value<'a> {
     /// Valid JSON not looked into yet, written out byte for byte.
     Raw(&'a RawValue),
-    /// A `Raw` string whose text has been decoded, still written out as it came: the id
-    /// and the `json` filter both read `message`, and decode it once between them.
-    Decoded(&'a RawValue, &'a str),
+    /// A string token (quotes included, validated) and its decoded text, written out as
+    /// the token came: the id and the `json` filter both read `message`, and decode it
+    /// once between them (in the top-level parse itself: [`parse_object_decoding`]).
+    Decoded(&'a str, &'a str),
     Null,
     Bool(bool),
     /// A valid JSON number token, kept as text so no precision is lost.
@@ -89,7 +90,7 @@ impl<'a> Value<'a> {
             Value::Raw(raw) if raw.get().starts_with('"') => {
                 let (text, exact) = decode_token(raw.get(), bump);
                 if exact {
-                    *self = Value::Decoded(raw, text);
+                    *self = Value::Decoded(raw.get(), text);
                 }
                 exact.then_some(text)
             }
@@ -326,6 +327,212 @@ pub fn parse_object<'a>(text: &'a str, bump: &'a Bump) -> Result<Object<'a>, ser
     Ok(Object { fields })
 }
 
+/// [`parse_object`], with the string value of the top-level `key` (the `json` filter's
+/// `message`) decoded by the same pass that validates it: it becomes
+/// [`Value::Decoded`], so neither the id nor the filter scans it again. Same result as
+/// [`parse_object`] and the first [`Value::decoded`] call on `key`; whenever the single
+/// pass cannot tell (the value is no string, holds a lone surrogate escape, the key or
+/// the key after it is escaped) or the text is invalid, that general path decides.
+pub fn parse_object_decoding<'a>(
+    text: &'a str,
+    key: &str,
+    bump: &'a Bump,
+) -> Result<Object<'a>, serde_json::Error> {
+    match decoding_pass(text, key, bump) {
+        Some(o) => Ok(o),
+        None => parse_object(text, bump),
+    }
+}
+
+fn decoding_pass<'a>(text: &'a str, key: &str, bump: &'a Bump) -> Option<Object<'a>> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let (mut fields, open) = de
+        .deserialize_map(DecodingVisitor { bump, text, key })
+        .ok()?;
+    de.end().ok()?;
+    if let Some(open) = open {
+        // The last member: its token ends before the object's closing brace.
+        let close = text.trim_end_matches(JSON_WS).len().checked_sub(1)?;
+        open.close(&mut fields, text, close)?;
+    }
+    Some(Object { fields })
+}
+
+/// JSON's insignificant whitespace (RFC 8259 section 2).
+const JSON_WS: [char; 4] = [' ', '\t', '\n', '\r'];
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Where `s`, a slice serde_json borrowed from `text`, starts in it.
+fn offset_in(text: &str, s: &str) -> Option<usize> {
+    let at = (s.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    (at + s.len() <= text.len()).then_some(at)
+}
+
+/// A decoded string whose token's end is known only once the next token is seen:
+/// serde_json hands an escaped string over as decoded text, without its position.
+struct Open<'a> {
+    index: usize,
+    start: usize,
+    text: &'a str,
+}
+
+impl<'a> Open<'a> {
+    /// Completes the field, `next` being the offset of the structural byte after the
+    /// token (`"` of the next key, or `}`): between them only whitespace and, before a
+    /// key, one comma (RFC 8259 section 4).
+    fn close(
+        self,
+        fields: &mut BVec<'a, (&'a str, Value<'a>)>,
+        text: &'a str,
+        next: usize,
+    ) -> Option<()> {
+        let b = text.as_bytes();
+        let mut i = next;
+        let mut comma = b[next] == b'"';
+        while i > self.start {
+            i -= 1;
+            match b[i] {
+                c if is_ws(c) => {}
+                b',' if comma => comma = false,
+                b'"' if !comma => {
+                    fields[self.index].1 = Value::Decoded(&text[self.start..=i], self.text);
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+}
+
+/// The error that sends an event to the general path (never shown: that path decides).
+fn general<E: serde::de::Error>() -> E {
+    E::custom("take the general path")
+}
+
+struct DecodingVisitor<'a, 'k> {
+    bump: &'a Bump,
+    text: &'a str,
+    key: &'k str,
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for DecodingVisitor<'a, '_> {
+    type Value = (BVec<'a, (&'a str, Value<'a>)>, Option<Open<'a>>);
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let (bump, text) = (self.bump, self.text);
+        let b = text.as_bytes();
+        let mut fields: BVec<(&str, Value)> =
+            BVec::with_capacity_in(map.size_hint().unwrap_or(8), bump);
+        let mut keys = KeySet::default();
+        let mut open: Option<Open> = None;
+        while let Some(key) = map.next_key_seed(StrSeed { bump })? {
+            let at = offset_in(text, key);
+            if let Some(o) = open.take() {
+                // The opening quote of this key ends the open token's search.
+                let quote = at.and_then(|a| a.checked_sub(1)).ok_or_else(general)?;
+                o.close(&mut fields, text, quote).ok_or_else(general)?;
+            }
+            let value = if same_key(key, self.key) {
+                match map.next_value_seed(TokenSeed { bump, text })? {
+                    Token::Borrowed(start, s) => {
+                        let token = text.get(start..start + s.len() + 2).ok_or_else(general)?;
+                        Value::Decoded(token, s)
+                    }
+                    Token::Copied(s) => {
+                        // After the key's closing quote: whitespace, `:`, whitespace, `"`.
+                        let mut i = at.ok_or_else(general)? + key.len();
+                        (b.get(i) == Some(&b'"'))
+                            .then_some(())
+                            .ok_or_else(general)?;
+                        i += 1;
+                        while b.get(i).copied().is_some_and(is_ws) {
+                            i += 1;
+                        }
+                        (b.get(i) == Some(&b':'))
+                            .then_some(())
+                            .ok_or_else(general)?;
+                        i += 1;
+                        while b.get(i).copied().is_some_and(is_ws) {
+                            i += 1;
+                        }
+                        (b.get(i) == Some(&b'"'))
+                            .then_some(())
+                            .ok_or_else(general)?;
+                        open = Some(Open {
+                            index: usize::MAX,
+                            start: i,
+                            text: s,
+                        });
+                        Value::Null
+                    }
+                }
+            } else {
+                Value::Raw(map.next_value::<&'de RawValue>()?)
+            };
+            let index = if keys.insert(key) {
+                fields.push((key, value));
+                fields.len() - 1
+            } else {
+                // Duplicate keys: the last one wins, in the first one's place.
+                match fields.iter().position(|(k, _)| same_key(k, key)) {
+                    Some(i) => {
+                        fields[i].1 = value;
+                        i
+                    }
+                    None => {
+                        fields.push((key, value));
+                        fields.len() - 1
+                    }
+                }
+            };
+            if let Some(o) = &mut open {
+                o.index = index;
+            }
+        }
+        Ok((fields, open))
+    }
+}
+
+/// A string value: borrowed from the text (no escapes; with the offset of its opening
+/// quote) or decoded into the arena.
+enum Token<'a> {
+    Borrowed(usize, &'a str),
+    Copied(&'a str),
+}
+
+struct TokenSeed<'a> {
+    bump: &'a Bump,
+    text: &'a str,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for TokenSeed<'a> {
+    type Value = Token<'a>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Token<'a>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for TokenSeed<'a> {
+    type Value = Token<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Token<'a>, E> {
+        let at = offset_in(self.text, v).ok_or_else(general)?;
+        let start = at.checked_sub(1).ok_or_else(general)?;
+        Ok(Token::Borrowed(start, v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Token<'a>, E> {
+        Ok(Token::Copied(self.bump.alloc_str(v)))
+    }
+}
+
 /// Parses any JSON text into a one-level [`Value`]; for a `json` filter with a target.
 pub fn parse_any<'a>(text: &'a str, bump: &'a Bump) -> Result<Value<'a>, serde_json::Error> {
     let raw: &'a RawValue = serde_json::from_str(text)?;
@@ -501,7 +708,10 @@ impl<'de: 'a, 'a> Visitor<'de> for ArrayVisitor<'a> {
 /// Appends the compact JSON of `value`.
 pub fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Raw(raw) | Value::Decoded(raw, _) => write_raw(raw, out),
+        Value::Raw(raw) => write_raw(raw, out),
+        // A string token holds no raw line break (RFC 8259 section 7: control
+        // characters are escaped).
+        Value::Decoded(token, _) => out.extend_from_slice(token.as_bytes()),
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
@@ -744,6 +954,168 @@ mod tests {
                 panic!("{k} parsed")
             };
             assert_eq!(want[*k].to_string(), raw.get(), "{k}");
+        }
+    }
+
+    /// The general path: the top-level parse, then `key`'s value decoded as the id does.
+    fn general_then_decoded<'a>(text: &'a str, key: &str, bump: &'a Bump) -> String {
+        match parse_object(text, bump) {
+            Ok(mut o) => {
+                if let Some(v) = o.get_mut(key) {
+                    v.decoded(bump);
+                }
+                format!("{:?}", o.fields)
+            }
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// The single pass; where it left `key` to the general path (still `Raw`), the id's
+    /// decode then happens as before.
+    fn single_pass<'a>(text: &'a str, key: &str, bump: &'a Bump) -> String {
+        match parse_object_decoding(text, key, bump) {
+            Ok(mut o) => {
+                if let Some(v) = o.get_mut(key) {
+                    v.decoded(bump);
+                }
+                format!("{:?}", o.fields)
+            }
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    #[test]
+    fn decoding_in_the_top_level_parse_gives_what_decoding_after_it_gives() {
+        let bump = Bump::new();
+        for text in [
+            r#"{"message":"{\"a\":\"b\"}","x":1}"#,
+            r#"{"x":1,"message":"{\"a\":\"b\"}"}"#,
+            "{ \"message\" :\r\n \"a\\\"b\" \t,\n \"x\" : 1 }\n",
+            "{\"message\":\"a\\\"b\"  }  ",
+            r#"{"message":"plain","x":"\u00e9"}"#,
+            r#"{"message":"\u00e9\/\ud83d\ude80","x":[1]}"#,
+            // Lone surrogate: no exact text; stays raw, as before.
+            r#"{"message":"\ud800x","x":1}"#,
+            // The key after the value, or the key itself, escaped: position unknown.
+            r#"{"message":"a\nb","\u0078":1}"#,
+            r#"{"mess\u0061ge":"a\nb","x":1}"#,
+            r#"{"mess\u0061ge":"ab","x":1}"#,
+            // Last one wins, in the first one's place.
+            r#"{"message":"a\tb","x":1,"message":"c\td","y":2}"#,
+            r#"{"message":"a\tb","x":1,"message":"cd"}"#,
+            // No string: the general path.
+            r#"{"message":{"a":"\n"},"x":1}"#,
+            r#"{"message":12.50,"x":1}"#,
+            r#"{"message":null}"#,
+            r#"{"x":"no message"}"#,
+            r#"{}"#,
+            // Invalid: the general path's error.
+            r#"{"message":"a\qb"}"#,
+            r#"{"message":"a\nb""#,
+            r#"{"message":"a\nb"} x"#,
+            r#"{"message":"a\nb",}"#,
+            r#"["message"]"#,
+        ] {
+            assert_eq!(
+                single_pass(text, "message", &bump),
+                general_then_decoded(text, "message", &bump),
+                "{text}"
+            );
+        }
+        let mut o = parse_object_decoding(r#"{"message":"a\"b","x":1}"#, "message", &bump).unwrap();
+        assert!(
+            matches!(o.fields[0].1, Value::Decoded(r#""a\"b""#, "a\"b")),
+            "{:?}",
+            o.fields
+        );
+        let mut out = Vec::new();
+        write_object(&o, &mut out);
+        assert_eq!(out, br#"{"message":"a\"b","x":1}"#, "written as it came");
+        assert_eq!(o.fields[0].1.decoded(&bump), Some("a\"b"));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Pieces of a string token's content: plain text, every escape form, a lone
+        /// surrogate now and then.
+        fn string_token() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                "[a-z{}:, é你]{0,6}",
+                Just(r#"\""#.to_string()),
+                Just(r#"\\"#.to_string()),
+                Just(r#"\/"#.to_string()),
+                Just(r#"\n\r\t\b\f"#.to_string()),
+                Just(r#"\u00e9\u4F60"#.to_string()),
+                Just(r#"\ud83d\ude80"#.to_string()),
+                Just(r#"\ud800"#.to_string()),
+            ];
+            prop::collection::vec(piece, 0..8).prop_map(|p| format!("\"{}\"", p.concat()))
+        }
+
+        fn value_token() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => string_token(),
+                1 => prop_oneof![
+                    Just("1".to_string()),
+                    Just("-0.5e3".to_string()),
+                    Just("null".to_string()),
+                    Just("true".to_string()),
+                    Just(r#"{"a":"\n","message":"x"}"#.to_string()),
+                    Just("[1, \"\\\"\"]".to_string()),
+                ],
+            ]
+        }
+
+        fn key_token() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => Just(r#""message""#.to_string()),
+                1 => Just(r#""mess\u0061ge""#.to_string()),
+                1 => Just(r#""a\"k""#.to_string()),
+                3 => "\"[a-z@]{1,5}\"",
+            ]
+        }
+
+        fn ws() -> impl Strategy<Value = String> {
+            prop_oneof![4 => Just(String::new()), 1 => "[ \t\r\n]{1,3}"]
+        }
+
+        /// A top-level object as text, whitespace anywhere JSON allows it, and now and
+        /// then a defect (a trailing comma, text after it, a bad escape).
+        fn document() -> impl Strategy<Value = String> {
+            let member = (ws(), key_token(), ws(), ws(), value_token(), ws())
+                .prop_map(|(a, k, b, c, v, d)| format!("{a}{k}{b}:{c}{v}{d}"));
+            (
+                prop::collection::vec(member, 0..6),
+                ws(),
+                prop_oneof![
+                    8 => Just(""),
+                    1 => Just(","),
+                    1 => Just(" x"),
+                    1 => Just(r#","message":"\q""#),
+                ],
+            )
+                .prop_map(|(members, w, defect)| {
+                    let (inner, after) = match defect {
+                        " x" => ("", defect),
+                        d => (d, ""),
+                    };
+                    format!("{{{}{inner}{w}}}{after}", members.join(","))
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn the_single_pass_gives_the_general_paths_fields_and_errors(text in document()) {
+                let bump = Bump::new();
+                prop_assert_eq!(
+                    single_pass(&text, "message", &bump),
+                    general_then_decoded(&text, "message", &bump),
+                    "{}", text
+                );
+            }
         }
     }
 

@@ -301,12 +301,8 @@ fn is_canonical(v: Option<&Value>) -> bool {
     let shape = |b: &[u8]| b.len() == 24 && b[10] == b'T' && b[19] == b'.' && b[23] == b'Z';
     match v {
         Some(Value::Str(s)) => shape(s.as_bytes()),
-        Some(Value::Raw(raw)) => {
+        Some(Value::Raw(raw) | Value::Decoded(raw, _)) => {
             let t = raw.get().as_bytes();
-            t.len() == 26 && shape(&t[1..25])
-        }
-        Some(Value::Decoded(token, _)) => {
-            let t = token.as_bytes();
             t.len() == 26 && shape(&t[1..25])
         }
         Some(Value::Timestamp(_)) => true,

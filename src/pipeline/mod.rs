@@ -41,7 +41,7 @@ use crate::record::{
     dead_letter_doc, id_of_bytes, invalid_index_doc, DeadLetter, DeadLetterReason, Destination,
     IndexName, InvalidIndexName, Origin, PayloadError, Record, MAX_INDEX_NAME_BYTES,
 };
-use value::{parse_object, parse_object_decoding, write_object, Object, Value};
+use value::{parse_object, write_object, Object, Value};
 
 /// The index template of the seed deployment's Logstash output.
 pub const DEFAULT_INDEX: &str = "qwen-logs-%{+yyyy.MM.dd}";
@@ -190,9 +190,6 @@ pub struct Pipeline {
     fingerprint: Option<Fingerprint>,
     metrics: LogMetrics,
     max_index_bytes: usize,
-    /// The top-level field the first `json` filter parses (`message`): decoded by the
-    /// top-level parse itself, so it is scanned once, not validated and then decoded.
-    decode_key: Option<Box<str>>,
 }
 
 /// What the pipeline made of one event. The caller counts it
@@ -257,7 +254,6 @@ impl Pipeline {
             fingerprint: settings.fingerprint.clone(),
             metrics: LogMetrics::new(&settings.metrics, registry)?,
             max_index_bytes: settings.max_index_bytes,
-            decode_key: decode_key(&settings.filters),
         })
     }
 
@@ -271,11 +267,7 @@ impl Pipeline {
             return dead_letter(&payload, PayloadError::NotUtf8, origin);
         };
         reset_arena(bump);
-        let parsed = match &self.decode_key {
-            Some(key) => parse_object_decoding(text, key, bump),
-            None => parse_object(text, bump),
-        };
-        let root = match parsed {
+        let root = match parse_object(text, bump) {
             Ok(root) => root,
             Err(e) => {
                 let reason = PayloadError::NotJsonObject(e.to_string());
@@ -405,18 +397,6 @@ impl Pipeline {
         let routed = names.check(self.max_index_bytes);
         names.remember(key, routed)
     }
-}
-
-/// The top-level source of the first `json` filter, whatever its condition: decoding a
-/// string early changes nothing but when it is done ([`Value::Decoded`] reads and
-/// writes as the token it was).
-fn decode_key(filters: &[Step]) -> Option<Box<str>> {
-    filters.iter().find_map(|step| match &step.filter {
-        Filter::Json { source, .. } if !source.is_metadata() && source.segments().len() == 1 => {
-            Some(source.segments()[0].key().into())
-        }
-        _ => None,
-    })
 }
 
 /// Logstash's `[@metadata][tls_peer]`, for routing or tagging by client certificate.

@@ -87,7 +87,13 @@ const FORMAT: u8 = 2;
 /// i32 BE), the id flag and the 32 hex digits, then the document to the end. The one
 /// place a Record becomes bytes (and [`decode_record`] the one it comes back).
 pub fn encode_record(r: &Record, out: &mut Vec<u8>) {
-    out.reserve(8 + r.index().map_or(0, |i| i.len()) + 33 + r.doc.len());
+    encode_head(r, out);
+    out.extend_from_slice(&r.doc);
+}
+
+/// Everything of [`encode_record`] before the document: the sink writes the document
+/// to the spool from its own bytes ([`spool::Batch::push_with_doc`]).
+fn encode_head(r: &Record, out: &mut Vec<u8>) {
     out.push(FORMAT);
     match &r.dest {
         Destination::Index(name) => {
@@ -113,7 +119,6 @@ pub fn encode_record(r: &Record, out: &mut Vec<u8>) {
         }
         None => out.push(0),
     }
-    out.extend_from_slice(&r.doc);
 }
 
 /// Why a spool record (its checksum good) is not a Record lumberd wrote.
@@ -437,11 +442,15 @@ async fn append(
 ) -> Result<spool::Durable, (SpoolError, usize)> {
     let n = records.len();
     let mut batch = appender.batch();
-    let bytes: usize = records.iter().map(|r| r.size() + 40).sum();
-    batch.reserve(n, bytes);
+    // The heads only: the documents stay where they are.
+    let heads: usize = records
+        .iter()
+        .map(|r| 40 + r.index().map_or(0, |i| i.len()))
+        .sum();
+    batch.reserve(n, heads);
     for r in &records {
         batch
-            .push_with(|out| encode_record(r, out))
+            .push_with_doc(|out| encode_head(r, out), r.doc.clone())
             .map_err(|e| (e, n))?;
     }
     batch.attach(Box::new(records));

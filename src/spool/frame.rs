@@ -70,8 +70,14 @@ pub fn encode_unstamped(payload: &[u8], out: &mut Vec<u8>) {
 /// after) from its payload: the length and the payload hash.
 pub fn describe_payload(frame: &mut [u8]) {
     let (head, payload) = frame.split_at_mut(FRAME_HEADER_BYTES);
-    head[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    head[4..12].copy_from_slice(&xxh3_64(payload).to_le_bytes());
+    describe(head, payload.len() as u32, xxh3_64(payload));
+}
+
+/// Fills bytes 0..12 of the frame header at the start of `frame` from a payload of
+/// `len` bytes that hashes to `payload_hash` (one not contiguous with its header).
+pub fn describe(frame: &mut [u8], len: u32, payload_hash: u64) {
+    frame[0..4].copy_from_slice(&len.to_le_bytes());
+    frame[4..12].copy_from_slice(&payload_hash.to_le_bytes());
 }
 
 /// Fills in the writer's half of the frame header at the start of `frame`.

@@ -41,7 +41,11 @@
 //!   already a dependency, faster in software than crc32c without SSE4.2 and on par
 //!   with it, and 64 bits, so resynchronising through garbage almost never accepts a
 //!   false frame.
-//! - Appenders frame records on their own thread; one writer thread takes every batch
+//! - Appenders frame records on their own thread; a record may leave its document in
+//!   its own bytes ([`Batch::push_with_doc`]: the head is framed in the batch, the
+//!   checksum hashed over both, and the writer sends the two to the file with one
+//!   `pwritev` per run of a batch, not a copy of each document into the batch). One
+//!   writer thread takes every batch
 //!   queued since its last round, writes them, fsyncs each segment once (and the
 //!   directory when it created one), then resolves each batch's [`Durable`]: group
 //!   commit across all writers. A failed write or fsync fails every batch of the round

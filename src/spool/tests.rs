@@ -758,3 +758,92 @@ async fn any_interleaving_hands_out_each_record_once_in_order_by_memory_or_disk(
         "both paths taken: {from_memory} from memory, {from_disk} from disk"
     );
 }
+
+/// Record `i` pushed as a head in the batch and a document beside it: its first 9
+/// bytes, then the rest.
+fn push_split(b: &mut Batch, i: usize) {
+    let r = rec(i);
+    let (head, doc) = r.split_at(9);
+    b.push_with_doc(
+        |out| out.extend_from_slice(head),
+        Bytes::copy_from_slice(doc),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn records_written_beside_their_documents_read_back_whole_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    // Segments of 1 MiB: runs long enough for the vectored write (over its 256 KiB
+    // threshold and over IOV_MAX slices) and a rotation inside the batch.
+    let s = SpoolSettings {
+        max_bytes: 16 * 1024 * 1024,
+        segment_bytes: 1024 * 1024,
+        ..settings(dir.path())
+    };
+    let n = 8000;
+    {
+        let (spool, mut reader) = Spool::open(s.clone()).unwrap();
+        let app = spool.appender();
+        let mut b = app.batch();
+        for i in 0..n {
+            // Mostly split records, some whole ones between them: both kinds of slice.
+            if i % 5 == 4 {
+                b.push(&rec(i)).unwrap();
+            } else {
+                push_split(&mut b, i);
+            }
+        }
+        let bytes = b.frame_bytes();
+        assert!(bytes > 1024 * 1024, "the batch must span two segments");
+        app.append(b).await.unwrap().await.unwrap();
+        // A small batch after it goes through the gathering buffer.
+        let mut small = app.batch();
+        push_split(&mut small, n);
+        app.append(small).await.unwrap().await.unwrap();
+        assert_eq!(
+            numbers(&read(&mut reader, n + 1).await),
+            (0..=n).collect::<Vec<_>>()
+        );
+        assert!(spool.stats().segments >= 2, "{:?}", spool.stats());
+        drop(app);
+        shut(spool, reader).await;
+    }
+    // Reopened, every record is replayed from the files: each frame's checksum held.
+    let (spool, mut reader) = Spool::open(s).unwrap();
+    assert_eq!(
+        numbers(&read(&mut reader, n + 1).await),
+        (0..=n).collect::<Vec<_>>()
+    );
+    assert_eq!((spool.stats().corrupt, spool.stats().torn_bytes), (0, 0));
+    assert_drained(spool, &mut reader).await;
+}
+
+#[test]
+fn a_record_with_its_document_beside_it_is_refused_whole_over_the_limit() {
+    let mut b = Batch::with_buffer(10, Vec::new());
+    let refused = b.push_with_doc(
+        |out| out.extend_from_slice(b"12345"),
+        Bytes::from_static(b"678901"),
+    );
+    assert!(
+        matches!(
+            refused,
+            Err(SpoolError::RecordTooLarge {
+                bytes: 11,
+                limit: 10
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!((b.len(), b.frame_bytes()), (0, 0), "nothing of it stays");
+    b.push_with_doc(
+        |out| out.extend_from_slice(b"12345"),
+        Bytes::from_static(b"67890"),
+    )
+    .unwrap();
+    assert_eq!(
+        (b.len(), b.frame_bytes()),
+        (1, (FRAME_HEADER_BYTES + 10) as u64)
+    );
+}

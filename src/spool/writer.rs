@@ -6,17 +6,19 @@
 //! deletes consumed ones, both through the ledger.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
+use xxhash_rust::xxh3::Xxh3;
 
 use super::frame::{
-    declared_len, describe_payload, segment_header, stamp, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    describe, describe_payload, segment_header, stamp, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use super::handover::Handed;
 use super::ledger::{Mark, SegmentInfo};
@@ -30,14 +32,21 @@ const MAX_ROUND_BATCHES: usize = 1024;
 const MAX_ROUND_BYTES: usize = 16 * 1024 * 1024;
 /// Writes of small batches are gathered up to this size before one `pwrite`.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// Slices per `pwritev` at most (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
 /// While writes keep failing (a full disk), one error line at most this often.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Records framed on the appender's thread (length and payload hash), waiting for the
 /// writer to number and time them. Made by [`super::Appender::batch`].
 pub struct Batch {
+    /// Frame headers and the bytes of each record held here: all of a record pushed
+    /// whole, the head of one pushed with its document beside it.
     frames: Vec<u8>,
-    records: usize,
+    /// One per record, in order.
+    parts: Vec<Part>,
+    /// Bytes of all frames on disk.
+    bytes: usize,
     max_record_bytes: u32,
     /// The caller's own form of the records, for the reader's fast path.
     attachment: Option<Attachment>,
@@ -49,7 +58,8 @@ impl Clone for Batch {
     fn clone(&self) -> Batch {
         Batch {
             frames: self.frames.clone(),
-            records: self.records,
+            parts: self.parts.clone(),
+            bytes: self.bytes,
             max_record_bytes: self.max_record_bytes,
             attachment: None,
         }
@@ -59,8 +69,8 @@ impl Clone for Batch {
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")
-            .field("records", &self.records)
-            .field("bytes", &self.frames.len())
+            .field("records", &self.parts.len())
+            .field("bytes", &self.bytes)
             .field("attached", &self.attachment.is_some())
             .finish()
     }
@@ -72,7 +82,8 @@ impl Batch {
         frames.clear();
         Batch {
             frames,
-            records: 0,
+            parts: Vec::new(),
+            bytes: 0,
             max_record_bytes,
             attachment: None,
         }
@@ -94,6 +105,7 @@ impl Batch {
     /// whose size is known grows its buffer once.
     pub fn reserve(&mut self, records: usize, bytes: usize) {
         self.frames.reserve(records * FRAME_HEADER_BYTES + bytes);
+        self.parts.reserve(records);
     }
 
     /// Adds one record (opaque bytes).
@@ -115,8 +127,45 @@ impl Batch {
             return Err(e);
         }
         describe_payload(&mut self.frames[start..]);
-        self.records += 1;
+        self.add(start, None);
         Ok(())
+    }
+
+    /// Adds one record of a head written by `write` into the batch's buffer and then
+    /// `doc`, which goes to disk from its own bytes (`pwritev`), never copied into the
+    /// batch: the record on disk is the same as [`Batch::push_with`] writing both, its
+    /// checksum hashed over the two in one pass. Refused, and nothing added, when it
+    /// exceeds `max_record_bytes`.
+    pub fn push_with_doc(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>),
+        doc: Bytes,
+    ) -> Result<(), SpoolError> {
+        let start = self.frames.len();
+        self.frames.resize(start + FRAME_HEADER_BYTES, 0);
+        write(&mut self.frames);
+        let head = &self.frames[start + FRAME_HEADER_BYTES..];
+        if let Err(e) = self.check(head.len() + doc.len()) {
+            self.frames.truncate(start);
+            return Err(e);
+        }
+        let mut hash = Xxh3::new();
+        hash.update(head);
+        hash.update(&doc);
+        let len = (head.len() + doc.len()) as u32;
+        describe(&mut self.frames[start..], len, hash.digest());
+        self.add(start, Some(doc));
+        Ok(())
+    }
+
+    fn add(&mut self, at: usize, doc: Option<Bytes>) {
+        let part = Part {
+            at,
+            end: self.frames.len(),
+            doc,
+        };
+        self.bytes += part.frame_len();
+        self.parts.push(part);
     }
 
     fn check(&self, len: usize) -> Result<(), SpoolError> {
@@ -131,16 +180,31 @@ impl Batch {
 
     /// Records in the batch.
     pub fn len(&self) -> usize {
-        self.records
+        self.parts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records == 0
+        self.parts.is_empty()
     }
 
     /// Bytes the batch takes on disk (its frames), what it reserves of `max_bytes`.
     pub fn frame_bytes(&self) -> u64 {
-        self.frames.len() as u64
+        self.bytes as u64
+    }
+}
+
+/// One record of a batch: its bytes in the batch's buffer (`at..end`, the frame header
+/// first), then the document written from its own bytes, if it was pushed with one.
+#[derive(Debug, Clone)]
+struct Part {
+    at: usize,
+    end: usize,
+    doc: Option<Bytes>,
+}
+
+impl Part {
+    fn frame_len(&self) -> usize {
+        self.end - self.at + self.doc.as_ref().map_or(0, Bytes::len)
     }
 }
 
@@ -162,18 +226,47 @@ impl Active {
         self.written + self.pending.len() as u64
     }
 
-    fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
-        if self.pending.len() + data.len() > WRITE_BUFFER {
+    /// Writes `parts` (`bytes` on disk in all) of a batch whose buffer is `frames`: a
+    /// small run is gathered with others for one `pwrite`, a large one goes out from
+    /// the buffer and the documents themselves.
+    fn write(&mut self, frames: &[u8], parts: &[Part], bytes: usize) -> Result<(), SpoolError> {
+        if self.pending.len() + bytes > WRITE_BUFFER {
             self.flush()?;
         }
-        if data.len() >= WRITE_BUFFER {
-            self.file
-                .write_all_at(data, self.written)
-                .map_err(SpoolError::io("write", &self.path))?;
-            self.written += data.len() as u64;
-        } else {
-            self.pending.extend_from_slice(data);
+        if bytes < WRITE_BUFFER {
+            for p in parts {
+                self.pending.extend_from_slice(&frames[p.at..p.end]);
+                if let Some(doc) = &p.doc {
+                    self.pending.extend_from_slice(doc);
+                }
+            }
+            return Ok(());
         }
+        // Records held whole in the buffer are contiguous there: one slice per run of
+        // them, and one per document between.
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * parts.len());
+        let mut run: Option<(usize, usize)> = None;
+        for p in parts {
+            run = match run {
+                Some((start, end)) if end == p.at => Some((start, p.end)),
+                Some((start, end)) => {
+                    slices.push(IoSlice::new(&frames[start..end]));
+                    Some((p.at, p.end))
+                }
+                None => Some((p.at, p.end)),
+            };
+            if let Some(doc) = &p.doc {
+                let (start, end) = run.take().expect("a run");
+                slices.push(IoSlice::new(&frames[start..end]));
+                slices.push(IoSlice::new(doc));
+            }
+        }
+        if let Some((start, end)) = run {
+            slices.push(IoSlice::new(&frames[start..end]));
+        }
+        write_all_vectored_at(&self.file, &mut slices, self.written)
+            .map_err(SpoolError::io("write", &self.path))?;
+        self.written += bytes as u64;
         Ok(())
     }
 
@@ -260,46 +353,49 @@ impl WriterCore {
     ) -> Result<(u64, Option<Position>), SpoolError> {
         let first = self.next_seq;
         let mut last = None;
-        let frames = &mut batch.frames;
-        // Frames go out in runs, one slice per segment they land in.
-        let (mut run, mut at) = (0, 0);
-        while at < frames.len() {
-            let len = (FRAME_HEADER_BYTES + declared_len(&frames[at..]) as usize) as u64;
+        let Batch { frames, parts, .. } = batch;
+        // Records go out in runs, one per segment they land in.
+        let (mut run, mut run_bytes) = (0, 0);
+        for (i, p) in parts.iter().enumerate() {
+            let len = p.frame_len();
             // An empty segment takes any record: the settings keep records smaller
             // than segments.
             let room = self.active.as_ref().is_some_and(|a| {
-                let size = a.size() + (at - run) as u64;
-                size + len <= self.segment_bytes || size <= SEGMENT_HEADER_BYTES as u64
+                let size = a.size() + run_bytes as u64;
+                size + len as u64 <= self.segment_bytes || size <= SEGMENT_HEADER_BYTES as u64
             });
             if !room {
-                self.write(&frames[run..at])?;
-                run = at;
+                self.write(frames, &parts[run..i], run_bytes)?;
+                (run, run_bytes) = (i, 0);
                 self.rotate()?;
             }
-            let end = at + len as usize;
-            stamp(&mut frames[at..end], self.next_seq, now_ms);
+            stamp(
+                &mut frames[p.at..p.at + FRAME_HEADER_BYTES],
+                self.next_seq,
+                now_ms,
+            );
+            run_bytes += len;
             let active = self.active.as_ref().expect("a segment is open");
             last = Some(Position {
                 segment: active.base,
-                end: active.size() + (end - run) as u64,
+                end: active.size() + run_bytes as u64,
                 seq: self.next_seq,
             });
             self.next_seq += 1;
-            at = end;
         }
-        self.write(&frames[run..at])?;
+        self.write(frames, &parts[run..], run_bytes)?;
         Ok((first, last))
     }
 
-    fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
-        if data.is_empty() {
+    fn write(&mut self, frames: &[u8], parts: &[Part], bytes: usize) -> Result<(), SpoolError> {
+        if parts.is_empty() {
             return Ok(());
         }
         let active = self
             .active
             .as_mut()
             .expect("a segment is open before writing");
-        active.write(data)
+        active.write(frames, parts, bytes)
     }
 
     fn rotate(&mut self) -> Result<(), SpoolError> {
@@ -394,6 +490,27 @@ impl WriterCore {
     }
 }
 
+/// Writes all of `slices` at `offset`, `IOV_MAX` slices per call.
+fn write_all_vectored_at(
+    file: &File,
+    mut slices: &mut [IoSlice<'_>],
+    mut offset: u64,
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        let n = slices.len().min(IOV_MAX);
+        match rustix::io::pwritev(file, &slices[..n], offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => {
+                offset += written as u64;
+                IoSlice::advance_slices(&mut slices, written);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// One batch waiting for the writer.
 pub(super) struct Job {
     pub batch: Batch,
@@ -417,12 +534,12 @@ pub(super) fn run(
     let mut round: Vec<Job> = Vec::with_capacity(MAX_ROUND_BATCHES);
     let mut failing: Option<(Instant, u64)> = None;
     while let Some(job) = rx.blocking_recv() {
-        let mut bytes = job.batch.frames.len();
+        let mut bytes = job.batch.bytes;
         round.push(job);
         while round.len() < MAX_ROUND_BATCHES && bytes < MAX_ROUND_BYTES {
             match rx.try_recv() {
                 Ok(job) => {
-                    bytes += job.batch.frames.len();
+                    bytes += job.batch.bytes;
                     round.push(job);
                 }
                 Err(_) => break,
@@ -439,7 +556,7 @@ pub(super) fn run(
                 if let Some((_, rounds)) = failing.take() {
                     tracing::info!(dir = %shared.dir.display(), failed_rounds = rounds, "spool: writes succeed again");
                 }
-                let records: usize = round.iter().map(|j| j.batch.records).sum();
+                let records: usize = round.iter().map(|j| j.batch.len()).sum();
                 // Kept for the fast path before the mark moves, so that a caught-up
                 // reader woken by it finds the batches here rather than on disk.
                 let mut dropped = Vec::new();
@@ -453,10 +570,10 @@ pub(super) fn run(
                         let handed = Handed {
                             attachment,
                             first_seq: *first_seq,
-                            records: j.batch.records,
+                            records: j.batch.len(),
                             through,
                             appended_ms: now,
-                            bytes: j.batch.frames.len() as u64,
+                            bytes: j.batch.frame_bytes(),
                         };
                         if let Err(h) = handover.offer(handed) {
                             dropped.push(h);
@@ -476,7 +593,7 @@ pub(super) fn run(
                 shared.counters.commits.fetch_add(1, Ordering::Relaxed);
                 marks.send_replace(mark);
                 for (j, (first_seq, _)) in round.drain(..).zip(firsts) {
-                    let records = j.batch.records;
+                    let records = j.batch.len();
                     let _ = j.reply.send(Ok(Appended { first_seq, records }));
                     shared.recycle(j.batch.frames);
                 }

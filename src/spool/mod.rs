@@ -566,6 +566,9 @@ impl Appender {
 
     /// [`Appender::append`] without waiting: `Full` (the batch handed back) when the
     /// budget or the queue has no room.
+    // The batch comes back whole, by value, so that a caller can wait and retry without
+    // encoding it again; a refusal is the cold path, so its size does not matter.
+    #[allow(clippy::result_large_err)]
     pub fn try_append(&self, batch: Batch) -> Result<Durable, (SpoolError, Batch)> {
         let bytes = match self.admissible(&batch) {
             Ok(b) => b,

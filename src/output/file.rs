@@ -8,6 +8,8 @@
 //! then fsyncs each file it touched once: group commit, so concurrent windows and
 //! connections share the cost of an fsync. Batches are reported delivered only after
 //! that fsync (the ACK contract); on any error they are failed and nothing is ACKed.
+//! A batch's records leave memory once written, before the fsync: only its delivery
+//! handle waits for it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -161,8 +163,7 @@ impl Writer {
                 }
             }
             match self.write_round(&mut round) {
-                Ok(()) => {
-                    let events = round.iter().map(|b| b.records.len()).sum();
+                Ok(events) => {
                     self.metrics.events(EventOutcome::Indexed, events);
                     self.metrics.succeeded();
                     round.drain(..).for_each(|b| b.delivery.delivered());
@@ -185,9 +186,12 @@ impl Writer {
         }
     }
 
-    fn write_round(&mut self, round: &mut [Batch]) -> Result<(), FileError> {
+    /// Writes every batch of `round`, then fsyncs each file it touched; the records
+    /// written, which leave memory as soon as the kernel has their bytes (see below).
+    fn write_round(&mut self, round: &mut [Batch]) -> Result<usize, FileError> {
         let mut touched: Vec<IndexName> = Vec::new();
         let mut created = false;
+        let mut events = 0;
         for batch in round.iter_mut() {
             // Records of a window mostly share one destination: each run of them is one
             // file lookup and a few `writev` calls.
@@ -219,7 +223,14 @@ impl Writer {
                     }
                 })?;
             }
-            // The records' bytes are in the kernel now.
+            // The records' bytes are in the kernel now: their memory goes, and their
+            // budget with it, here and not after the fsync. Only the delivery handle
+            // waits for the fsync (a failed round fails it; clients resend). Held
+            // through it, a round's documents and those queued meanwhile were in memory
+            // at once: up to every window the clients may have unacknowledged
+            // (benches/README.md, "Peak RSS").
+            events += batch.records.len();
+            batch.records = Vec::new();
             batch.budget.take();
         }
         for index in &touched {
@@ -242,7 +253,7 @@ impl Writer {
         if self.files.len() > MAX_OPEN_FILES {
             self.files.retain(|k, _| touched.contains(k));
         }
-        Ok(())
+        Ok(events)
     }
 }
 
@@ -320,4 +331,90 @@ fn open(dir: &Path, index: &IndexName) -> Result<(File, bool), FileError> {
     let (file, new, tail) = bulk_file::open_append(&path).map_err(open_error)?;
     tail.log(&path);
     Ok((file, new))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use prometheus::IntCounter;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::output::Delivery;
+
+    const BUDGET: usize = 100;
+    const HELD: u32 = 10;
+
+    /// A document that notes, when its memory goes, how much of the budget was in use.
+    struct Watched {
+        budget: Arc<Semaphore>,
+        in_use_at_drop: Arc<Mutex<Option<usize>>>,
+    }
+
+    impl AsRef<[u8]> for Watched {
+        fn as_ref(&self) -> &[u8] {
+            br#"{"@timestamp":"2025-04-05T10:23:45.000Z"}"#
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            let in_use = BUDGET - self.budget.available_permits();
+            *self.in_use_at_drop.lock().unwrap() = Some(in_use);
+        }
+    }
+
+    #[test]
+    fn a_written_record_leaves_memory_before_its_budget_is_released_and_its_window_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = FileSettings {
+            data_dir: dir.path().to_path_buf(),
+            dead_letters: DeadLetterIndex::new("dl-", MAX_INDEX_BYTES).unwrap(),
+        };
+        let metrics = Metrics::new().unwrap();
+        let log = Arc::new(LogThrottle::new(
+            std::time::Duration::from_secs(10),
+            IntCounter::new("t_total", "t").unwrap(),
+        ));
+        let (tx, output) =
+            FileOutput::start(&settings, 4, metrics.output.clone(), log, ()).unwrap();
+        let budget = Arc::new(Semaphore::new(BUDGET));
+        let in_use_at_drop = Arc::new(Mutex::new(None));
+        let doc = Bytes::from_owner(Watched {
+            budget: budget.clone(),
+            in_use_at_drop: in_use_at_drop.clone(),
+        });
+        let index = IndexName::new("qwen-logs-2025.04.05", MAX_INDEX_BYTES).unwrap();
+        let (delivery, delivered) = Delivery::new();
+        let batch = Batch {
+            records: vec![Record {
+                dest: Destination::Index(index),
+                id: None,
+                doc,
+            }],
+            budget: Some(budget.clone().try_acquire_many_owned(HELD).unwrap()),
+            delivery,
+        };
+        tx.blocking_send(batch).unwrap();
+        assert_eq!(delivered.blocking_recv().unwrap(), Ok(()));
+        assert_eq!(
+            *in_use_at_drop.lock().unwrap(),
+            Some(HELD as usize),
+            "the document must be freed once written, before its window is delivered (not \
+             held through the fsync), and while its budget still counts it (not after the \
+             budget says its memory is gone)"
+        );
+        assert_eq!(budget.available_permits(), BUDGET);
+        drop(tx);
+        output.join();
+        let written = std::fs::read_to_string(dir.path().join("qwen-logs-2025.04.05.ndjson"));
+        assert_eq!(
+            written.unwrap().lines().count(),
+            2,
+            "one action and one document"
+        );
+    }
 }

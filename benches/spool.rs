@@ -482,8 +482,39 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// `SPOOL_BENCH_ONLY=from-disk|spooled|direct [SPOOL_BENCH_ROUNDS=N]`: only that wiring,
+/// N runs (default 10), each printed; no criterion, no summary. For `perf record` of one
+/// path (benches/README.md, "Profiling the spool's read-back").
+fn only(wiring: &str) {
+    let wiring = match wiring {
+        "from-disk" => Wiring::FromDisk,
+        "spooled" => Wiring::Spooled,
+        "direct" => Wiring::Direct,
+        other => panic!("SPOOL_BENCH_ONLY={other}: one of from-disk, spooled, direct"),
+    };
+    let rounds: usize = std::env::var("SPOOL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
+    let rt = runtime();
+    let dir = bench_dir();
+    let records: Arc<[Vec<u8>]> = (0..RECORDS).map(record).collect();
+    let wired = wired_records(&records);
+    for round in 0..rounds {
+        let r = wired_run(&rt, &dir, &wired, wiring);
+        println!(
+            "{wiring:?} round {round}: {:.0} ns CPU/record, {:.2} s wall",
+            r.cpu.as_secs_f64() * 1e9 / RECORDS as f64,
+            r.wall.as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     tune_allocator();
+    if let Ok(wiring) = std::env::var("SPOOL_BENCH_ONLY") {
+        return only(&wiring);
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
     write_summary();

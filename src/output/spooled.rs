@@ -17,7 +17,9 @@
 //!   reading (backpressure), and nothing unwritten is acknowledged.
 //! - The spool is acknowledged in record order: a batch Elasticsearch settled waits for
 //!   its predecessors; one it failed is sent again; at shutdown what is unsettled stays
-//!   in the spool and is sent after the next start. Records keep their document ids, so
+//!   in the spool and is sent after the next start. The read position is saved once
+//!   per bulk of settled records or 0.1 s after the first (one fsync each), and at
+//!   shutdown: a crash replays at most that much again, as 409 duplicates. Records keep their document ids, so
 //!   anything sent twice is a 409 duplicate, never a second copy.
 //! - **Caught-up fast path.** Each batch's Records go into the spool beside their
 //!   frames ([`spool::Batch::attach`]); while the reader is caught up it is handed them
@@ -78,6 +80,14 @@ const WRITE_RETRY: Duration = Duration::from_secs(1);
 /// A batch Elasticsearch could not settle (its dead letters refused) is sent again after
 /// this long.
 const RESEND_DELAY: Duration = Duration::from_secs(1);
+/// The read position is saved (one fsync) once this many records have settled since the
+/// last save: one default bulk (`output.bulk_max_events`), so a writer that settles each
+/// batch on its own costs no more fsyncs than one that settles a bulk at once. A save
+/// the position never saved is only a replay after a crash (409 duplicates), never a loss.
+const SAVE_EVERY_RECORDS: usize = 4096;
+/// ... or this long after the first of them settled, so a quiet spool still saves (and
+/// frees consumed segments) soon: the replay after a crash stays under 0.1 s of records.
+const SAVE_AFTER: Duration = Duration::from_millis(100);
 
 /// The version of the record layout below; a record of another version is corrupt.
 const FORMAT: u8 = 2;
@@ -248,6 +258,7 @@ impl Spooled {
             log,
             stop: stop_reading.clone(),
             pending: VecDeque::new(),
+            unsaved: None,
             last_index: None,
             undecodable: undecodable.clone(),
         };
@@ -526,8 +537,18 @@ struct Feed {
     log: Arc<LogThrottle>,
     stop: CancellationToken,
     pending: VecDeque<Pending>,
+    /// Settled and acknowledged in order, not yet saved: see [`SAVE_EVERY_RECORDS`].
+    unsaved: Option<Unsaved>,
     last_index: Option<IndexName>,
     undecodable: Arc<AtomicU64>,
+}
+
+/// Records settled since the read position was last saved.
+struct Unsaved {
+    through: Position,
+    records: usize,
+    /// When the first of them settled: saved by [`SAVE_AFTER`] after it at the latest.
+    since: tokio::time::Instant,
 }
 
 impl Feed {
@@ -536,17 +557,22 @@ impl Feed {
         loop {
             let feeding = self.es.is_some() && !drained;
             let room = self.pending.len() < self.sizes.max_pending;
+            let save_at = self.unsaved.as_ref().map(|u| u.since + SAVE_AFTER);
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled(), if self.es.is_some() => {
                     // Stop feeding: the writer drains what it holds, the spool keeps the rest.
                     self.es = None;
+                    self.save().await;
                 }
                 done = head(&mut self.pending), if !self.pending.is_empty() => {
                     if !self.settled(done).await {
+                        self.save().await;
                         return;
                     }
                 }
+                _ = tokio::time::sleep_until(save_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if save_at.is_some() => self.save().await,
                 read = self.reader.next(self.sizes.batch_records, READ_BATCH_BYTES),
                     if feeding && room => match read {
                     Ok(Read::Disk(records)) if records.is_empty() => drained = true,
@@ -559,7 +585,10 @@ impl Feed {
                         tokio::time::sleep(RESEND_DELAY).await;
                     }
                 },
-                else => return,
+                else => {
+                    self.save().await;
+                    return;
+                }
             }
         }
     }
@@ -609,6 +638,8 @@ impl Feed {
     /// Forgets every batch handed out and not acknowledged, and reads them all from disk
     /// again: for a batch from memory that must be sent again.
     async fn rewind(&mut self) {
+        // What was settled before is saved first, not sent again.
+        self.save().await;
         self.pending.clear();
         if let Err(e) = self.reader.rewind().await {
             tracing::error!(error = %e, "spool: cannot rewind the reader");
@@ -680,11 +711,12 @@ impl Feed {
             self.pending.push_front(head);
             return true;
         }
-        let mut through = head.through;
+        let (mut through, mut records) = (head.through, head.records);
         while let Some(next) = self.pending.front_mut() {
             match next.delivery.try_recv() {
                 Ok(Ok(())) => {
                     through = next.through;
+                    records += next.records;
                     self.pending.pop_front();
                 }
                 Ok(Err(e)) => {
@@ -697,13 +729,32 @@ impl Feed {
                 Err(_) => break,
             }
         }
-        if let Err(e) = self.reader.ack(through).await {
+        let unsaved = self.unsaved.get_or_insert(Unsaved {
+            through,
+            records: 0,
+            since: tokio::time::Instant::now(),
+        });
+        unsaved.through = through;
+        unsaved.records += records;
+        // At shutdown each settled batch is saved at once: the grace may end any time.
+        if unsaved.records >= SAVE_EVERY_RECORDS || self.es.is_none() {
+            self.save().await;
+        }
+        true
+    }
+
+    /// Acknowledges what has settled since the last save: the read position saved
+    /// (fsynced), consumed segments deleted.
+    async fn save(&mut self) {
+        let Some(unsaved) = self.unsaved.take() else {
+            return;
+        };
+        if let Err(e) = self.reader.ack(unsaved.through).await {
             if let Some(suppressed) = self.log.allow(("spool", "ack")) {
                 tracing::error!(error = %e, suppressed,
                     "cannot save the spool's read position; records may be sent again after a restart");
             }
         }
-        true
     }
 }
 
@@ -740,6 +791,139 @@ mod tests {
             id: None,
             doc: Bytes::from_static(br#"{"payload":"x"}"#),
         }
+    }
+
+    /// A spooled output in `dir` (`memory_bytes = 0`: every record read back from disk)
+    /// whose Elasticsearch writer settles each batch as it comes and counts the records
+    /// it was handed, with its queue.
+    async fn wired(
+        dir: &std::path::Path,
+    ) -> (OutputSender, Spooled, tokio::sync::watch::Receiver<usize>) {
+        let settings = test_settings(dir);
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let log = Arc::new(LogThrottle::new(
+            Duration::from_secs(10),
+            metrics.log_suppressed.clone(),
+        ));
+        let (es, mut es_rx) = mpsc::channel::<Batch>(64);
+        let (seen_tx, seen) = tokio::sync::watch::channel(0);
+        tokio::spawn(async move {
+            while let Some(b) = es_rx.recv().await {
+                let n = b.records.len();
+                b.delivery.delivered();
+                seen_tx.send_modify(|seen| *seen += n);
+            }
+        });
+        let sizes = ReadSizes {
+            batch_records: 100,
+            max_pending: 8,
+        };
+        let (queue, spooled) = Spooled::start(
+            &settings,
+            8,
+            es,
+            sizes,
+            metrics.spool.clone(),
+            log,
+            ((), ()),
+        )
+        .await
+        .unwrap();
+        (queue, spooled, seen)
+    }
+
+    /// Small segments, every record read back from disk (`memory_bytes = 0`).
+    fn test_settings(dir: &std::path::Path) -> SpooledSettings {
+        SpooledSettings {
+            spool: SpoolSettings {
+                max_bytes: 64 << 20,
+                segment_bytes: 1 << 20,
+                max_record_bytes: 1 << 16,
+                memory_bytes: 0,
+                ..SpoolSettings::new(dir)
+            },
+            high_water: 0.9,
+        }
+    }
+
+    /// Sends `batches` batches of 100 records through `queue`, each acknowledged (in the
+    /// spool) before the call returns, then waits for the writer to have seen them all.
+    async fn send(
+        queue: &OutputSender,
+        seen: &mut tokio::sync::watch::Receiver<usize>,
+        batches: u128,
+    ) {
+        let mut deliveries = Vec::new();
+        for b in 0..batches {
+            let (delivery, rx) = Delivery::new();
+            let records = (0..100).map(|i| event(Some(b * 100 + i))).collect();
+            queue
+                .send(Batch {
+                    records,
+                    budget: None,
+                    delivery,
+                })
+                .await
+                .unwrap();
+            deliveries.push(rx);
+        }
+        for rx in deliveries {
+            rx.await.unwrap().unwrap();
+        }
+        let all = batches as usize * 100;
+        seen.wait_for(|n| *n >= all).await.unwrap();
+    }
+
+    /// Records to replay in the spool in `dir` when it is opened again.
+    fn replayed_at_open(dir: &std::path::Path) -> u64 {
+        let (spool, _reader) = Spool::open(test_settings(dir).spool).unwrap();
+        spool.recovery().records
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_elasticsearch_settled_before_shutdown_is_saved_and_never_replayed() {
+        // Fewer records than SAVE_EVERY_RECORDS, shut down at once: only a save at
+        // shutdown (or SAVE_AFTER's, within the reader's flush time) saves them.
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, spooled, mut seen) = wired(dir.path()).await;
+        send(&queue, &mut seen, 3).await;
+        drop(queue);
+        spooled
+            .join(Duration::from_secs(5), Duration::from_secs(5), |_| async {})
+            .await;
+        let replayed = tokio::task::spawn_blocking(move || replayed_at_open(dir.path()))
+            .await
+            .unwrap();
+        assert_eq!(
+            replayed, 0,
+            "300 records settled by Elasticsearch before the shutdown come back at the next start: \
+             the read position grouped for a later save was not saved at shutdown"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_spool_saves_what_settled_without_waiting_for_a_bulk_of_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, spooled, mut seen) = wired(dir.path()).await;
+        send(&queue, &mut seen, 1).await;
+        let watch = spooled.watch();
+        // SAVE_AFTER (0.1 s) at most once settled; 10 s is for a loaded machine.
+        let saved = tokio::time::timeout(Duration::from_secs(10), async {
+            while watch.stats().records > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(
+            saved.is_ok(),
+            "100 settled records still unacknowledged in the spool after 10 s ({:?}): \
+             a position below SAVE_EVERY_RECORDS is never saved while nothing else settles",
+            watch.stats()
+        );
+        drop(queue);
+        spooled
+            .join(Duration::from_secs(5), Duration::from_secs(5), |_| async {})
+            .await;
     }
 
     #[test]

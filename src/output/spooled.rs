@@ -153,10 +153,12 @@ pub fn decode_record(
             let len = field(2, 2, "index length past the end")?;
             let len = u16::from_be_bytes([len[0], len[1]]) as usize;
             let name = field(4, len, "index past the end")?;
-            let name = std::str::from_utf8(name).map_err(|_| BadRecord("index not UTF-8"))?;
             let index = match last_index {
-                Some(last) if last.as_str() == name => last.clone(),
+                // The same bytes as a name checked before: valid UTF-8 too.
+                Some(last) if last.as_str().as_bytes() == name => last.clone(),
                 _ => {
+                    let name =
+                        std::str::from_utf8(name).map_err(|_| BadRecord("index not UTF-8"))?;
                     let i = IndexName::new(name, MAX_INDEX_NAME_BYTES)
                         .map_err(|_| BadRecord("not a valid index name"))?;
                     *last_index = Some(i.clone());

@@ -131,10 +131,12 @@ impl Scanner {
             match decode(buf, self.max_record_bytes) {
                 Decoded::Frame(h) if self.in_order(h.seq) => {
                     let offset = self.offset;
-                    let frame = buf.split_to(h.frame_len()).freeze();
-                    self.offset += frame.len() as u64;
+                    // The payload alone is split off: one reference to the buffer per
+                    // record, not a frame's and then its slice's.
+                    buf.advance(FRAME_HEADER_BYTES);
+                    let payload = buf.split_to(h.len as usize).freeze();
+                    self.offset += h.frame_len() as u64;
                     self.last_seq = Some(h.seq);
-                    let payload = frame.slice(FRAME_HEADER_BYTES..);
                     if let Some(from) = self.garbage_from.take() {
                         self.held = Some((h, offset, payload));
                         return Some(ScanEvent::Corrupt {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use super::handover::Handed;
@@ -34,6 +34,35 @@ const READ_CHUNK: u64 = 192 * 1024;
 // Elasticsearch writer settled them): even under the mmap threshold, a buffer freed to
 // malloc was often given back to the kernel and faulted in again; with reuse the
 // reader's pages stay mapped. At most `SpoolSettings::spare_bytes` of them kept idle.
+
+/// Reads `n` bytes at `c.pos` onto the end of `c.buf`, which has room for them: zeroed
+/// first, as a `&mut [u8]` must be (only a partly read buffer takes this way).
+fn read_zeroed(c: &mut Cursor, n: usize) -> std::io::Result<()> {
+    let start = c.buf.len();
+    c.buf.resize(start + n, 0);
+    if let Err(e) = c.file.read_exact_at(&mut c.buf[start..], c.pos) {
+        c.buf.truncate(start);
+        return Err(e);
+    }
+    c.pos += n as u64;
+    Ok(())
+}
+
+/// Fills all of `buf`'s spare capacity from `file` at `pos` (the caller made sure those
+/// bytes are durable), without zeroing it first: `pread` into the spare capacity, the
+/// length set by rustix. A chunk of fresh buffer zeroed and then overwritten cost 8% of
+/// the from-disk wiring's CPU in a profile (benches/README.md).
+fn read_spare(file: &File, buf: &mut Vec<u8>, mut pos: u64) -> std::io::Result<()> {
+    while buf.len() < buf.capacity() {
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(buf), pos) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => pos += n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
 
 /// An open segment and the scanner over it.
 #[derive(Debug)]
@@ -205,22 +234,19 @@ impl ReaderCore {
             return Ok(Step::CaughtUp);
         }
         let n = READ_CHUNK.min(durable - c.pos) as usize;
-        if c.buf.capacity() - c.buf.len() < n {
-            self.next_buffer(c, n);
-        }
-        let start = c.buf.len();
-        c.buf.resize(start + n, 0);
-        if let Err(e) = c.file.read_exact_at(&mut c.buf[start..], c.pos) {
-            c.buf.truncate(start);
-            return Err(SpoolError::io("read", &c.path)(e));
-        }
-        c.pos += n as u64;
+        let read = if c.buf.capacity() - c.buf.len() < n {
+            self.next_buffer(c, n, durable)
+        } else {
+            read_zeroed(c, n)
+        };
+        read.map_err(SpoolError::io("read", &c.path))?;
         Ok(Step::More)
     }
 
-    /// Moves `c`'s unread bytes into a buffer with room for `n` more: a spare whose
-    /// records are all dropped, or a new one; the old buffer becomes a spare.
-    fn next_buffer(&mut self, c: &mut Cursor, n: usize) {
+    /// Moves `c`'s unread bytes into a buffer with room for `n` more (a spare whose
+    /// records are all dropped, or a new one) and reads into it what it has room for,
+    /// never past `durable`; the old buffer becomes a spare.
+    fn next_buffer(&mut self, c: &mut Cursor, n: usize, durable: u64) -> std::io::Result<()> {
         let need = c.buf.len() + n;
         let reused = self
             .spares
@@ -230,14 +256,28 @@ impl ReaderCore {
         if let Some(b) = &reused {
             self.spare_bytes = self.spare_bytes.saturating_sub(b.capacity());
         }
-        let mut next = reused.unwrap_or_else(|| BytesMut::with_capacity(need));
+        // A buffer whose records are all dropped is its Vec again, without a copy; a
+        // new Vec has exactly the capacity asked for (std's guarantee).
+        let mut next = reused.map_or_else(|| Vec::with_capacity(need), Vec::from);
         next.extend_from_slice(&c.buf);
-        let mut old = std::mem::replace(&mut c.buf, next);
+        let room = next.capacity() - next.len();
+        let read = if room as u64 <= durable - c.pos {
+            read_spare(&c.file, &mut next, c.pos)
+        } else {
+            // A spare larger than what is durable: only the durable bytes, zeroed first.
+            let start = next.len();
+            next.resize(start + (durable - c.pos) as usize, 0);
+            c.file.read_exact_at(&mut next[start..], c.pos)
+        };
+        read?;
+        c.pos += (next.len() - (need - n)) as u64;
+        let mut old = std::mem::replace(&mut c.buf, BytesMut::from(Bytes::from(next)));
         old.clear();
         if self.spare_bytes + old.capacity() <= self.shared.settings.spare_bytes() {
             self.spare_bytes += old.capacity();
             self.spares.push_back(old);
         }
+        Ok(())
     }
 
     /// The batch kept in memory that starts exactly at the next record, when there is

@@ -128,6 +128,16 @@ pub const DEFAULT_QUEUE_BATCHES: usize = 1024;
 /// read chunks for reuse (fresh ones are page faults: a third of the CPU in a profile).
 pub const DEFAULT_MEMORY_BYTES: u64 = 32 * 1024 * 1024;
 
+/// Read chunks kept for reuse at least, whatever `memory_bytes` says (0 included): 8 MiB,
+/// what the default keeps. A reader reads back from disk only when it is behind, and
+/// then a chunk not reused is fresh pages, faulted in, zeroed and given back to the
+/// kernel again when freed: with none kept (`memory_bytes = 0`), page faults and
+/// `madvise` were a tenth of the from-disk wiring's samples in a profile, and the same
+/// runs took a third more CPU than with 8 MiB kept (benches/README.md). Chunks are
+/// kept as they are replaced, most of them still holding records in flight, so the
+/// bound must cover about two bulks of them (2 x 4096 ~1 KB records) to find idle ones.
+pub const MIN_SPARE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// The caller's own form of a batch's records, carried opaquely beside its frames and
 /// handed to the reader on the fast path (see the module's notes).
 pub type Attachment = Box<dyn Any + Send>;
@@ -146,7 +156,8 @@ pub struct SpoolSettings {
     pub queue_batches: usize,
     /// Memory the spool keeps beyond what its reader has handed out: batches kept for
     /// the fast path (half), encoded batch buffers and read chunks kept for reuse (a
-    /// quarter each). 0 turns the fast path and the reuse off.
+    /// quarter each; read chunks [`MIN_SPARE_BYTES`] at least). 0 turns the fast path
+    /// and the batch buffers' reuse off.
     pub memory_bytes: u64,
 }
 
@@ -173,9 +184,12 @@ impl SpoolSettings {
         (self.memory_bytes / 4).min(usize::MAX as u64) as usize
     }
 
-    /// Capacity of read chunks kept for reuse at most.
+    /// Capacity of read chunks kept for reuse at most: a quarter of `memory_bytes`, and
+    /// [`MIN_SPARE_BYTES`] at least.
     fn spare_bytes(&self) -> usize {
-        (self.memory_bytes / 4).min(usize::MAX as u64) as usize
+        (self.memory_bytes / 4)
+            .max(MIN_SPARE_BYTES)
+            .min(usize::MAX as u64) as usize
     }
 
     /// Checks the limits against each other: a record must fit in a segment, and the

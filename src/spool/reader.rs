@@ -256,9 +256,14 @@ impl ReaderCore {
         if let Some(b) = &reused {
             self.spare_bytes = self.spare_bytes.saturating_sub(b.capacity());
         }
-        // A buffer whose records are all dropped is its Vec again, without a copy; a
-        // new Vec has exactly the capacity asked for (std's guarantee).
-        let mut next = reused.map_or_else(|| Vec::with_capacity(need), Vec::from);
+        // A buffer whose records are all dropped is its Vec again, without a copy (one
+        // that try_reclaim passed for the room left after its records, still shared,
+        // would come back as an empty copy: a new Vec then); a new Vec has exactly the
+        // capacity asked for (std's guarantee).
+        let mut next = reused
+            .map(Vec::from)
+            .filter(|v| v.capacity() >= need)
+            .unwrap_or_else(|| Vec::with_capacity(need));
         next.extend_from_slice(&c.buf);
         let room = next.capacity() - next.len();
         let read = if room as u64 <= durable - c.pos {

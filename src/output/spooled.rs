@@ -19,8 +19,8 @@
 //!   its predecessors; one it failed is sent again; at shutdown what is unsettled stays
 //!   in the spool and is sent after the next start. The read position is saved once
 //!   per bulk of settled records or 0.1 s after the first (one fsync each), and at
-//!   shutdown: a crash replays at most that much again, as 409 duplicates. Records keep their document ids, so
-//!   anything sent twice is a 409 duplicate, never a second copy.
+//!   shutdown: a crash replays at most that much again. Records keep their document
+//!   ids, so anything sent twice is a 409 duplicate, never a second copy.
 //! - **Caught-up fast path.** Each batch's Records go into the spool beside their
 //!   frames ([`spool::Batch::attach`]); while the reader is caught up it is handed them
 //!   once fsynced ([`spool::Read::Memory`]) and sends them to Elasticsearch as they
@@ -82,8 +82,9 @@ const WRITE_RETRY: Duration = Duration::from_secs(1);
 const RESEND_DELAY: Duration = Duration::from_secs(1);
 /// The read position is saved (one fsync) once this many records have settled since the
 /// last save: one default bulk (`output.bulk_max_events`), so a writer that settles each
-/// batch on its own costs no more fsyncs than one that settles a bulk at once. A save
-/// the position never saved is only a replay after a crash (409 duplicates), never a loss.
+/// batch on its own costs no more fsyncs than one that settles a bulk at once. A
+/// position not saved yet costs only a replay after a crash (409 duplicates), never a
+/// loss.
 const SAVE_EVERY_RECORDS: usize = 4096;
 /// ... or this long after the first of them settled, so a quiet spool still saves (and
 /// frees consumed segments) soon: the replay after a crash stays under 0.1 s of records.

@@ -51,7 +51,10 @@ type config struct {
 	dialPar    int
 	handshakes bool
 	dump       string
+	rate       float64
 	tlsConfig  *tls.Config
+	// t0 is when the timed run starts: -rate paces every connection from it.
+	t0 time.Time
 }
 
 type result struct {
@@ -73,6 +76,7 @@ type result struct {
 	DialSeconds      float64 `json:"dial_seconds"`
 	DialConcurrency  int     `json:"dial_concurrency"`
 	ConnectsPerSec   float64 `json:"connects_per_sec"`
+	Rate             float64 `json:"rate,omitempty"`
 	Error            string  `json:"error,omitempty"`
 }
 
@@ -93,6 +97,7 @@ func main() {
 	flag.StringVar(&c.tlsName, "tls-server-name", "", "name the server certificate must carry (default: the host of -addr)")
 	flag.IntVar(&c.dialPar, "dial-concurrency", 64, "connections dialled (and TLS-handshaken) at once")
 	flag.BoolVar(&c.handshakes, "connect-only", false, "only dial (and handshake) every connection, report connects per second, close; no events")
+	flag.Float64Var(&c.rate, "rate", 0, "events per second across all connections, each connection sending its windows on schedule (0 = as fast as ACKs allow): a steady load below what the server and its output absorb")
 	flag.StringVar(&c.dump, "dump", "", "write the prebuilt windows' wire bytes (the -pool windows, one after another) to this file and exit: byte-identical input for in-process benchmarks")
 	flag.Parse()
 
@@ -138,6 +143,10 @@ func validate(c *config) error {
 		return errors.New("-dial-concurrency must be >= 1")
 	case !c.hold && c.events < 1:
 		return errors.New("-events must be >= 1")
+	case c.rate < 0:
+		return errors.New("-rate must be >= 0")
+	case c.rate > 0 && (c.hold || c.handshakes):
+		return errors.New("-rate paces a run of events: not with -hold or -connect-only")
 	}
 	if c.hold {
 		c.events = c.conns * c.window
@@ -428,7 +437,7 @@ func (k *counters) fail(err error) {
 
 func run(c *config) result {
 	res := result{Conns: c.conns, Window: c.window, Compress: c.compress, Pipelining: c.pipelining, Mode: "prebuilt",
-		TLS: c.tlsConfig != nil, DialConcurrency: c.dialPar}
+		TLS: c.tlsConfig != nil, DialConcurrency: c.dialPar, Rate: c.rate}
 	if c.live {
 		res.Mode = "live"
 	}
@@ -530,6 +539,7 @@ func run(c *config) result {
 	start := make(chan struct{})
 	cpu0 := cpuSeconds()
 	t0 := time.Now()
+	c.t0 = t0
 	for i := range conns {
 		wg.Add(1)
 		go func(i int) {
@@ -586,6 +596,20 @@ func run(c *config) result {
 	return res
 }
 
+// pace waits until window j (0-based) of one connection is due under -rate: each of
+// the c.conns connections carries rate/conns events per second, its windows evenly
+// spaced from the start of the run, so a slow ACK delays a window but does not make
+// the following ones burst to catch up beyond the schedule.
+func pace(c *config, j, window int) {
+	if c.rate <= 0 {
+		return
+	}
+	due := c.t0.Add(time.Duration(float64(j*window*c.conns) / c.rate * float64(time.Second)))
+	if d := time.Until(due); d > 0 {
+		time.Sleep(d)
+	}
+}
+
 // runPrebuilt writes prebuilt window bytes with at most c.pipelining+1 windows
 // unacknowledged (what Filebeat's AsyncClient(queue = pipelining-1) puts on
 // the wire; see README), and reads ACKs with go-lumber's Client.AwaitACK (which
@@ -625,7 +649,8 @@ func runPrebuilt(c *config, cn net.Conn, p plan, k *counters) error {
 	}()
 
 	var werr error
-	for _, w := range p {
+	for j, w := range p {
+		pace(c, j, c.window)
 		select {
 		case slots <- struct{}{}:
 		case <-abort:
@@ -671,7 +696,8 @@ func runLive(c *config, cn net.Conn, p plan, k *counters) error {
 			return err
 		}
 		defer cl.Close()
-		for _, w := range p {
+		for j, w := range p {
+			pace(c, j, c.window)
 			k.sent.Add(int64(w.n))
 			k.wire.Add(int64(len(w.wire)))
 			seq, err := cl.Send(w.events)
@@ -689,7 +715,8 @@ func runLive(c *config, cn net.Conn, p plan, k *counters) error {
 	var mu sync.Mutex
 	var cbErr error
 	var wg sync.WaitGroup
-	for _, w := range p {
+	for j, w := range p {
+		pace(c, j, c.window)
 		n := w.n
 		wg.Add(1)
 		err := cl.Send(func(seq uint32, err error) {

@@ -540,18 +540,39 @@ pub fn write_object(o: &Object, out: &mut Vec<u8>) {
 }
 
 /// Raw JSON is copied as is, unless it holds a raw line break (whitespace between
-/// tokens), which would split an NDJSON line or a bulk body: then it is compacted.
+/// tokens), which would split an NDJSON line or a bulk body: then the whitespace between
+/// tokens is dropped and every token copied as it came (a lone surrogate escape
+/// included, which a parse into `serde_json::Value` refuses; such a value used to be
+/// written as `null`, and since the id leaves `log` unexpanded, it would be all of it).
 fn write_raw(raw: &RawValue, out: &mut Vec<u8>) {
-    let text = raw.get();
-    if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_none() {
-        out.extend_from_slice(text.as_bytes());
+    let text = raw.get().as_bytes();
+    if memchr::memchr2(b'\n', b'\r', text).is_none() {
+        out.extend_from_slice(text);
         return;
     }
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => serde_json::to_writer(&mut *out, &v).expect("writing to a Vec"),
-        // Unreachable for validated text; never emit a line break.
-        Err(_) => out.extend_from_slice(b"null"),
+    out.reserve(text.len());
+    let mut rest = text;
+    while let Some(quote) = memchr::memchr(b'"', rest) {
+        out.extend(rest[..quote].iter().filter(|b| !b.is_ascii_whitespace()));
+        // The string token, up to its closing quote (validated text: every `\\`
+        // escapes the byte after it, and a string holds no raw control character).
+        // `get`: never past the end, even for text that was not validated after all.
+        let mut end = quote + 1;
+        while let Some(n) = rest
+            .get(end..)
+            .and_then(|r| memchr::memchr2(b'"', b'\\', r))
+        {
+            end += n + 1;
+            if rest[end - 1] == b'"' {
+                break;
+            }
+            end += 1;
+        }
+        let end = end.min(rest.len());
+        out.extend_from_slice(&rest[quote..end]);
+        rest = &rest[end..];
     }
+    out.extend(rest.iter().filter(|b| !b.is_ascii_whitespace()));
 }
 
 /// A JSON string literal (RFC 8259 section 7): quote, backslash and control characters
@@ -658,6 +679,14 @@ mod tests {
     #[test]
     fn raw_line_breaks_between_tokens_are_compacted() {
         assert_eq!(roundtrip("{\"a\":{\n \"b\": 1\r\n}}"), r#"{"a":{"b":1}}"#);
+        // Tokens are copied as they came: strings with escapes (a lone surrogate too)
+        // and spaces, numbers as written, keys in their order, duplicates and all.
+        assert_eq!(
+            roundtrip(
+                "{\"a\":[ {\"z\" : \"x \\\" \\\\\",\n\"b\":1.50,\"z\":\"\\ud83d\"} ,\r\n2 ]}"
+            ),
+            r#"{"a":[{"z":"x \" \\","b":1.50,"z":"\ud83d"},2]}"#
+        );
     }
 
     #[test]

@@ -208,7 +208,9 @@ def run_steady(args, lumberload, url, env, spool_env, es_cpu_seconds, workdir):
         for spooled in order:
             kind = "spooled" if spooled else "plain"
             e2e.log(f"steady round {i + 1}: {kind} at {args.steady_rate} events/s ...")
-            r = run_once(args, lumberload, url, spool_env if spooled else env, es_cpu_seconds,
+            # Each spooled run its own spool: nothing left by one is replayed into the next.
+            run_env = {**spool_env, "LUMBERD_SPOOL_DIR": os.path.join(workdir, f"spool-{i}")}
+            r = run_once(args, lumberload, url, run_env if spooled else env, es_cpu_seconds,
                          os.path.join(workdir, f"steady-{i}-{kind}"), spooled,
                          events=args.steady_events, rate=args.steady_rate, fresh=True)
             out[kind].append(r)

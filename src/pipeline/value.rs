@@ -542,8 +542,8 @@ pub fn write_object(o: &Object, out: &mut Vec<u8>) {
 /// Raw JSON is copied as is, unless it holds a raw line break (whitespace between
 /// tokens), which would split an NDJSON line or a bulk body: then the whitespace between
 /// tokens is dropped and every token copied as it came (a lone surrogate escape
-/// included, which a parse into `serde_json::Value` refuses; such a value used to be
-/// written as `null`, and since the id leaves `log` unexpanded, it would be all of it).
+/// included, which a parse into `serde_json::Value` refuses: such a value was written as
+/// `null`; that parse also sorted keys and rewrote numbers).
 fn write_raw(raw: &RawValue, out: &mut Vec<u8>) {
     let text = raw.get().as_bytes();
     if memchr::memchr2(b'\n', b'\r', text).is_none() {

@@ -5,6 +5,8 @@
 //!
 //! Built as an example (`cargo build --release --example floor`); it reads its listen
 //! address from `LUMBERD_SERVER_LISTEN` like lumberd, so the bench drives both alike.
+//! Without it, it binds a free port on 127.0.0.1 (never 5044, which a real lumberd or
+//! Logstash on the machine may hold) and says which on stderr.
 
 use bytes::BytesMut;
 use lumberd::protocol::{encode_ack, Limits, Payload, Session, Step};
@@ -16,8 +18,9 @@ const READ_CHUNK: usize = 16 * 1024;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::var("LUMBERD_SERVER_LISTEN").unwrap_or_else(|_| "127.0.0.1:5044".into());
+    let addr = std::env::var("LUMBERD_SERVER_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into());
     let listener = TcpListener::bind(&addr).await?;
+    eprintln!("floor: listening on {}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {

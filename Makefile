@@ -94,7 +94,7 @@ bench: release
 	python3 benches/e2e_es.py --lumberd target/release/lumberd --lumberload target/bench/lumberload --events $(BENCH_ES_EVENTS) --spool
 	python3 benches/e2e_es.py --lumberd target/release/lumberd --lumberload target/bench/lumberload --events $(BENCH_ES_CLUSTER_EVENTS) --cluster 3
 
-## Fuzz the decoder for a bounded time (not part of CI).
+## Fuzz the decoder, then the spool's segment scanner, FUZZ_SECONDS each (not part of CI).
 fuzz:
 	bash fuzz/run.sh $(FUZZ_SECONDS)
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Fuzzes the decoder (fuzz/fuzz_targets/decode.rs) for a bounded time:
-#   bash fuzz/run.sh [SECONDS]        (default 300; `make fuzz` passes FUZZ_SECONDS)
+# Fuzzes the protocol decoder (fuzz/fuzz_targets/decode.rs) and then the spool's segment
+# scanner (fuzz/fuzz_targets/spool_segment.rs), each for a bounded time:
+#   bash fuzz/run.sh [SECONDS]        (per target, default 300; `make fuzz` passes FUZZ_SECONDS)
 # Installs cargo-fuzz when missing, seeds fuzz/corpus/decode from proto-fixtures/**/*.bin
-# and leaves any crash in fuzz/artifacts/decode/ (reproduce: cargo fuzz run decode FILE).
+# (the scanner's corpus starts empty: its built mode makes valid segments from any input)
+# and leaves any crash in fuzz/artifacts/<target>/ (reproduce: cargo fuzz run TARGET FILE).
 # cargo-fuzz needs a nightly toolchain (-Zsanitizer); it uses rustup's nightly if present.
 set -euo pipefail
 
@@ -34,4 +36,11 @@ done
 
 cd "$here"
 cargo "+$toolchain" fuzz run decode "$corpus" -- \
+    -max_total_time="$seconds" -max_len=16384 -print_final_stats=1
+
+# The recovery reads whatever a crash or a disk left in the spool directory: any bytes
+# must scan without a panic or a loop (issue 13). Inputs above 16 KiB add nothing a
+# smaller segment does not already exercise (records are capped at 1 KiB in the target).
+mkdir -p "$here/corpus/spool_segment"
+cargo "+$toolchain" fuzz run spool_segment "$here/corpus/spool_segment" -- \
     -max_total_time="$seconds" -max_len=16384 -print_final_stats=1

@@ -200,16 +200,23 @@ def run_once(args, lumberload, url, env, es_cpu_seconds, rundir, spooled, events
 
 def run_steady(args, lumberload, url, env, spool_env, es_cpu_seconds, workdir):
     """The paced pairs: without and with the spool at --steady-rate, alternating which
-    goes first, so a drift of the machine's load over the pairs cancels in the means."""
+    goes first, so a drift of the machine's load over the pairs cancels in the means.
+    With --steady-page-cache each round also runs the spool with direct_io = false."""
     out = {"rate": args.steady_rate, "events": args.steady_events, "plain": [], "spooled": [],
            "ok": False}
+    kinds = ["plain", "spooled"]
+    if args.steady_page_cache:
+        kinds.append("spooled_page_cache")
+        out["spooled_page_cache"] = []
     for i in range(args.steady_rounds):
-        order = [False, True] if i % 2 == 0 else [True, False]
-        for spooled in order:
-            kind = "spooled" if spooled else "plain"
+        order = kinds if i % 2 == 0 else kinds[::-1]
+        for kind in order:
             e2e.log(f"steady round {i + 1}: {kind} at {args.steady_rate} events/s ...")
             # Each spooled run its own spool: nothing left by one is replayed into the next.
-            run_env = {**spool_env, "LUMBERD_SPOOL_DIR": os.path.join(workdir, f"spool-{i}")}
+            run_env = {**spool_env, "LUMBERD_SPOOL_DIR": os.path.join(workdir, f"spool-{i}-{kind}")}
+            if kind == "spooled_page_cache":
+                run_env["LUMBERD_SPOOL_DIRECT_IO"] = "false"
+            spooled = kind != "plain"
             r = run_once(args, lumberload, url, run_env if spooled else env, es_cpu_seconds,
                          os.path.join(workdir, f"steady-{i}-{kind}"), spooled,
                          events=args.steady_events, rate=args.steady_rate, fresh=True)
@@ -235,6 +242,10 @@ def run_steady(args, lumberload, url, env, spool_env, es_cpu_seconds, workdir):
         "plain_peak_rss_mib": max(r["lumberd_peak_rss_mib"] for r in out["plain"]),
         "spooled_peak_rss_mib": max(r["lumberd_peak_rss_mib"] for r in out["spooled"]),
     })
+    if args.steady_page_cache:
+        page_cache = mean("spooled_page_cache", "lumberd_cpu_us_per_event")
+        out["spooled_page_cache_cpu_us_per_event"] = round(page_cache, 3)
+        out["page_cache_spool_cpu_us_per_event"] = round(page_cache - plain, 3)
     return out
 
 
@@ -257,6 +268,9 @@ def main():
                     help="events of each paced run (rounded up to whole windows)")
     ap.add_argument("--steady-rounds", type=int, default=2,
                     help="paced pairs, the order alternating (plain first, then spooled first)")
+    ap.add_argument("--steady-page-cache", action="store_true",
+                    help="each paced round also runs the spool with direct_io = false "
+                         "(segments through the page cache), for the ratio in the same run")
     ap.add_argument("--out", default=None,
                     help="default target/bench/e2e-es.json, or e2e-es-clusterN.json")
     args = ap.parse_args()

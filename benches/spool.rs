@@ -205,6 +205,9 @@ enum Wiring {
     Spooled,
     /// Through the spool with `memory_bytes = 0`: every record read back from disk.
     FromDisk,
+    /// Through the spool as lumberd runs it, segments written through the page cache
+    /// (`direct_io = false`, what a filesystem refusing `O_DIRECT` gets).
+    PageCache,
 }
 
 fn wired_run(
@@ -220,6 +223,9 @@ fn wired_run(
     };
     if wiring == Wiring::FromDisk {
         spool.memory_bytes = 0;
+    }
+    if wiring == Wiring::PageCache {
+        spool.direct_io = false;
     }
     let spooled = wiring != Wiring::Direct;
     let settings = SpooledSettings {
@@ -353,11 +359,17 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("spooled-cpu");
     g.throughput(Throughput::Elements(RECORDS as u64));
     g.sampling_mode(SamplingMode::Flat);
-    for wiring in [Wiring::Direct, Wiring::Spooled, Wiring::FromDisk] {
+    for wiring in [
+        Wiring::Direct,
+        Wiring::Spooled,
+        Wiring::FromDisk,
+        Wiring::PageCache,
+    ] {
         let name = match wiring {
             Wiring::Direct => "queue only",
             Wiring::Spooled => "queue+spool+reader",
             Wiring::FromDisk => "queue+spool+reader from disk",
+            Wiring::PageCache => "queue+spool+reader through the page cache",
         };
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -410,8 +422,13 @@ fn write_summary() {
     // The wiring: the best of five of each, in interleaved rounds, so all see the same
     // machine.
     let wired = wired_records(&records);
-    let wirings = [Wiring::Direct, Wiring::Spooled, Wiring::FromDisk];
-    let mut best: [Option<Wired>; 3] = [None, None, None];
+    let wirings = [
+        Wiring::Direct,
+        Wiring::Spooled,
+        Wiring::FromDisk,
+        Wiring::PageCache,
+    ];
+    let mut best: [Option<Wired>; 4] = [None, None, None, None];
     for _ in 0..5 {
         for (i, w) in wirings.iter().enumerate() {
             let r = wired_run(&rt, &dir, &wired, *w);
@@ -420,18 +437,21 @@ fn write_summary() {
             }
         }
     }
-    let [direct, spooled, from_disk] = best.map(Option::unwrap);
+    let [direct, spooled, from_disk, page_cache] = best.map(Option::unwrap);
     let per = |d: Duration| d.as_secs_f64() * 1e9 / RECORDS as f64;
     let cost = per(spooled.cpu) - per(direct.cpu);
     let disk_cost = per(from_disk.cpu) - per(direct.cpu);
+    let page_cache_cost = per(page_cache.cpu) - per(direct.cpu);
     println!(
         "wired (batches of {WIRED_BATCH}, {WIRED_INFLIGHT} in flight): queue only {:.0} ns CPU/record, \
          queue+spool+reader {:.0} ns ({:.1} s wall): the spool's cost {cost:.0} ns per record; \
-         read back from disk (memory_bytes = 0) {:.0} ns: {disk_cost:.0} ns per record",
+         read back from disk (memory_bytes = 0) {:.0} ns: {disk_cost:.0} ns per record; \
+         written through the page cache (direct_io = false) {:.0} ns: {page_cache_cost:.0} ns per record",
         per(direct.cpu),
         per(spooled.cpu),
         spooled.wall.as_secs_f64(),
         per(from_disk.cpu),
+        per(page_cache.cpu),
     );
     let summary = serde_json::json!({
         "engine": rows,
@@ -445,6 +465,8 @@ fn write_summary() {
             "spooled_wall_seconds": spooled.wall.as_secs_f64(),
             "from_disk_cpu_ns_per_record": per(from_disk.cpu),
             "from_disk_spool_cpu_ns_per_record": disk_cost,
+            "page_cache_cpu_ns_per_record": per(page_cache.cpu),
+            "page_cache_spool_cpu_ns_per_record": page_cache_cost,
         },
     });
     let path = dir.join("spool.json");
@@ -478,15 +500,16 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
-/// `SPOOL_BENCH_ONLY=from-disk|spooled|direct [SPOOL_BENCH_ROUNDS=N]`: only that wiring,
+/// `SPOOL_BENCH_ONLY=from-disk|spooled|page-cache|direct [SPOOL_BENCH_ROUNDS=N]`: only that wiring,
 /// N runs (default 10), each printed; no criterion, no summary. For `perf record` of one
 /// path (benches/README.md, "Profiling the spool's read-back").
 fn only(wiring: &str) {
     let wiring = match wiring {
         "from-disk" => Wiring::FromDisk,
         "spooled" => Wiring::Spooled,
+        "page-cache" => Wiring::PageCache,
         "direct" => Wiring::Direct,
-        other => panic!("SPOOL_BENCH_ONLY={other}: one of from-disk, spooled, direct"),
+        other => panic!("SPOOL_BENCH_ONLY={other}: one of from-disk, spooled, page-cache, direct"),
     };
     let rounds: usize = std::env::var("SPOOL_BENCH_ROUNDS")
         .ok()

@@ -113,7 +113,8 @@ rendered_by_chart = {
     "pipeline": {"*": "config.pipeline, raw TOML"},
     "spool": {"dir": "spool.enabled (<data dir>/spool)", "max_bytes": "spool.maxBytes",
               "segment_bytes": "spool.segmentBytes", "high_water": "spool.highWater",
-              "memory_bytes": "lumberd's default (32 MiB), not rendered"},
+              "memory_bytes": "lumberd's default (32 MiB), not rendered",
+              "direct_io": "lumberd's default (true; it falls back by itself), not rendered"},
 }
 missing = []
 for section, keys in reference.items():

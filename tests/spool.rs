@@ -79,6 +79,7 @@ fn crash_settings(dir: &Path) -> SpoolSettings {
         max_record_bytes: 4096,
         queue_batches: 64,
         memory_bytes: lumberd::spool::DEFAULT_MEMORY_BYTES,
+        direct_io: lumberd::spool::DEFAULT_DIRECT_IO,
     }
 }
 
@@ -404,6 +405,7 @@ async fn a_full_filesystem_refuses_appends_as_backpressure_and_recovers_when_spa
         max_record_bytes: 4096,
         queue_batches: 16,
         memory_bytes: lumberd::spool::DEFAULT_MEMORY_BYTES,
+        direct_io: lumberd::spool::DEFAULT_DIRECT_IO,
     };
     let (spool, mut reader) = Spool::open(settings.clone()).unwrap();
     let mut next = 0;

@@ -11,7 +11,10 @@ use super::problems::Problems;
 use super::raw::size;
 use crate::output::spooled::SpooledSettings;
 use crate::server::settings::ServerSettings;
-use crate::spool::{SpoolSettings, DEFAULT_MAX_BYTES, DEFAULT_MEMORY_BYTES, DEFAULT_SEGMENT_BYTES};
+use crate::spool::{
+    SpoolSettings, DEFAULT_DIRECT_IO, DEFAULT_MAX_BYTES, DEFAULT_MEMORY_BYTES,
+    DEFAULT_SEGMENT_BYTES,
+};
 
 /// No spool: a window is acknowledged once Elasticsearch has indexed it.
 pub const DEFAULT_SPOOL_DIR: &str = "";
@@ -35,6 +38,7 @@ pub(super) struct RawSpool {
     #[serde(deserialize_with = "size")]
     memory_bytes: u64,
     high_water: f64,
+    direct_io: bool,
 }
 
 impl Default for RawSpool {
@@ -45,6 +49,7 @@ impl Default for RawSpool {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             memory_bytes: DEFAULT_MEMORY_BYTES,
             high_water: DEFAULT_SPOOL_HIGH_WATER,
+            direct_io: DEFAULT_DIRECT_IO,
         }
     }
 }
@@ -81,6 +86,7 @@ pub(super) fn validate(
         max_bytes: s.max_bytes,
         segment_bytes: s.segment_bytes,
         memory_bytes: s.memory_bytes,
+        direct_io: s.direct_io,
         ..SpoolSettings::new(s.dir)
     };
     if s.segment_bytes < max_record + 4096 {
@@ -120,12 +126,22 @@ mod tests {
                 ("LUMBERD_SPOOL_MAX_BYTES", "8GiB"),
                 ("LUMBERD_SPOOL_HIGH_WATER", "0.5"),
                 ("LUMBERD_SPOOL_MEMORY_BYTES", "0"),
+                ("LUMBERD_SPOOL_DIRECT_IO", "false"),
             ]),
         )
         .unwrap();
         let s = on.spool.expect("spool on");
         assert_eq!(s.spool.max_bytes, 8 << 30);
         assert_eq!(s.spool.memory_bytes, 0, "0 turns the fast path off");
+        assert!(
+            !s.spool.direct_io,
+            "direct_io = false writes through the page cache"
+        );
+        let default = Settings::load(None, env(&[ES, ("LUMBERD_SPOOL_DIR", "/var/spool/l")]))
+            .unwrap()
+            .spool
+            .expect("spool on");
+        assert!(default.spool.direct_io, "direct_io is on by default");
         assert_eq!(s.spool.segment_bytes, crate::spool::DEFAULT_SEGMENT_BYTES);
         assert_eq!(s.high_water, 0.5);
         assert!(on.warnings.is_empty(), "{:?}", on.warnings);

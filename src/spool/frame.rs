@@ -226,6 +226,12 @@ mod tests {
     }
 
     #[test]
+    fn a_header_of_zeros_fails_its_own_check() {
+        // The scanner passes runs of zeros (a direct write's padding) on this.
+        assert_eq!(decode_header(&[0; FRAME_HEADER_BYTES], u32::MAX), None);
+    }
+
+    #[test]
     fn segment_header_names_its_base() {
         let h = segment_header(42);
         assert!(segment_header_valid(&h, 42));

@@ -43,8 +43,14 @@
 //!   false frame.
 //! - Appenders frame records on their own thread; a record may leave its document in
 //!   its own bytes ([`Batch::push_with_doc`]: the head is framed in the batch, the
-//!   checksum hashed over both, and the writer sends the two to the file with one
-//!   `pwritev` per run of a batch, not a copy of each document into the batch). One
+//!   checksum hashed over both, never a copy of the document into the batch). The
+//!   writer copies head and document once into a block-aligned buffer and writes it
+//!   with `O_DIRECT` ([`direct`]: no page-cache copy, no page allocation, a fifth of
+//!   the kernel's CPU per record); each commit's last block is padded with zeros and
+//!   rewritten by the next, and zeros that run to a segment's end are padding, not a
+//!   tail. Where the filesystem refuses `O_DIRECT` (probed at open) or `direct_io` is
+//!   off, the writer sends the two to the file through the page cache with one
+//!   `pwritev` per run of a batch. One
 //!   writer thread takes every batch
 //!   queued since its last round, writes them, fsyncs each segment once (and the
 //!   directory when it created one), then resolves each batch's [`Durable`]: group
@@ -73,6 +79,7 @@
 //!   the oldest segment when the position file is missing). A corrupt record anywhere
 //!   is skipped to the next valid frame, logged and counted ([`scan`]).
 
+mod direct;
 pub mod frame;
 mod handover;
 mod ledger;
@@ -128,6 +135,10 @@ pub const DEFAULT_QUEUE_BATCHES: usize = 1024;
 /// read chunks for reuse (fresh ones are page faults: a third of the CPU in a profile).
 pub const DEFAULT_MEMORY_BYTES: u64 = 32 * 1024 * 1024;
 
+/// Default `direct_io`: on. Copying records into the page cache and writing them back
+/// from it was most of the spool's CPU (benches/README.md, "Issue 13, direct I/O").
+pub const DEFAULT_DIRECT_IO: bool = true;
+
 /// Read chunks kept for reuse at least, whatever `memory_bytes` says (0 included): 8 MiB,
 /// what the default keeps. A reader reads back from disk only when it is behind, and
 /// then a chunk not reused is fresh pages, faulted in, zeroed and given back to the
@@ -159,6 +170,10 @@ pub struct SpoolSettings {
     /// quarter each; read chunks [`MIN_SPARE_BYTES`] at least). 0 turns the fast path
     /// and the batch buffers' reuse off.
     pub memory_bytes: u64,
+    /// Write segments with `O_DIRECT` where the filesystem takes it (checked at open):
+    /// a fifth of the CPU of writing through the page cache. Off, or on a filesystem
+    /// that refuses it, segments are written through the page cache.
+    pub direct_io: bool,
 }
 
 impl SpoolSettings {
@@ -171,6 +186,7 @@ impl SpoolSettings {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             queue_batches: DEFAULT_QUEUE_BATCHES,
             memory_bytes: DEFAULT_MEMORY_BYTES,
+            direct_io: DEFAULT_DIRECT_IO,
         }
     }
 

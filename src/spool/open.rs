@@ -17,6 +17,7 @@ use bytes::BytesMut;
 use rustix::fs::{flock, FlockOperation};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
+use super::direct;
 use super::frame::SEGMENT_HEADER_BYTES;
 use super::handover::Handover;
 use super::ledger::{Ledger, SegmentInfo};
@@ -187,6 +188,11 @@ pub(super) fn open(settings: SpoolSettings) -> Result<(Spool, Reader), SpoolErro
             recovery.torn_bytes = scan.tail;
             last.len = scan.valid_end;
         }
+        // Zeros after the last record are a direct write's padding (direct.rs): kept in
+        // the file, and the next append overwrites them.
+        if scan.header_valid {
+            last.len = scan.valid_end;
+        }
         next_seq = scan.last_seq.map_or(last.base, |s| s + 1).max(last.base);
         if scan.header_valid && last.len < settings.segment_bytes {
             resume = Some((last.base, last.len));
@@ -301,10 +307,17 @@ pub(super) fn open(settings: SpoolSettings) -> Result<(Spool, Reader), SpoolErro
         saved: start,
     };
 
+    // The lock file is the spool's and nothing reads it: the probe's block goes there.
+    let direct = shared.settings.direct_io && direct::supported(&lock_path);
+    if shared.settings.direct_io && !direct {
+        tracing::info!(dir = %dir.display(),
+            "spool: the filesystem refuses O_DIRECT; writing segments through the page cache");
+    }
     let writer = WriterCore::open(
         &dir,
         dir_file,
         shared.settings.segment_bytes,
+        direct,
         resume,
         next_seq,
     )?;
@@ -322,7 +335,7 @@ pub(super) fn open(settings: SpoolSettings) -> Result<(Spool, Reader), SpoolErro
 
     tracing::info!(dir = %dir.display(), segments = recovery.segments, bytes = recovery.bytes,
         records = recovery.records, from_seq = start.next_seq, torn_bytes = recovery.torn_bytes,
-        "spool: opened");
+        direct_io = direct, "spool: opened");
     Ok((
         Spool {
             shared,

@@ -55,6 +55,8 @@ pub struct Scanner {
     header_valid: bool,
     /// Start of the invalid bytes seen since the last record.
     garbage_from: Option<u64>,
+    /// Whether any of them is not zero (zeros to the end are padding, not a tail).
+    garbage_nonzero: bool,
     last_seq: Option<u64>,
     /// A record found after garbage, returned on the call after the `Corrupt` event.
     held: Option<(FrameHeader, u64, Bytes)>,
@@ -71,6 +73,7 @@ impl Scanner {
             header_checked: false,
             header_valid: false,
             garbage_from: None,
+            garbage_nonzero: false,
             last_seq: None,
             held: None,
         }
@@ -121,6 +124,7 @@ impl Scanner {
             self.header_valid = segment_header_valid(buf, self.base);
             if !self.header_valid {
                 self.garbage_from = Some(self.offset);
+                self.garbage_nonzero = true;
             }
             self.skip(buf, SEGMENT_HEADER_BYTES);
         }
@@ -138,6 +142,7 @@ impl Scanner {
                     self.offset += h.frame_len() as u64;
                     self.last_seq = Some(h.seq);
                     if let Some(from) = self.garbage_from.take() {
+                        self.garbage_nonzero = false;
                         self.held = Some((h, offset, payload));
                         return Some(ScanEvent::Corrupt {
                             offset: from,
@@ -155,7 +160,14 @@ impl Scanner {
                 Decoded::NeedMore if !eof => return None,
                 _ => {
                     self.garbage_from.get_or_insert(self.offset);
-                    self.skip(buf, 1);
+                    // A header of zeros fails its own check (a test pins it), so a run
+                    // of zeros is passed in one step, to its last header's width: a
+                    // direct write's padding is up to a block of them.
+                    let zeros = buf.iter().take_while(|b| **b == 0).count();
+                    if zeros == 0 {
+                        self.garbage_nonzero = true;
+                    }
+                    self.skip(buf, zeros.saturating_sub(FRAME_HEADER_BYTES).max(1));
                 }
             }
         }
@@ -173,16 +185,19 @@ impl Scanner {
     }
 
     /// At the end of the bytes available: at the end of the file, whatever is left
-    /// (bytes that never became a record) is the tail.
+    /// (bytes that never became a record) is the tail, unless it is all zeros after a
+    /// valid header: the padding of a direct write (direct.rs), which is no damage.
     fn end(&mut self, buf: &mut BytesMut, eof: bool) -> Option<ScanEvent> {
         if !eof {
             return None;
         }
         let from = self.garbage_from.take().unwrap_or(self.offset);
         let rest = buf.len();
+        self.garbage_nonzero |= buf.iter().any(|b| *b != 0);
         self.skip(buf, rest);
         self.header_checked = true;
-        (self.offset > from).then(|| ScanEvent::Tail {
+        let padding = !std::mem::take(&mut self.garbage_nonzero);
+        (self.offset > from && !padding).then(|| ScanEvent::Tail {
             offset: from,
             bytes: self.offset - from,
         })
@@ -242,8 +257,9 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// Events must tile the segment: each starts where the previous one ended.
-    fn assert_tiles(events: &[ScanEvent], len: usize, header: bool) {
+    /// Events must tile the segment: each starts where the previous one ended, and
+    /// only zeros (padding) may follow the last.
+    fn assert_tiles(events: &[ScanEvent], data: &[u8], header: bool) {
         let mut at = if header {
             SEGMENT_HEADER_BYTES as u64
         } else {
@@ -258,7 +274,12 @@ pub(crate) mod tests {
             assert_eq!(start, at, "event {e:?} does not start where the last ended");
             at = e.end();
         }
-        assert_eq!(at, len as u64, "events do not cover the segment");
+        let rest = &data[(at as usize).min(data.len())..];
+        assert!(
+            rest.iter().all(|b| *b == 0),
+            "events end at {at} of {} bytes, and what follows is not zeros",
+            data.len()
+        );
     }
 
     #[test]
@@ -279,7 +300,7 @@ pub(crate) mod tests {
                 (SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + 3) as u64
             )
         );
-        assert_tiles(&events, data.len(), true);
+        assert_tiles(&events, &data, true);
     }
 
     #[test]
@@ -313,7 +334,7 @@ pub(crate) mod tests {
                 }),
                 "byte {i}: {events:?}"
             );
-            assert_tiles(&events, bad.len(), true);
+            assert_tiles(&events, &bad, true);
         }
     }
 
@@ -330,7 +351,7 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(seqs(&events), [3, 4]);
-        assert_tiles(&events, data.len(), false);
+        assert_tiles(&events, &data, false);
     }
 
     #[test]
@@ -370,6 +391,53 @@ pub(crate) mod tests {
         assert_eq!(seqs(&got), [1, 2]);
     }
 
+    #[test]
+    fn zeros_to_the_end_are_padding_and_zeros_before_a_record_are_corrupt() {
+        let records = segment(4, &[b"one", b"two"]);
+        for zeros in [1, 31, 32, 33, 4096, 10_000] {
+            let mut padded = records.clone();
+            padded.resize(records.len() + zeros, 0);
+            let events = scan_chunked(4, &padded, &[7, 4096, 1]);
+            assert_eq!(seqs(&events), [4, 5], "{zeros} zeros");
+            assert_eq!(
+                events.len(),
+                2,
+                "{zeros} zeros of padding reported: {events:?}"
+            );
+            // Zeros with a record after them are damage, whatever their length.
+            encode(6, 0, b"three", &mut padded);
+            let events = scan_chunked(4, &padded, &[7, 4096, 1]);
+            assert_eq!(seqs(&events), [4, 5, 6], "{zeros} zeros, then a record");
+            assert!(
+                events.contains(&ScanEvent::Corrupt {
+                    offset: records.len() as u64,
+                    bytes: zeros as u64
+                }),
+                "{zeros} zeros before a record: {events:?}"
+            );
+        }
+        // A torn record is still a tail when zeros follow it.
+        let mut torn = records.clone();
+        encode(6, 0, b"three", &mut torn);
+        torn.truncate(records.len() + FRAME_HEADER_BYTES + 2);
+        torn.resize(torn.len() + 100, 0);
+        assert_eq!(
+            scan(4, &torn).last(),
+            Some(&ScanEvent::Tail {
+                offset: records.len() as u64,
+                bytes: (FRAME_HEADER_BYTES + 2 + 100) as u64
+            })
+        );
+        // A file of zeros has no valid header: damage, not padding.
+        assert_eq!(
+            scan(4, &[0; 5000]),
+            [ScanEvent::Tail {
+                offset: 0,
+                bytes: 5000
+            }]
+        );
+    }
+
     proptest! {
         #[test]
         fn any_chunking_gives_the_same_events(
@@ -387,7 +455,7 @@ pub(crate) mod tests {
             data.truncate(data.len().saturating_sub(cut));
             let whole = scan(1, &data);
             prop_assert_eq!(&scan_chunked(1, &data, &chunks), &whole);
-            assert_tiles(&whole, data.len(), data.len() >= SEGMENT_HEADER_BYTES && segment_header_valid(&data, 1));
+            assert_tiles(&whole, &data, data.len() >= SEGMENT_HEADER_BYTES && segment_header_valid(&data, 1));
             if flips.is_empty() && cut == 0 {
                 prop_assert_eq!(seqs(&whole), (1..=payloads.len() as u64).collect::<Vec<_>>());
             }

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use xxhash_rust::xxh3::Xxh3;
 
+use super::direct::{self, DirectBuf};
 use super::frame::{
     describe, describe_payload, segment_header, stamp, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
@@ -218,26 +219,103 @@ struct Active {
     written: u64,
     /// Bytes durable (fsynced) in this file.
     durable: u64,
-    pending: Vec<u8>,
+    pending: Pending,
+}
+
+/// Bytes appended and not yet in the file, and how they get there.
+#[derive(Debug)]
+enum Pending {
+    /// Through the page cache: small runs gathered for one `pwrite`, large ones written
+    /// from the batch and the documents themselves (`pwritev`).
+    Buffered(Vec<u8>),
+    /// Copied into a block-aligned buffer and written with `O_DIRECT` (direct.rs).
+    Direct(DirectBuf),
 }
 
 impl Active {
+    /// A segment opened for writing after its first `len` bytes.
+    fn open(base: u64, path: PathBuf, len: u64, direct: bool) -> io::Result<Active> {
+        let (file, pending) = if direct {
+            (
+                direct::open(&path, false)?,
+                Pending::Direct(DirectBuf::resume(&path, len)?),
+            )
+        } else {
+            (
+                OpenOptions::new().write(true).open(&path)?,
+                Pending::Buffered(Vec::with_capacity(WRITE_BUFFER)),
+            )
+        };
+        Ok(Active {
+            base,
+            path,
+            file,
+            written: len,
+            durable: len,
+            pending,
+        })
+    }
+
+    /// A new segment, its header appended.
+    fn create(base: u64, path: PathBuf, direct: bool) -> io::Result<Active> {
+        let header = segment_header(base);
+        let (file, pending) = if direct {
+            let file = direct::open(&path, true)?;
+            let mut buf = DirectBuf::new();
+            buf.extend(&file, &header)?;
+            (file, Pending::Direct(buf))
+        } else {
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            let mut pending = Vec::with_capacity(WRITE_BUFFER);
+            pending.extend_from_slice(&header);
+            (file, Pending::Buffered(pending))
+        };
+        Ok(Active {
+            base,
+            path,
+            file,
+            written: 0,
+            durable: 0,
+            pending,
+        })
+    }
+
     fn size(&self) -> u64 {
-        self.written + self.pending.len() as u64
+        match &self.pending {
+            Pending::Buffered(pending) => self.written + pending.len() as u64,
+            Pending::Direct(buf) => buf.size(),
+        }
     }
 
     /// Writes `parts` (`bytes` on disk in all) of a batch whose buffer is `frames`: a
     /// small run is gathered with others for one `pwrite`, a large one goes out from
-    /// the buffer and the documents themselves.
+    /// the buffer and the documents themselves. Direct, every byte is copied into the
+    /// aligned buffer, which writes its full blocks whenever it fills.
     fn write(&mut self, frames: &[u8], parts: &[Part], bytes: usize) -> Result<(), SpoolError> {
-        if self.pending.len() + bytes > WRITE_BUFFER {
-            self.flush()?;
+        let pending = match &mut self.pending {
+            Pending::Buffered(pending) => pending,
+            Pending::Direct(buf) => {
+                let file = &self.file;
+                let copied = parts.iter().try_for_each(|p| {
+                    buf.extend(file, &frames[p.at..p.end])?;
+                    p.doc.as_ref().map_or(Ok(()), |doc| buf.extend(file, doc))
+                });
+                self.written = buf.written();
+                return copied.map_err(SpoolError::io("write", &self.path));
+            }
+        };
+        if pending.len() + bytes > WRITE_BUFFER {
+            flush_buffered(&self.file, pending, &mut self.written)
+                .map_err(SpoolError::io("write", &self.path))?;
         }
         if bytes < WRITE_BUFFER {
             for p in parts {
-                self.pending.extend_from_slice(&frames[p.at..p.end]);
+                pending.extend_from_slice(&frames[p.at..p.end]);
                 if let Some(doc) = &p.doc {
-                    self.pending.extend_from_slice(doc);
+                    pending.extend_from_slice(doc);
                 }
             }
             return Ok(());
@@ -270,16 +348,43 @@ impl Active {
         Ok(())
     }
 
+    /// Puts everything appended into the file (direct: the last block padded).
     fn flush(&mut self) -> Result<(), SpoolError> {
-        if !self.pending.is_empty() {
-            self.file
-                .write_all_at(&self.pending, self.written)
-                .map_err(SpoolError::io("write", &self.path))?;
-            self.written += self.pending.len() as u64;
-            self.pending.clear();
+        let flushed = match &mut self.pending {
+            Pending::Buffered(pending) => flush_buffered(&self.file, pending, &mut self.written),
+            Pending::Direct(buf) => {
+                let done = buf.write_out(&self.file, true);
+                self.written = buf.written();
+                done
+            }
+        };
+        flushed.map_err(SpoolError::io("write", &self.path))
+    }
+
+    /// Forgets what was appended after the durable bytes and cuts the file back to them.
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.written = self.durable;
+        match &mut self.pending {
+            Pending::Buffered(pending) => pending.clear(),
+            // Emptied first: if reading the last block back fails, nothing stale is
+            // written; the caller then starts a new segment.
+            Pending::Direct(buf) => *buf = DirectBuf::new(),
+        }
+        self.file.set_len(self.durable)?;
+        if let Pending::Direct(buf) = &mut self.pending {
+            *buf = DirectBuf::resume(&self.path, self.durable)?;
         }
         Ok(())
     }
+}
+
+fn flush_buffered(file: &File, pending: &mut Vec<u8>, written: &mut u64) -> io::Result<()> {
+    if !pending.is_empty() {
+        file.write_all_at(pending, *written)?;
+        *written += pending.len() as u64;
+        pending.clear();
+    }
+    Ok(())
 }
 
 /// The writer's files and sequence numbers, driven synchronously: `append` batches,
@@ -289,6 +394,8 @@ pub(super) struct WriterCore {
     dir: PathBuf,
     dir_file: File,
     segment_bytes: u64,
+    /// Segments are written with `O_DIRECT` (the filesystem takes it; direct.rs).
+    direct: bool,
     active: Option<Active>,
     next_seq: u64,
     durable_next: u64,
@@ -311,24 +418,16 @@ impl WriterCore {
         dir: &Path,
         dir_file: File,
         segment_bytes: u64,
+        direct: bool,
         resume: Option<(u64, u64)>,
         next_seq: u64,
     ) -> Result<WriterCore, SpoolError> {
         let active = match resume {
             Some((base, len)) => {
                 let path = segment_path(dir, base);
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
+                let active = Active::open(base, path.clone(), len, direct)
                     .map_err(SpoolError::io("open", &path))?;
-                Some(Active {
-                    base,
-                    path,
-                    file,
-                    written: len,
-                    durable: len,
-                    pending: Vec::with_capacity(WRITE_BUFFER),
-                })
+                Some(active)
             }
             None => None,
         };
@@ -336,6 +435,7 @@ impl WriterCore {
             dir: dir.to_path_buf(),
             dir_file,
             segment_bytes,
+            direct,
             active,
             next_seq,
             durable_next: next_seq,
@@ -406,22 +506,10 @@ impl WriterCore {
         }
         let base = self.next_seq;
         let path = segment_path(&self.dir, base);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let active = Active::create(base, path.clone(), self.direct)
             .map_err(SpoolError::io("create", &path))?;
         self.created.push(base);
-        let mut pending = Vec::with_capacity(WRITE_BUFFER);
-        pending.extend_from_slice(&segment_header(base));
-        self.active = Some(Active {
-            base,
-            path,
-            file,
-            written: 0,
-            durable: 0,
-            pending,
-        });
+        self.active = Some(active);
         Ok(())
     }
 
@@ -468,9 +556,7 @@ impl WriterCore {
         for mut a in self.rotated.drain(..).chain(self.active.take()) {
             // The one segment not created this round is the one it began in.
             if !self.created.contains(&a.base) {
-                a.pending.clear();
-                ok = a.file.set_len(a.durable).is_ok();
-                a.written = a.durable;
+                ok = a.cut_back().is_ok();
                 keep = Some(a);
             }
         }

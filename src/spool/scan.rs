@@ -196,7 +196,8 @@ impl Scanner {
         self.garbage_nonzero |= buf.iter().any(|b| *b != 0);
         self.skip(buf, rest);
         self.header_checked = true;
-        let padding = !std::mem::take(&mut self.garbage_nonzero);
+        let zeros = !std::mem::take(&mut self.garbage_nonzero);
+        let padding = zeros && (self.header_valid || self.last_seq.is_some());
         (self.offset > from && !padding).then(|| ScanEvent::Tail {
             offset: from,
             bytes: self.offset - from,

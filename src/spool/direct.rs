@@ -35,12 +35,7 @@ pub fn open(path: &Path, create: bool) -> io::Result<File> {
     options
         .write(true)
         .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
-    if create {
-        options.create_new(true);
-    } else {
-        options.create(false);
-    }
-    options.open(path)
+    options.create_new(create).open(path)
 }
 
 /// Whether the filesystem under `dir` takes direct writes of [`BLOCK`]-aligned blocks:
@@ -183,6 +178,22 @@ impl DirectBuf {
     }
 }
 
+/// A temporary directory whose filesystem takes direct writes, for tests; `None`
+/// (and a line saying the test is skipped) where it does not: the spool then writes
+/// through the page cache, which the tests also drive with `direct_io = false`.
+#[cfg(test)]
+pub(crate) fn direct_tempdir() -> Option<tempfile::TempDir> {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, b"").unwrap();
+    if supported(&probe) {
+        Some(dir)
+    } else {
+        eprintln!("no O_DIRECT under {}: skipped", dir.path().display());
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,26 +208,20 @@ mod tests {
             .collect()
     }
 
-    /// Skips where the filesystem of the temporary directory refuses direct writes
-    /// (a tmpfs /tmp): the spool then writes through the page cache, tested elsewhere.
-    fn dir() -> Option<tempfile::TempDir> {
-        let dir = tempfile::tempdir().unwrap();
-        let probe = dir.path().join("probe");
-        std::fs::write(&probe, b"").unwrap();
-        if supported(&probe) {
-            Some(dir)
-        } else {
-            eprintln!("no O_DIRECT under {}: skipped", dir.path().display());
-            None
-        }
+    /// A segment just created for direct writes in a temporary directory, and its
+    /// buffer; `None` (the test skipped) where that filesystem refuses direct writes.
+    fn fresh_segment() -> Option<(tempfile::TempDir, std::path::PathBuf, File, DirectBuf)> {
+        let dir = direct_tempdir()?;
+        let path = dir.path().join("seg");
+        let file = open(&path, true).unwrap();
+        Some((dir, path, file, DirectBuf::new()))
     }
 
     #[test]
     fn commits_leave_the_appended_bytes_then_zeros_to_a_block_boundary() {
-        let Some(dir) = dir() else { return };
-        let path = dir.path().join("seg");
-        let file = open(&path, true).unwrap();
-        let mut buf = DirectBuf::new();
+        let Some((_dir, path, file, mut buf)) = fresh_segment() else {
+            return;
+        };
         let mut expect = Vec::new();
         // Small commits rewrite the partial block; a large one crosses the buffer.
         for (i, n) in [100, 5000, 1, 3 * BUFFER_BYTES + 17, 4096, 0, 77]
@@ -248,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_resumed_segment_keeps_its_bytes_and_continues_after_them() {
-        let Some(dir) = dir() else { return };
+        let Some(dir) = direct_tempdir() else { return };
         let path = dir.path().join("seg");
         std::fs::write(&path, patterned(10_000, 7)).unwrap();
         // A segment cut back to 6,000 bytes (a torn tail) and continued.
@@ -274,10 +279,9 @@ mod tests {
 
     #[test]
     fn writing_out_full_blocks_mid_round_keeps_the_partial_one_unwritten() {
-        let Some(dir) = dir() else { return };
-        let path = dir.path().join("seg");
-        let file = open(&path, true).unwrap();
-        let mut buf = DirectBuf::new();
+        let Some((_dir, path, file, mut buf)) = fresh_segment() else {
+            return;
+        };
         buf.extend(&file, &patterned(BLOCK + 10, 1)).unwrap();
         buf.write_out(&file, false).unwrap();
         assert_eq!(

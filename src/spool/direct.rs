@@ -133,21 +133,33 @@ impl DirectBuf {
     /// Appends `bytes`, writing full blocks to `file` first when the buffer has no
     /// room (a buffer smaller than one record grows to hold it).
     pub fn extend(&mut self, file: &File, bytes: &[u8]) -> io::Result<()> {
-        if self.len + bytes.len() > self.mem.capacity() {
+        self.extend_all(file, [bytes, &[]]).map(drop)
+    }
+
+    /// Appends `parts` one after the other, contiguous in the buffer, and returns them
+    /// there: none of their bytes is in the file yet, so the caller may still change
+    /// them (the writer finishes a frame's header over the bytes it has just copied).
+    pub fn extend_all(&mut self, file: &File, parts: [&[u8]; 2]) -> io::Result<&mut [u8]> {
+        let n = parts[0].len() + parts[1].len();
+        if self.len + n > self.mem.capacity() {
+            // Full blocks only: the partial one, which `parts` continue, stays.
             self.write_out(file, false)?;
-            if self.len + bytes.len() > self.mem.capacity() {
-                let mut bigger = Aligned::new(round_up(self.len + bytes.len()));
+            if self.len + n > self.mem.capacity() {
+                let mut bigger = Aligned::new(round_up(self.len + n));
                 bigger
                     .bytes_mut(0..self.len)
                     .copy_from_slice(self.mem.bytes_mut(0..self.len));
                 self.mem = bigger;
             }
         }
-        self.mem
-            .bytes_mut(self.len..self.len + bytes.len())
-            .copy_from_slice(bytes);
-        self.len += bytes.len();
-        Ok(())
+        let start = self.len;
+        for p in parts {
+            self.mem
+                .bytes_mut(self.len..self.len + p.len())
+                .copy_from_slice(p);
+            self.len += p.len();
+        }
+        Ok(self.mem.bytes_mut(start..self.len))
     }
 
     /// Writes what is not in the file yet: with `pad`, everything (the last block
@@ -289,6 +301,35 @@ mod tests {
             (BLOCK as u64, BLOCK as u64 + 10)
         );
         assert_eq!(file_bytes(&path).len(), BLOCK);
+    }
+
+    #[test]
+    fn parts_appended_together_are_not_in_the_file_until_written_so_they_may_still_change() {
+        let Some((_dir, path, file, mut buf)) = fresh_segment() else {
+            return;
+        };
+        // The first part alone would fill the buffer exactly, and the second make it
+        // write its full blocks: appended one by one, the first would go out then,
+        // before the caller's change to it.
+        let before = patterned(BUFFER_BYTES - 4, 3);
+        buf.extend(&file, &before).unwrap();
+        let frame = buf.extend_all(&file, [b"head", &[7; 60]]).unwrap();
+        assert_eq!(frame.len(), 64);
+        frame[..4].copy_from_slice(b"HEAD");
+        buf.write_out(&file, true).unwrap();
+        let on_disk = file_bytes(&path);
+        assert!(
+            on_disk[..before.len()] == before[..],
+            "bytes before changed"
+        );
+        assert_eq!(
+            &on_disk[before.len()..before.len() + 4],
+            b"HEAD",
+            "the change made after appending is not what reached the file"
+        );
+        assert!(on_disk[before.len() + 4..before.len() + 64]
+            .iter()
+            .all(|b| *b == 7));
     }
 
     #[test]

@@ -11,9 +11,11 @@
 //! | 20..28 | append time, milliseconds since the Unix epoch                |
 //! | 28..32 | low 32 bits of xxh3-64 of bytes 0..28 (the header's own check) |
 //!
-//! The appender fills bytes 0..12 (length, payload hash) on its own thread; the writer
-//! stamps 12..32 when it orders the batch, so the per-record cost on the writer thread
-//! is one 28-byte hash. The header check lets the scanner reject a candidate offset in
+//! A record framed whole by its appender gets bytes 0..12 (length, payload hash) on the
+//! appender's thread; one whose document is written from its own bytes gets its payload
+//! hash from the writer, which hashes it where it has just copied it (hot in cache, one
+//! pass) rather than the appender reading the document once more. The writer stamps
+//! 12..32 when it orders the batch: [`order`], then [`seal`] once bytes 0..28 are final. The header check lets the scanner reject a candidate offset in
 //! garbage without hashing a payload (resynchronising after corruption costs one short
 //! hash per byte, not one payload hash), and it covers the length, so a flipped length
 //! bit is caught before it can send the scanner past good frames.
@@ -82,8 +84,19 @@ pub fn describe(frame: &mut [u8], len: u32, payload_hash: u64) {
 
 /// Fills in the writer's half of the frame header at the start of `frame`.
 pub fn stamp(frame: &mut [u8], seq: u64, appended_ms: u64) {
+    order(frame, seq, appended_ms);
+    seal(frame);
+}
+
+/// Writes the sequence number and time into the frame header at the start of `frame`,
+/// leaving its check for [`seal`].
+pub fn order(frame: &mut [u8], seq: u64, appended_ms: u64) {
     frame[12..20].copy_from_slice(&seq.to_le_bytes());
     frame[20..28].copy_from_slice(&appended_ms.to_le_bytes());
+}
+
+/// Writes the header's own check over bytes 0..28, all of which must be final.
+pub fn seal(frame: &mut [u8]) {
     let check = xxh3_64(&frame[..28]) as u32;
     frame[28..32].copy_from_slice(&check.to_le_bytes());
 }

@@ -42,8 +42,9 @@
 //!   with it, and 64 bits, so resynchronising through garbage almost never accepts a
 //!   false frame.
 //! - Appenders frame records on their own thread; a record may leave its document in
-//!   its own bytes ([`Batch::push_with_doc`]: the head is framed in the batch, the
-//!   checksum hashed over both, never a copy of the document into the batch). The
+//!   its own bytes ([`Batch::push_with_doc`]: the head is framed in the batch, never a
+//!   copy of the document into the batch, and the writer hashes the two where it
+//!   copies them). The
 //!   writer copies head and document once into a block-aligned buffer and writes it
 //!   with `O_DIRECT` ([`direct`]: no page-cache copy, no page allocation, a fifth of
 //!   the kernel's CPU per record); each commit's last block is padded with zeros and

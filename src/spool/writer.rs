@@ -19,7 +19,8 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::direct::{self, DirectBuf};
 use super::frame::{
-    describe, describe_payload, segment_header, stamp, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    describe, describe_payload, order, seal, segment_header, FRAME_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES,
 };
 use super::handover::Handed;
 use super::ledger::{Mark, SegmentInfo};
@@ -133,10 +134,11 @@ impl Batch {
     }
 
     /// Adds one record of a head written by `write` into the batch's buffer and then
-    /// `doc`, which goes to disk from its own bytes (`pwritev`), never copied into the
-    /// batch: the record on disk is the same as [`Batch::push_with`] writing both, its
-    /// checksum hashed over the two in one pass. Refused, and nothing added, when it
-    /// exceeds `max_record_bytes`.
+    /// `doc`, which goes to disk from its own bytes, never copied into the batch: the
+    /// record on disk is the same as [`Batch::push_with`] writing both. Its checksum is
+    /// the writer's to compute ([`Active::write`]), so the document is read once more
+    /// only where it is copied anyway. Refused, and nothing added, when it exceeds
+    /// `max_record_bytes`.
     pub fn push_with_doc(
         &mut self,
         write: impl FnOnce(&mut Vec<u8>),
@@ -145,16 +147,11 @@ impl Batch {
         let start = self.frames.len();
         self.frames.resize(start + FRAME_HEADER_BYTES, 0);
         write(&mut self.frames);
-        let head = &self.frames[start + FRAME_HEADER_BYTES..];
-        if let Err(e) = self.check(head.len() + doc.len()) {
+        let len = self.frames.len() - start - FRAME_HEADER_BYTES + doc.len();
+        if let Err(e) = self.check(len) {
             self.frames.truncate(start);
             return Err(e);
         }
-        let mut hash = Xxh3::new();
-        hash.update(head);
-        hash.update(&doc);
-        let len = (head.len() + doc.len()) as u32;
-        describe(&mut self.frames[start..], len, hash.digest());
         self.add(start, Some(doc));
         Ok(())
     }
@@ -195,7 +192,8 @@ impl Batch {
 }
 
 /// One record of a batch: its bytes in the batch's buffer (`at..end`, the frame header
-/// first), then the document written from its own bytes, if it was pushed with one.
+/// first), then the document written from its own bytes, if it was pushed with one:
+/// then the header's length and payload hash are the writer's to fill in.
 #[derive(Debug, Clone)]
 struct Part {
     at: usize,
@@ -206,6 +204,10 @@ struct Part {
 impl Part {
     fn frame_len(&self) -> usize {
         self.end - self.at + self.doc.as_ref().map_or(0, Bytes::len)
+    }
+
+    fn payload_len(&self) -> usize {
+        self.frame_len() - FRAME_HEADER_BYTES
     }
 }
 
@@ -290,23 +292,42 @@ impl Active {
         }
     }
 
-    /// Writes `parts` (`bytes` on disk in all) of a batch whose buffer is `frames`: a
-    /// small run is gathered with others for one `pwrite`, a large one goes out from
-    /// the buffer and the documents themselves. Direct, every byte is copied into the
-    /// aligned buffer, which writes its full blocks whenever it fills.
-    fn write(&mut self, frames: &[u8], parts: &[Part], bytes: usize) -> Result<(), SpoolError> {
+    /// Writes `parts` (`bytes` on disk in all, ordered: [`order`]) of a batch whose
+    /// buffer is `frames`, finishing the header of each record pushed with its document
+    /// (length, payload hash, [`seal`]). Direct, every byte is copied into the aligned
+    /// buffer, which writes its full blocks whenever it fills, and a record's payload is
+    /// hashed where it was just copied: contiguous and in cache, where hashing it from
+    /// its two sources would read the document cold once more. Through the page cache,
+    /// a small run is gathered with others for one `pwrite`, a large one goes out from
+    /// the buffer and the documents themselves.
+    fn write(&mut self, frames: &mut [u8], parts: &[Part], bytes: usize) -> Result<(), SpoolError> {
         let pending = match &mut self.pending {
             Pending::Buffered(pending) => pending,
             Pending::Direct(buf) => {
                 let file = &self.file;
                 let copied = parts.iter().try_for_each(|p| {
-                    buf.extend(file, &frames[p.at..p.end])?;
-                    p.doc.as_ref().map_or(Ok(()), |doc| buf.extend(file, doc))
+                    let Some(doc) = &p.doc else {
+                        return buf.extend(file, &frames[p.at..p.end]);
+                    };
+                    let frame = buf.extend_all(file, [&frames[p.at..p.end], doc])?;
+                    describe_payload(frame);
+                    seal(frame);
+                    Ok(())
                 });
                 self.written = buf.written();
                 return copied.map_err(SpoolError::io("write", &self.path));
             }
         };
+        for p in parts {
+            if let Some(doc) = &p.doc {
+                let frame = &mut frames[p.at..p.end];
+                let mut hash = Xxh3::new();
+                hash.update(&frame[FRAME_HEADER_BYTES..]);
+                hash.update(doc);
+                describe(frame, p.payload_len() as u32, hash.digest());
+                seal(frame);
+            }
+        }
         if pending.len() + bytes > WRITE_BUFFER {
             flush_buffered(&self.file, pending, &mut self.written)
                 .map_err(SpoolError::io("write", &self.path))?;
@@ -469,11 +490,12 @@ impl WriterCore {
                 (run, run_bytes) = (i, 0);
                 self.rotate()?;
             }
-            stamp(
-                &mut frames[p.at..p.at + FRAME_HEADER_BYTES],
-                self.next_seq,
-                now_ms,
-            );
+            let header = &mut frames[p.at..p.at + FRAME_HEADER_BYTES];
+            order(header, self.next_seq, now_ms);
+            if p.doc.is_none() {
+                // Described by the appender; one with a document is sealed once written.
+                seal(header);
+            }
             run_bytes += len;
             let active = self.active.as_ref().expect("a segment is open");
             last = Some(Position {
@@ -487,7 +509,7 @@ impl WriterCore {
         Ok((first, last))
     }
 
-    fn write(&mut self, frames: &[u8], parts: &[Part], bytes: usize) -> Result<(), SpoolError> {
+    fn write(&mut self, frames: &mut [u8], parts: &[Part], bytes: usize) -> Result<(), SpoolError> {
         if parts.is_empty() {
             return Ok(());
         }

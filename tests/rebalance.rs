@@ -32,6 +32,12 @@ const JITTER: f64 = 0.1;
 /// third replica starts (the test fails, saying so, if it is not).
 const WINDOW: usize = 50;
 const WINDOWS: usize = 400;
+/// The least time between two windows of a client: each load then lasts at least
+/// `WINDOWS x PACE` (four ages) however fast the machine is, so every connection opened
+/// at the start lives to its age while its client still sends. Without it a fast run
+/// ended before some connections aged and counted fewer closes for age than it wants.
+const PACE: Duration = Duration::from_millis(20);
+const _: () = assert!(WINDOWS as u128 * PACE.as_millis() >= 4 * AGE.as_millis());
 
 fn replica() -> Lumberd {
     Lumberd::builder()
@@ -55,7 +61,9 @@ fn client(service: SocketAddr, id: &str, inflight: u32) -> thread::JoinHandle<Cl
         .arg("-window")
         .arg(WINDOW.to_string())
         .arg("-windows")
-        .arg(WINDOWS.to_string());
+        .arg(WINDOWS.to_string())
+        .arg("-pace")
+        .arg(format!("{}ms", PACE.as_millis()));
     thread::spawn(move || run_client(cmd, service))
 }
 

@@ -51,6 +51,8 @@ type failover struct {
 	opts     []v2.Option
 	inflight int // 0: SyncClient; otherwise AsyncClient's queue of windows awaiting ACK
 	backoff  time.Duration
+	pace     time.Duration // the least time between the starts of two window sends
+	lastSend time.Time
 	deadline time.Time
 	progress *os.File
 
@@ -154,6 +156,7 @@ func (f *failover) syncSession(conn net.Conn, addr string) error {
 	defer cl.Close()
 	for len(f.pending) > 0 {
 		win := f.pending[0]
+		f.keepPace()
 		f.markSent(win)
 		n, err := cl.Send(f.payload(win))
 		n = clamp(n, len(win))
@@ -200,6 +203,7 @@ func (f *failover) asyncSession(conn net.Conn, addr string) error {
 			break
 		}
 		w := &sentWindow{events: win}
+		f.keepPace()
 		sent = append(sent, w)
 		f.markSent(win)
 		wg.Add(1)
@@ -246,6 +250,18 @@ func (f *failover) payload(win []int) []interface{} {
 		out[i] = f.events[e]
 	}
 	return out
+}
+
+// keepPace waits until -pace has passed since the last window's send began: a rate,
+// not a synchronisation (a test whose load must outlast some server-side timer gets a
+// load that lasts long enough on a fast machine too).
+func (f *failover) keepPace() {
+	if f.pace > 0 {
+		if wait := time.Until(f.lastSend.Add(f.pace)); wait > 0 {
+			time.Sleep(wait)
+		}
+	}
+	f.lastSend = time.Now()
 }
 
 func (f *failover) markSent(win []int) {

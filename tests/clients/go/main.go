@@ -72,6 +72,8 @@ func main() {
 		"within this long (default 3 x -timeout)")
 	backoff := flag.Duration("backoff", 100*time.Millisecond, "failover only: wait before reconnecting, "+
 		"doubled after each failure without progress up to 10 x")
+	pace := flag.Duration("pace", 0, "failover only: start sending a window at most this often, so that a "+
+		"load lasts at least -windows x -pace however fast the machine is")
 	progressFile := flag.String("progress", "", "failover only: append \"acked <total>\" to this file "+
 		"whenever a window (or part of one) is acknowledged")
 	dump := flag.String("dump", "", "write every event sent, one JSON line each, to this file")
@@ -248,7 +250,7 @@ func main() {
 	case "failover":
 		f := newFailover(batches, eventIDs)
 		f.hosts = [2]string{*addr, *addr2}
-		f.dial, f.opts, f.inflight, f.backoff = dial, opts, *inflight, *backoff
+		f.dial, f.opts, f.inflight, f.backoff, f.pace = dial, opts, *inflight, *backoff, *pace
 		if *deadline <= 0 {
 			*deadline = 3 * *timeout
 		}

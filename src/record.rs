@@ -350,7 +350,7 @@ fn dead_letter_head(
 /// The id of a dead letter with no origin to name it: a digest of the bytes the client
 /// sent, so the same payload resent is a duplicate (409), not a second dead letter.
 pub fn id_of_bytes(raw: &[u8]) -> DocId {
-    DocId::from_digest(xxhash_rust::xxh3::xxh3_128(raw))
+    DocId::from_digest(twox_hash::XxHash3_128::oneshot(raw))
 }
 
 fn hex(raw: &[u8]) -> String {

@@ -8,7 +8,7 @@
 //! part has no value the event gets no id (Elasticsearch assigns one), since an id from
 //! half an origin could collide across hosts or files.
 
-use xxhash_rust::xxh3::xxh3_128;
+use twox_hash::XxHash3_128;
 
 use super::doc::Doc;
 use super::path::FieldPath;
@@ -107,6 +107,6 @@ impl Fingerprint {
                 None => return None,
             }
         }
-        Some(DocId::from_digest(xxh3_128(&input)))
+        Some(DocId::from_digest(XxHash3_128::oneshot(&input)))
     }
 }

@@ -20,7 +20,7 @@
 //! hash per byte, not one payload hash), and it covers the length, so a flipped length
 //! bit is caught before it can send the scanner past good frames.
 
-use xxhash_rust::xxh3::xxh3_64;
+use twox_hash::XxHash3_64;
 
 /// Bytes of a frame header.
 pub const FRAME_HEADER_BYTES: usize = 32;
@@ -72,7 +72,7 @@ pub fn encode_unstamped(payload: &[u8], out: &mut Vec<u8>) {
 /// after) from its payload: the length and the payload hash.
 pub fn describe_payload(frame: &mut [u8]) {
     let (head, payload) = frame.split_at_mut(FRAME_HEADER_BYTES);
-    describe(head, payload.len() as u32, xxh3_64(payload));
+    describe(head, payload.len() as u32, XxHash3_64::oneshot(payload));
 }
 
 /// Fills bytes 0..12 of the frame header at the start of `frame` from a payload of
@@ -97,7 +97,7 @@ pub fn order(frame: &mut [u8], seq: u64, appended_ms: u64) {
 
 /// Writes the header's own check over bytes 0..28, all of which must be final.
 pub fn seal(frame: &mut [u8]) {
-    let check = xxh3_64(&frame[..28]) as u32;
+    let check = XxHash3_64::oneshot(&frame[..28]) as u32;
     frame[28..32].copy_from_slice(&check.to_le_bytes());
 }
 
@@ -118,7 +118,7 @@ pub fn decode_header(buf: &[u8], max_record_bytes: u32) -> Option<FrameHeader> {
     let head = buf.get(..FRAME_HEADER_BYTES)?;
     let u64_at = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().expect("8 bytes"));
     let check = u32::from_le_bytes(head[28..32].try_into().expect("4 bytes"));
-    if xxh3_64(&head[..28]) as u32 != check {
+    if XxHash3_64::oneshot(&head[..28]) as u32 != check {
         return None;
     }
     let len = declared_len(head);
@@ -145,7 +145,7 @@ pub fn decode(buf: &[u8], max_record_bytes: u32) -> Decoded {
     let Some(payload) = buf.get(FRAME_HEADER_BYTES..header.frame_len()) else {
         return Decoded::NeedMore;
     };
-    if xxh3_64(payload) != header.payload_hash {
+    if XxHash3_64::oneshot(payload) != header.payload_hash {
         return Decoded::Invalid;
     }
     Decoded::Frame(header)
@@ -156,7 +156,7 @@ pub fn segment_header(base: u64) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0; SEGMENT_HEADER_BYTES];
     h[..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..16].copy_from_slice(&base.to_le_bytes());
-    let check = xxh3_64(&h[..16]);
+    let check = XxHash3_64::oneshot(&h[..16]);
     h[16..24].copy_from_slice(&check.to_le_bytes());
     h
 }

@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use xxhash_rust::xxh3::xxh3_64;
+use twox_hash::XxHash3_64;
 
 pub const POSITION_FILE: &str = "read-position";
 const MAGIC: [u8; 8] = *b"LBDSPOS1";
@@ -47,7 +47,7 @@ fn encode_slot(generation: u64, p: &ReadPosition) -> [u8; SLOT_BYTES] {
     s[16..24].copy_from_slice(&p.next_seq.to_le_bytes());
     s[24..32].copy_from_slice(&p.segment.to_le_bytes());
     s[32..40].copy_from_slice(&p.offset.to_le_bytes());
-    let check = xxh3_64(&s[..40]);
+    let check = XxHash3_64::oneshot(&s[..40]);
     s[40..48].copy_from_slice(&check.to_le_bytes());
     s
 }
@@ -55,7 +55,7 @@ fn encode_slot(generation: u64, p: &ReadPosition) -> [u8; SLOT_BYTES] {
 fn decode_slot(s: &[u8]) -> Option<(u64, ReadPosition)> {
     let s = s.get(..SLOT_BYTES)?;
     let u64_at = |i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
-    if s[0..8] != MAGIC || xxh3_64(&s[..40]) != u64_at(40) {
+    if s[0..8] != MAGIC || XxHash3_64::oneshot(&s[..40]) != u64_at(40) {
         return None;
     }
     Some((

@@ -6,6 +6,7 @@
 //! deletes consumed ones, both through the ledger.
 
 use std::fs::{File, OpenOptions};
+use std::hash::Hasher as _;
 use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
-use xxhash_rust::xxh3::Xxh3;
+use twox_hash::XxHash3_64;
 
 use super::direct::{self, DirectBuf};
 use super::frame::{
@@ -321,10 +322,10 @@ impl Active {
         for p in parts {
             if let Some(doc) = &p.doc {
                 let frame = &mut frames[p.at..p.end];
-                let mut hash = Xxh3::new();
-                hash.update(&frame[FRAME_HEADER_BYTES..]);
-                hash.update(doc);
-                describe(frame, p.payload_len() as u32, hash.digest());
+                let mut hash = XxHash3_64::new();
+                hash.write(&frame[FRAME_HEADER_BYTES..]);
+                hash.write(doc);
+                describe(frame, p.payload_len() as u32, hash.finish());
                 seal(frame);
             }
         }

@@ -316,7 +316,7 @@ pub fn versioned(mut body: Value, version: u32) -> (Value, String) {
     body["version"] = json!(version);
     let digest = format!(
         "{:032x}",
-        xxhash_rust::xxh3::xxh3_128(body.to_string().as_bytes())
+        twox_hash::XxHash3_128::oneshot(body.to_string().as_bytes())
     );
     body["_meta"]["digest"] = json!(digest);
     (body, digest)

@@ -91,14 +91,36 @@ fn a_resent_payload_that_is_not_an_event_is_one_dead_letter_id_in_the_file_outpu
     assert!(files[0].ends_with(&today), "{files:?}, want {today}");
 }
 
+/// The dead-letter template an older lumberd (before `_meta.revision`) installed under
+/// `template_version` 1: the pipeline's `error_kind` and `peer` unmapped.
+const OLDER_LUMBERDS_TEMPLATE: &str = r#"{"index_patterns":["qwen-logs-deadletter-*"],
+  "priority":201,"version":1,"_meta":{"managed_by":"lumberd","digest":"an older layout"},
+  "template":{"mappings":{"dynamic":false,"properties":{"@timestamp":{"type":"date"}}}}}"#;
+
+/// Dead letters of `index` matching a `q=` query string.
+fn matching(node: &EsNode, index: &str, q: &str) -> u64 {
+    let (status, body) = node.request("GET", &format!("/{index}/_count?q={q}"), None);
+    assert_eq!(status, 200, "_count?q={q}: {body}");
+    body["count"].as_u64().expect("count")
+}
+
 #[test]
-fn a_resent_payload_that_is_not_an_event_is_stored_once_in_elasticsearch() {
+fn a_resent_payload_that_is_not_an_event_is_stored_once_in_elasticsearch_searchable_by_kind_and_peer(
+) {
     if !available(Engine::Elasticsearch) {
         return;
     }
     let Some(node) = EsNode::start(&[]) else {
         return;
     };
+    // An upgrade: what the older lumberd installed under the same template_version is
+    // replaced, or the new fields below would not be searchable.
+    let (status, body) = node.request(
+        "PUT",
+        "/_index_template/qwen-logs-deadletter",
+        Some(OLDER_LUMBERDS_TEMPLATE),
+    );
+    assert_eq!(status, 200, "installing the older template: {body}");
     let lumberd = lumberd_to(node.url()).start();
     send_twice(&lumberd);
     let index = format!("{DEAD_LETTER_PREFIX}{}", utc_date(now_secs()));
@@ -109,4 +131,25 @@ fn a_resent_payload_that_is_not_an_event_is_stored_once_in_elasticsearch() {
         lumberd.logs()
     );
     assert_eq!(node.count("qwen-logs-*,-qwen-logs-deadletter-*"), 0);
+    let (_, installed) = node.request("GET", "/_index_template/qwen-logs-deadletter", None);
+    let installed = &installed["index_templates"][0]["index_template"];
+    assert_eq!(
+        installed["_meta"]["revision"],
+        1,
+        "the older lumberd's template is replaced on upgrade: {installed}\nlogs:\n{}",
+        lumberd.logs()
+    );
+    // What an operator filters on in Kibana: the kind of failure and who sent it.
+    let kinds = [
+        ("error_kind:not_json_object", 3),
+        ("error_kind:not_utf8", 1),
+        ("peer:127.0.0.1*", DISTINCT as u64),
+    ];
+    for (q, want) in kinds {
+        assert_eq!(
+            matching(&node, &index, q),
+            want,
+            "dead letters matching {q} (the dead-letter template must map the field)"
+        );
+    }
 }

@@ -195,11 +195,19 @@ pub fn dead_letter_template(t: &TemplateSettings, prefix: &str, ilm: bool) -> Va
                 "@timestamp": { "type": "date" },
                 "original_index": { "type": "keyword" },
                 "original_id": { "type": "keyword" },
+                // Refused by Elasticsearch (bulk.rs: `Pending::dead_letter`).
                 "error": { "properties": {
                     "status": { "type": "integer" },
                     "type": { "type": "keyword" },
                     "reason": { "type": "text" },
                 }},
+                // Refused by the pipeline (record.rs: `dead_letter_doc`): what was wrong
+                // and who sent it, searchable; the bytes stored only.
+                "reason": { "type": "text" },
+                "error_kind": { "type": "keyword" },
+                "peer": { "type": "keyword" },
+                "payload": { "type": "keyword", "index": false, "doc_values": false },
+                "payload_hex": { "type": "keyword", "index": false, "doc_values": false },
                 "event": { "properties": {
                     "original": { "type": "keyword", "index": false, "doc_values": false },
                 }},
@@ -263,14 +271,25 @@ pub fn ism_policy(t: &TemplateSettings) -> Value {
     }})
 }
 
+/// The layout of lumberd's own templates (`_meta.revision`), raised with every change to
+/// what [`event_template`] or [`dead_letter_template`] write for the same settings. A
+/// user's `template_version` says which configuration wins; this says which lumberd
+/// wrote it, so an upgrade replaces what an older lumberd installed under the same
+/// `template_version` instead of keeping it as another replica's configuration. 1: the
+/// dead-letter template maps the pipeline's `reason`, `error_kind` and `peer`; templates
+/// without a revision are 0.
+pub const TEMPLATE_REVISION: u64 = 1;
+
 /// What the cluster holds under a template's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Installed {
     Absent,
-    /// Its `version` (none: not versioned, e.g. made by hand) and lumberd's digest of it.
+    /// Its `version` (none: not versioned, e.g. made by hand), lumberd's digest of it
+    /// and the [`TEMPLATE_REVISION`] of the lumberd that wrote it (0 when none).
     Present {
         version: Option<u64>,
         digest: Option<String>,
+        revision: u64,
     },
 }
 
@@ -288,23 +307,33 @@ pub enum Decision {
     /// The same version with other contents: two configurations claim one version;
     /// the first installed stays (until the version is raised).
     KeepConflicting,
+    /// The same version written by a newer lumberd (a higher revision: an upgrade under
+    /// way); leave it.
+    KeepNewerRevision(u64),
 }
 
 /// The rule that keeps replicas from flipping each other's templates: write only over
-/// nothing or a lower version. Replicas of one version never overwrite each other,
-/// whatever order they start in, and in a rollout the higher version wins.
-pub fn decide(installed: &Installed, version: u64, digest: &str) -> Decision {
+/// nothing or a lower version, or, under the same version with other contents, over
+/// what a lower [`TEMPLATE_REVISION`] (an older lumberd) wrote. Replicas of one version
+/// and one lumberd never overwrite each other, whatever order they start in; in a
+/// rollout the higher version wins, and in an upgrade the newer lumberd (an older one
+/// finds a digest it does not make and leaves it).
+pub fn decide(installed: &Installed, version: u64, revision: u64, digest: &str) -> Decision {
+    use std::cmp::Ordering::{Equal, Greater, Less};
     match installed {
         Installed::Absent => Decision::Create,
         Installed::Present { version: None, .. } => Decision::Replace,
         Installed::Present {
             version: Some(v),
             digest: d,
-        } => match (*v).cmp(&version) {
-            std::cmp::Ordering::Less => Decision::Replace,
-            std::cmp::Ordering::Greater => Decision::KeepNewer(*v),
-            std::cmp::Ordering::Equal if d.as_deref() == Some(digest) => Decision::Keep,
-            std::cmp::Ordering::Equal => Decision::KeepConflicting,
+            revision: r,
+        } => match ((*v).cmp(&version), (*r).cmp(&revision)) {
+            (Less, _) => Decision::Replace,
+            (Greater, _) => Decision::KeepNewer(*v),
+            (Equal, _) if d.as_deref() == Some(digest) => Decision::Keep,
+            (Equal, Less) => Decision::Replace,
+            (Equal, Greater) => Decision::KeepNewerRevision(*r),
+            (Equal, Equal) => Decision::KeepConflicting,
         },
     }
 }
@@ -314,6 +343,7 @@ pub fn decide(installed: &Installed, version: u64, digest: &str) -> Decision {
 /// configurations of one version apart.
 pub fn versioned(mut body: Value, version: u32) -> (Value, String) {
     body["version"] = json!(version);
+    body["_meta"]["revision"] = json!(TEMPLATE_REVISION);
     let digest = format!(
         "{:032x}",
         twox_hash::XxHash3_128::oneshot(body.to_string().as_bytes())
@@ -330,6 +360,7 @@ fn installed_of(status: u16, answer: &Value) -> Option<Installed> {
             Some(Installed::Present {
                 version: t["version"].as_u64(),
                 digest: t["_meta"]["digest"].as_str().map(String::from),
+                revision: t["_meta"]["revision"].as_u64().unwrap_or(0),
             })
         }
         _ => None,
@@ -437,7 +468,7 @@ async fn put_template(
             .map_err(|e| fail(&path, e.into()))?;
         let installed = installed_of(answer.0, &answer.1)
             .ok_or_else(|| fail(&path, Refusal::status(answer.0, &answer.1)))?;
-        let put = match decide(&installed, version.into(), &digest) {
+        let put = match decide(&installed, version.into(), TEMPLATE_REVISION, &digest) {
             Decision::Create => format!("{path}?create=true"),
             Decision::Replace => path.clone(),
             Decision::Keep => {
@@ -448,6 +479,13 @@ async fn put_template(
                 tracing::warn!(template = %name, version, installed = theirs,
                     "the cluster holds a newer version of this index template (a rollout \
                      under way?); leaving it");
+                return Ok(false);
+            }
+            Decision::KeepNewerRevision(theirs) => {
+                tracing::warn!(template = %name, version, revision = TEMPLATE_REVISION,
+                    installed_revision = theirs,
+                    "the cluster holds this index template as a newer lumberd writes it (an \
+                     upgrade under way?); leaving it");
                 return Ok(false);
             }
             Decision::KeepConflicting => {
@@ -663,24 +701,61 @@ mod tests {
         let ours = |v| Installed::Present {
             version: Some(v),
             digest: Some("d".into()),
+            revision: 1,
         };
-        assert_eq!(decide(&Installed::Absent, 2, "d"), Decision::Create);
-        assert_eq!(decide(&ours(1), 2, "d"), Decision::Replace);
+        assert_eq!(decide(&Installed::Absent, 2, 1, "d"), Decision::Create);
+        assert_eq!(decide(&ours(1), 2, 1, "d"), Decision::Replace);
         assert_eq!(
             decide(
                 &Installed::Present {
                     version: None,
-                    digest: None
+                    digest: None,
+                    revision: 0,
                 },
                 2,
+                1,
                 "d"
             ),
             Decision::Replace,
             "an unversioned template (made by hand, or by lumberd before versions) is replaced"
         );
-        assert_eq!(decide(&ours(2), 2, "d"), Decision::Keep);
-        assert_eq!(decide(&ours(2), 2, "other"), Decision::KeepConflicting);
-        assert_eq!(decide(&ours(3), 2, "d"), Decision::KeepNewer(3));
+        assert_eq!(decide(&ours(2), 2, 1, "d"), Decision::Keep);
+        assert_eq!(decide(&ours(2), 2, 1, "other"), Decision::KeepConflicting);
+        assert_eq!(decide(&ours(3), 2, 1, "d"), Decision::KeepNewer(3));
+    }
+
+    #[test]
+    fn under_one_version_a_newer_lumberd_replaces_an_older_ones_template_and_not_back() {
+        let written_by = |revision| Installed::Present {
+            version: Some(1),
+            digest: Some("old layout".into()),
+            revision,
+        };
+        assert_eq!(
+            decide(&written_by(0), 1, 1, "new layout"),
+            Decision::Replace,
+            "an upgrade must replace what an older lumberd wrote under template_version 1"
+        );
+        assert_eq!(
+            decide(&written_by(2), 1, 1, "new layout"),
+            Decision::KeepNewerRevision(2),
+            "an older replica restarting during the upgrade must leave the newer layout"
+        );
+        assert_eq!(
+            decide(&written_by(1), 1, 1, "new layout"),
+            Decision::KeepConflicting,
+            "one lumberd, two configurations under one version: the first installed stays"
+        );
+        let newer_version_older_lumberd = Installed::Present {
+            version: Some(3),
+            digest: Some("old layout".into()),
+            revision: 0,
+        };
+        assert_eq!(
+            decide(&newer_version_older_lumberd, 2, 1, "new layout"),
+            Decision::KeepNewer(3),
+            "the user's template_version comes first: a higher one wins whoever wrote it"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use lumberd::output::elasticsearch::setup::TEMPLATE_REVISION;
 use support::clients::{go_lumber, run_client};
 use support::es::{available, lumberd_to, Engine, EsNode};
 use support::lumberd::Lumberd;
@@ -135,7 +136,7 @@ fn a_resent_payload_that_is_not_an_event_is_stored_once_in_elasticsearch_searcha
     let installed = &installed["index_templates"][0]["index_template"];
     assert_eq!(
         installed["_meta"]["revision"],
-        1,
+        TEMPLATE_REVISION,
         "the older lumberd's template is replaced on upgrade: {installed}\nlogs:\n{}",
         lumberd.logs()
     );
